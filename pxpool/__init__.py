@@ -1,0 +1,46 @@
+"""pxpool: a Jupyter-first pool of parallel IPython engines.
+
+Start a pool from a profile, run work on its engines, stop it::
+
+    import pxpool
+    with pxpool.Pool.from_profile("local", engines=4) as pool:
+        pool.push({"scale": 2})
+        print(pool.apply(lambda x: x * scale, 21))
+"""
+
+from __future__ import annotations
+
+from ._version import __version__
+from .errors import (
+    ControllerStartError,
+    EngineNotFoundError,
+    EngineStartError,
+    PoolNotFoundError,
+    PoolStartError,
+    PoolStateError,
+    ProfileError,
+    ProfileValidationError,
+    PxpoolError,
+    UnknownProfileError,
+)
+from .pool import Pool, current
+from .profile import Profile, list_profiles, load_profile
+
+__all__ = [
+    "__version__",
+    "Pool",
+    "current",
+    "Profile",
+    "load_profile",
+    "list_profiles",
+    "PxpoolError",
+    "ProfileError",
+    "UnknownProfileError",
+    "ProfileValidationError",
+    "PoolStateError",
+    "PoolNotFoundError",
+    "PoolStartError",
+    "ControllerStartError",
+    "EngineStartError",
+    "EngineNotFoundError",
+]

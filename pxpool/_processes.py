@@ -1,0 +1,64 @@
+"""Local process bookkeeping: ipyparallel stops the processes it started, but an
+engine's nanny (its child) exits a little later on its own; a pool's stop waits for
+the whole tree so nothing outlives ``pool.stop()``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+import ipyparallel as ipp
+import psutil
+
+
+def _launcher_processes(launcher: object) -> Iterable[psutil.Process]:
+    process = getattr(launcher, "process", None)
+    if isinstance(process, psutil.Process):
+        yield process
+    for child in list(getattr(launcher, "launchers", {}).values()):
+        yield from _launcher_processes(child)
+
+
+def local_process_tree_of(launcher: object) -> list[psutil.Process]:
+    """One launcher's local processes with their descendants."""
+    return [p for root in _launcher_processes(launcher) for p in _tree(root)]
+
+
+def local_process_tree(cluster: ipp.Cluster, part: str = "all") -> list[psutil.Process]:
+    """Local processes of the controller and/or engines (``part``), with descendants."""
+    roots = list(_launcher_processes(cluster.controller)) if part in ("all", "controller") else []
+    if part in ("all", "engines"):
+        for engine_set in list(cluster.engines.values()):
+            roots.extend(_launcher_processes(engine_set))
+    return [p for launcher_processes in map(_tree, roots) for p in launcher_processes]
+
+
+def _tree(root: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+async def reap(processes: list[psutil.Process], timeout: float) -> None:
+    """Wait up to ``timeout`` for ``processes`` to exit; SIGKILL what is left."""
+    deadline = time.monotonic() + timeout
+    alive = processes
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if _running(p)]
+        if alive:
+            await asyncio.sleep(0.05)
+    for process in alive:
+        try:
+            process.kill()
+            process.wait(timeout=2)
+        except psutil.Error:
+            pass
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

@@ -1,0 +1,93 @@
+"""The per-user runtime directory where pools keep their connection files.
+
+Layout: ``RUNTIME/NAME/`` is the pool's ipyparallel profile directory (``security/``
+holds the connection files with the pool's key, ``log/`` the process output), and
+``RUNTIME/NAME/pool.json`` records what pxpool needs to attach to or stop the pool.
+Directories are 0700 and files 0600: the connection files carry the key that lets
+anyone who reads them run code on the engines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .errors import PxpoolError
+
+__all__ = [
+    "runtime_dir",
+    "pool_dir",
+    "write_private_json",
+    "read_record",
+    "record_names",
+    "check_pool_name",
+]
+
+RECORD_FILE = "pool.json"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        raise PxpoolError(
+            f"Runtime directory {path} belongs to uid {info.st_uid}, not you (uid {os.getuid()}); "
+            "set PXPOOL_RUNTIME_DIR to a directory of your own."
+        )
+    if info.st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def runtime_dir() -> Path:
+    """``$PXPOOL_RUNTIME_DIR``, else ``$XDG_RUNTIME_DIR/pxpool``, else ``~/.local/state/pxpool``."""
+    if os.environ.get("PXPOOL_RUNTIME_DIR"):
+        base = Path(os.environ["PXPOOL_RUNTIME_DIR"]).expanduser()
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        base = Path(os.environ["XDG_RUNTIME_DIR"]) / "pxpool"
+    else:
+        base = Path.home() / ".local" / "state" / "pxpool"
+    return _private_dir(base)
+
+
+def check_pool_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise PxpoolError(
+            f"Invalid pool name {name!r}: use up to 64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit."
+        )
+    return name
+
+
+def pool_dir(name: str, create: bool = False) -> Path:
+    path = runtime_dir() / check_pool_name(name)
+    return _private_dir(path) if create else path
+
+
+def write_private_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON readable by the owner only, atomically (readers never see half a file)."""
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=1)
+    os.replace(temporary, path)
+
+
+def read_record(name: str) -> dict[str, Any] | None:
+    try:
+        return json.loads((pool_dir(name) / RECORD_FILE).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+
+
+def record_names() -> list[str]:
+    return sorted(p.parent.name for p in runtime_dir().glob(f"*/{RECORD_FILE}"))
+
+
+def remove_pool_dir(name: str) -> None:
+    shutil.rmtree(pool_dir(name), ignore_errors=True)

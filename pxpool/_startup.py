@@ -1,0 +1,113 @@
+"""Bounded waits for a pool coming up, turning early exits into errors with output.
+
+ipyparallel waits for the controller's files and for engine registrations, but an
+engine that exits while being waited for only shows up in a log, so the caller
+waits out the whole timeout. These waits watch the processes too and fail as soon
+as one exits, quoting what it printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import ipyparallel as ipp
+
+from .errors import ControllerStartError, EngineStartError
+from .profile import Profile
+
+POLL_INTERVAL = 0.02
+
+
+def _launcher_exited(launcher: object) -> bool:
+    if getattr(launcher, "state", None) == "after":
+        return True
+    poll = getattr(launcher, "poll", None)
+    children = getattr(launcher, "launchers", None)
+    if children is not None:  # an engine set: exited when all its processes exited
+        return bool(children) is False or all(_launcher_exited(c) for c in list(children.values()))
+    if poll is not None and getattr(launcher, "process", None) is not None:
+        try:
+            return poll() is not None
+        except Exception:
+            return True
+    return False
+
+
+class StartupWatch:
+    """Waits that give up at one shared deadline (the profile's start timeout)."""
+
+    def __init__(self, cluster: ipp.Cluster, profile: Profile, timeout: float) -> None:
+        self.cluster = cluster
+        self.profile = profile
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+
+    def _left(self) -> float:
+        return max(self.deadline - time.monotonic(), 0.0)
+
+    def _controller_output(self) -> str:
+        controller = self.cluster.controller
+        return controller.get_output() if controller is not None else ""
+
+    async def controller_started(self) -> None:
+        try:
+            await self.cluster.start_controller()
+        except OSError as exc:
+            raise ControllerStartError(f"Could not run the controller: {exc}") from exc
+        controller = self.cluster.controller
+        try:
+            await controller.get_connection_info(timeout=self._left())
+        except RuntimeError as exc:  # the controller exited
+            raise ControllerStartError(
+                f"The controller of pool {self.cluster.cluster_id!r} exited while starting ({exc}). "
+                "If it says 'Address already in use', choose another controller port in the profile.",
+                self._controller_output(),
+            ) from None
+        except TimeoutError:
+            raise ControllerStartError(
+                f"The controller of pool {self.cluster.cluster_id!r} did not write its connection "
+                f"files within {self.timeout:g}s; raise timeouts.start in profile "
+                f"{self.profile.name!r} if the machine is slow.",
+                self._controller_output(),
+            ) from None
+
+    async def engines_registered(
+        self, client: ipp.Client, engine_ids: list[int], engine_sets: dict[str, list[int]]
+    ) -> None:
+        """Wait until every id in ``engine_ids`` is registered with the hub."""
+        wanted = set(engine_ids)
+        watched = {s: ids for s, ids in engine_sets.items() if wanted & set(ids)}
+        while not wanted <= set(client.ids):
+            controller = self.cluster.controller
+            if controller is not None and _launcher_exited(controller):
+                raise ControllerStartError(
+                    "The controller exited while engines were registering.",
+                    self._controller_output(),
+                )
+            for set_id, ids in watched.items():
+                launcher = self.cluster.engines.get(set_id)
+                if launcher is None or _launcher_exited(launcher):
+                    missing = sorted(set(ids) - set(client.ids))
+                    if missing:
+                        output = launcher.get_output() if launcher is not None else ""
+                        raise EngineStartError(
+                            f"Engine(s) {missing} of pool {self.cluster.cluster_id!r} exited before "
+                            f"registering. Check the engine's python and environment in profile "
+                            f"{self.profile.name!r} ({self.profile.source}).",
+                            output,
+                        )
+            if time.monotonic() > self.deadline:
+                registered = wanted & set(client.ids)
+                outputs = "\n".join(
+                    launcher.get_output()
+                    for s in watched
+                    if (launcher := self.cluster.engines.get(s)) is not None
+                )
+                raise EngineStartError(
+                    f"{len(registered)} of {len(wanted)} engines registered within {self.timeout:g}s; "
+                    f"missing: {sorted(wanted - registered)}. Raise timeouts.start in profile "
+                    f"{self.profile.name!r} or look at the engines' output below.",
+                    outputs,
+                )
+            await asyncio.sleep(POLL_INTERVAL)

@@ -1,0 +1,28 @@
+"""Where engines run (providers) and how they start inside an allocation (launchers).
+
+``provider_for(profile)`` picks the provider class named by ``profile.provider``.
+"""
+
+from __future__ import annotations
+
+from ..errors import PxpoolError
+from ..profile import Profile
+from .base import Provider
+from .local import LocalProvider
+
+__all__ = ["Provider", "LocalProvider", "provider_for", "PROVIDER_CLASSES"]
+
+PROVIDER_CLASSES: dict[str, type[Provider]] = {
+    LocalProvider.name: LocalProvider,
+}
+
+
+def provider_for(profile: Profile) -> Provider:
+    try:
+        cls = PROVIDER_CLASSES[profile.provider]
+    except KeyError:
+        raise PxpoolError(
+            f"Profile {profile.name!r} uses provider {profile.provider!r}, which this pxpool "
+            f"version cannot start yet; available: {', '.join(sorted(PROVIDER_CLASSES))}."
+        ) from None
+    return cls(profile)

@@ -1,0 +1,46 @@
+"""The provider interface: what a pool asks of the system its engines run on.
+
+A provider starts engines with requested ids as ipyparallel engine sets, so the pool
+can map every engine id to the set that owns it (for restart, scale and stop) and a
+pool attached from another process can rebuild the same map from the cluster file.
+"""
+
+from __future__ import annotations
+
+import sys
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import ipyparallel as ipp
+
+from ..profile import Profile
+
+
+class Provider(ABC):
+    """Starts and stops engines for one profile; subclasses differ in where."""
+
+    name: ClassVar[str]
+    engine_launcher_class: ClassVar[Any]
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+
+    @abstractmethod
+    def default_engine_count(self) -> int:
+        """How many engines a pool of this profile starts when not told."""
+
+    @abstractmethod
+    async def start_engines(
+        self, cluster: ipp.Cluster, engine_ids: list[int]
+    ) -> dict[str, list[int]]:
+        """Start engines that request ``engine_ids``; return ``{engine_set_id: ids}``."""
+
+    def python(self) -> str:
+        return self.profile.engine.python or sys.executable
+
+    def engine_args(self, engine_id: int | None) -> list[str]:
+        """ipengine arguments shared by all providers: the requested id, work dir, extras."""
+        args = [] if engine_id is None else [f"--IPEngine.id={engine_id}"]
+        if self.profile.engine.work_dir:
+            args.append(f"--work-dir={self.profile.engine.work_dir}")
+        return args + list(self.profile.engine.args)

@@ -1,0 +1,396 @@
+"""The Pool: one ipyparallel controller, the engines a provider started, and a Client.
+
+Coroutine methods (``start``, ``stop``, ``scale``, ``restart``) have blocking
+``_sync`` twins, as in ipyparallel; the context managers and the data methods
+(``push``, ``pull``, ``apply``) block. Every wait is bounded by the profile's
+timeouts, and a pool that fails to start stops whatever it had started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from typing import Any
+
+import ipyparallel as ipp
+
+from . import _runtime
+from ._async import LoopThread, SyncTwins
+from ._processes import local_process_tree, local_process_tree_of, reap
+from ._startup import StartupWatch
+from .engines import provider_for
+from .errors import EngineNotFoundError, PoolNotFoundError, PoolStateError, PxpoolError
+from .profile import Profile, load_profile
+
+__all__ = ["Pool", "current"]
+
+log = logging.getLogger("pxpool.pool")
+# ipyparallel logs every engine's output at WARNING when it stops; pxpool reports
+# failures itself, with that output attached, so keep its own log quiet by default.
+logging.getLogger("pxpool.ipyparallel").setLevel(logging.ERROR)
+_current: Pool | None = None
+
+
+def current() -> Pool:
+    """The pool most recently started (or attached) in this process."""
+    if _current is None or _current.state != "running":
+        raise PoolStateError(
+            "No running pool in this process; start one with "
+            "`pxpool.Pool.from_profile('local').start_sync()` or `%pool start`."
+        )
+    return _current
+
+
+class Pool(SyncTwins):
+    """A pool of IPython engines described by a :class:`~pxpool.profile.Profile`."""
+
+    def __init__(
+        self, profile: Profile, name: str | None = None, *, detached: bool = False
+    ) -> None:
+        self.profile = profile
+        self.name = _runtime.check_pool_name(name or f"{profile.name}-{secrets.token_hex(3)}")
+        self.detached = detached  # True: the pool outlives this process (`pxpool start`)
+        self.provider = provider_for(profile)
+        self.state = "new"
+        self._cluster: ipp.Cluster | None = None
+        self._client: ipp.Client | None = None
+        self._engine_sets: dict[str, list[int]] = {}
+        self._next_id = 0
+        self._loop_thread = LoopThread(f"pxpool-{self.name}")
+
+    @classmethod
+    def from_profile(
+        cls, name: str = "local", *, pool_name: str | None = None, **overrides: Any
+    ) -> Pool:
+        """Load profile ``name`` with ``overrides`` (see :func:`pxpool.load_profile`)."""
+        return cls(load_profile(name, **overrides), pool_name)
+
+    def __repr__(self) -> str:
+        engines = (
+            len(self._client.ids) if self._client is not None and self.state == "running" else 0
+        )
+        return f"<Pool {self.name!r} profile={self.profile.name!r} state={self.state} engines={engines}>"
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(
+        self, wait: bool = True, timeout: float | None = None, engines: int | None = None
+    ) -> Pool:
+        """Start the controller and engines; with ``wait``, until all engines registered.
+
+        Raises a :class:`~pxpool.errors.PoolStartError` subclass, with the failing
+        process's output, when anything exits early or the timeout passes.
+        """
+        return await self._loop_thread.run(self._start(wait, timeout, engines))
+
+    async def _start(self, wait: bool, timeout: float | None, engines: int | None) -> Pool:
+        global _current
+        if self.state not in ("new", "stopped", "failed"):
+            raise PoolStateError(
+                f"Pool {self.name!r} is {self.state}; stop it before starting it again."
+            )
+        existing = _runtime.read_record(self.name)
+        if existing is not None and _record_alive(existing):
+            raise PoolStateError(
+                f"A pool named {self.name!r} is already running (pid {existing.get('owner_pid')}); "
+                f"stop it with `pxpool stop {self.name}` or choose another name."
+            )
+        timeout = self.profile.timeouts.start if timeout is None else timeout
+        count = self.provider.default_engine_count() if engines is None else engines
+        self.state = "starting"
+        _runtime.remove_pool_dir(self.name)
+        directory = _runtime.pool_dir(self.name, create=True)
+        self._cluster = cluster = ipp.Cluster(
+            cluster_id=self.name,
+            profile_dir=str(directory),
+            parent=None,
+            log=logging.getLogger("pxpool.ipyparallel"),
+            load_profile=False,
+            shutdown_atexit=not self.detached,
+            delay=0,
+            n=0,
+            controller_args=self._controller_args(),
+            engine_launcher_class=self.provider.engine_launcher_class,
+        )
+        watch = StartupWatch(cluster, self.profile, timeout)
+        try:
+            await watch.controller_started()
+            self._client = await cluster.connect_client()
+            ids = self._take_ids(count)
+            self._engine_sets.update(await self.provider.start_engines(cluster, ids))
+            self._write_record()
+            if wait:
+                await watch.engines_registered(self._client, ids, self._engine_sets)
+        except BaseException:
+            self.state = "failed"
+            await self._teardown()
+            raise
+        self.state = "running"
+        _current = self
+        return self
+
+    def _controller_args(self) -> list[str]:
+        settings = self.profile.controller
+        args = [f"--ip={settings.ip}", f"--HeartMonitor.period={settings.heartbeat_ms}"]
+        if settings.port:
+            # ipyparallel binds at least 14 sockets; a fixed range keeps them predictable
+            args.append(f"--IPController.ports={settings.port}-{settings.port + 31}")
+        return args + list(settings.args)
+
+    def _take_ids(self, count: int) -> list[int]:
+        ids = list(range(self._next_id, self._next_id + count))
+        self._next_id += count
+        return ids
+
+    async def stop(self) -> None:
+        """Stop every engine and the controller; safe to call twice."""
+        await self._loop_thread.run(self._stop())
+
+    async def _stop(self) -> None:
+        global _current
+        if self.state in ("new", "stopped"):
+            return
+        self.state = "stopping"
+        await self._teardown()
+        self.state = "stopped"
+        if _current is self:
+            _current = None
+
+    async def _teardown(self) -> None:
+        """Release everything this pool started, also after a partial start."""
+        if self._client is not None:
+            self._client.close(linger=0)
+            self._client = None
+        if self._cluster is not None:
+            engine_processes = local_process_tree(self._cluster, "engines")
+            processes = local_process_tree(self._cluster)
+            try:
+                # engines first: their nannies exit promptly only while the hub answers
+                await asyncio.wait_for(self._cluster.stop_engines(), self.profile.timeouts.stop)
+                await reap(engine_processes, self.profile.timeouts.stop)
+                await asyncio.wait_for(self._cluster.stop_controller(), self.profile.timeouts.stop)
+            except Exception as exc:  # keep cleaning up; say what is left
+                log.warning("pxpool: stopping pool %r did not finish cleanly: %r", self.name, exc)
+            await reap(processes, self.profile.timeouts.stop)
+            self._cluster = None
+        self._engine_sets.clear()
+        _runtime.remove_pool_dir(self.name)
+
+    async def scale(self, n: int) -> list[int]:
+        """Grow or shrink the pool to ``n`` engines; returns the engine ids afterwards."""
+        return await self._loop_thread.run(self._scale(n))
+
+    async def _scale(self, n: int) -> list[int]:
+        if n < 0:
+            raise ValueError(f"scale(n) needs n >= 0; got {n}")
+        client, cluster = self._running()
+        have = sorted(client.ids)
+        if n > len(have):
+            ids = self._take_ids(n - len(have))
+            new_sets = await self.provider.start_engines(cluster, ids)
+            self._engine_sets.update(new_sets)
+            await StartupWatch(
+                cluster, self.profile, self.profile.timeouts.start
+            ).engines_registered(client, ids, new_sets)
+        elif n < len(have):
+            await self._remove_engines(have[n:])
+        self._write_record()
+        return sorted(client.ids)
+
+    async def restart(self, engine_id: int) -> int:
+        """Replace engine ``engine_id`` with a fresh process under the same id."""
+        return await self._loop_thread.run(self._restart(engine_id))
+
+    async def _restart(self, engine_id: int) -> int:
+        client, cluster = self._running()
+        if engine_id not in self._owner_ids():
+            raise EngineNotFoundError(engine_id, client.ids)
+        await self._remove_engines([engine_id])
+        new_sets = await self.provider.start_engines(cluster, [engine_id])
+        self._engine_sets.update(new_sets)
+        await StartupWatch(cluster, self.profile, self.profile.timeouts.start).engines_registered(
+            client, [engine_id], new_sets
+        )
+        self._write_record()
+        return engine_id
+
+    def _owner_ids(self) -> set[int]:
+        return {i for ids in self._engine_sets.values() for i in ids}
+
+    async def _remove_engines(self, engine_ids: list[int]) -> None:
+        client, cluster = self._running()
+        doomed = {s for s, ids in self._engine_sets.items() if set(ids) & set(engine_ids)}
+        for set_id in doomed:
+            launcher = cluster.engines.get(set_id)
+            if launcher is not None:
+                processes = local_process_tree_of(launcher)
+                await asyncio.wait_for(cluster.stop_engines(set_id), self.profile.timeouts.stop)
+                await reap(processes, self.profile.timeouts.stop)
+            self._engine_sets.pop(set_id)
+        gone_ids = set(engine_ids)
+        deadline = time.monotonic() + self.profile.timeouts.stop
+        while gone_ids & set(client.ids):
+            if time.monotonic() > deadline:
+                raise PxpoolError(
+                    f"Engines {sorted(gone_ids & set(client.ids))} still registered "
+                    f"{self.profile.timeouts.stop:g}s after they were stopped; see `pxpool status {self.name}`."
+                )
+            await asyncio.sleep(0.02)
+
+    def _running(self) -> tuple[ipp.Client, ipp.Cluster]:
+        if self.state != "running" or self._client is None or self._cluster is None:
+            raise PoolStateError(
+                f"Pool {self.name!r} is {self.state}; call `pool.start_sync()` (or `await pool.start()`) first."
+            )
+        return self._client, self._cluster
+
+    def _write_record(self) -> None:
+        assert self._cluster is not None
+        _runtime.write_private_json(
+            _runtime.pool_dir(self.name) / _runtime.RECORD_FILE,
+            {
+                "name": self.name,
+                "profile": self.profile.name,
+                "provider": self.profile.provider,
+                "cluster_file": self._cluster.cluster_file,
+                "owner_pid": os.getpid(),
+                "detached": self.detached,
+                "created": time.time(),
+                "engine_sets": self._engine_sets,
+                "next_id": self._next_id,
+            },
+        )
+
+    # ------------------------------------------------------------ attach
+
+    @classmethod
+    def attach(cls, name: str, timeout: float = 10.0) -> Pool:
+        """Connect to a running pool, for example one started by ``pxpool start``."""
+        record = _runtime.read_record(name)
+        if record is None:
+            raise PoolNotFoundError(name, _runtime.record_names())
+        if not _record_alive(record):
+            raise PoolStateError(
+                f"Pool {name!r} is not running any more (its controller is gone); "
+                f"remove what is left with `pxpool stop {name}`."
+            )
+        pool = cls(load_profile(record["profile"]), name, detached=bool(record.get("detached")))
+        pool._loop_thread.submit(pool._attach(record, timeout)).result()
+        return pool
+
+    async def _attach(self, record: dict[str, Any], timeout: float) -> None:
+        global _current
+        self._cluster = ipp.Cluster.from_file(
+            record["cluster_file"],
+            parent=None,
+            log=logging.getLogger("pxpool.ipyparallel"),
+            shutdown_atexit=False,
+        )
+        self._engine_sets = {k: list(v) for k, v in record.get("engine_sets", {}).items()}
+        self._next_id = int(record.get("next_id", 0))
+        self._client = await self._cluster.connect_client()
+        expected = self._owner_ids()
+        deadline = time.monotonic() + timeout
+        while not expected <= set(self._client.ids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        self.state = "running"
+        _current = self
+
+    def disconnect(self) -> None:
+        """Close this process's connection and leave the pool running."""
+        global _current
+        if self._client is not None:
+            self._client.close(linger=0)
+        self._client = None
+        self._cluster = None
+        self.state = "new"
+        if _current is self:
+            _current = None
+
+    # ------------------------------------------------------------ context managers
+
+    def __enter__(self) -> Pool:
+        if self.state != "running":
+            self.start_sync()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_sync()
+
+    async def __aenter__(self) -> Pool:
+        if self.state != "running":
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------ using the engines
+
+    @property
+    def client(self) -> ipp.Client:
+        return self._running()[0]
+
+    @property
+    def ids(self) -> list[int]:
+        return sorted(self.client.ids)
+
+    @property
+    def engines(self) -> int:
+        return len(self.client.ids)
+
+    def view(self, targets: Any = None) -> ipp.DirectView:
+        """A blocking DirectView on ``targets`` (default: all engines, also later ones)."""
+        client = self.client
+        if targets is not None:
+            self._check_targets(targets)
+        view = client.direct_view("all" if targets is None else targets)
+        view.block = True
+        return view
+
+    def lbview(self, targets: Any = None) -> ipp.LoadBalancedView:
+        """A blocking LoadBalancedView, which sends each task to the next free engine."""
+        view = self.client.load_balanced_view(targets)
+        view.block = True
+        return view
+
+    def _check_targets(self, targets: Any) -> None:
+        ids = self.client.ids
+        wanted = [targets] if isinstance(targets, int) else targets
+        if isinstance(wanted, list | tuple | range):
+            for target in wanted:
+                if target not in ids:
+                    raise EngineNotFoundError(target, ids)
+
+    def push(self, namespace: dict[str, Any], targets: Any = None) -> None:
+        """Set names in the engines' namespaces (all engines unless ``targets``)."""
+        self.view(targets).push(namespace, block=True)
+
+    def pull(self, names: str | list[str] | tuple[str, ...], targets: Any = None) -> Any:
+        """Read names back: one value per engine, or one value for a single target."""
+        return self.view(targets).pull(names, block=True)
+
+    def apply(self, f: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run ``f(*args, **kwargs)`` once, on the next free engine, and return its result."""
+        return self.lbview().apply_sync(f, *args, **kwargs)
+
+    def execute(self, code: str, targets: Any = None) -> None:
+        """Run ``code`` on the engines, as a ``%%px`` cell does."""
+        self.view(targets).execute(code, block=True)
+
+
+def _record_alive(record: dict[str, Any]) -> bool:
+    """A record is alive while its controller process runs."""
+    import json
+
+    import psutil
+
+    try:
+        with open(record["cluster_file"]) as handle:
+            pid = json.load(handle)["controller"]["state"]["pid"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
+    return bool(pid) and pid > 0 and psutil.pid_exists(pid)

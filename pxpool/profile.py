@@ -1,0 +1,402 @@
+"""Profiles: TOML files that say where engines run and how many, validated into
+frozen dataclasses.
+
+Precedence, highest first: keyword arguments > ``PXPOOL_*`` environment variables >
+user profile (``$PXPOOL_PROFILE_DIR`` or ``~/.config/pxpool/profiles/NAME.toml``) >
+built-in profile (``profiles/NAME.toml``, shipped in the wheel). A user profile with a
+built-in's name is laid over it key by key, so it only needs the keys it changes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import _schema as schema
+from .errors import ProfileError, ProfileValidationError, UnknownProfileError
+
+__all__ = [
+    "Profile",
+    "ControllerSettings",
+    "EngineSettings",
+    "Timeouts",
+    "SSHHost",
+    "SSHSettings",
+    "BatchSettings",
+    "MPISettings",
+    "ProfileInfo",
+    "load_profile",
+    "list_profiles",
+    "builtin_profile_dir",
+    "user_profile_dir",
+]
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    ip: str = "127.0.0.1"
+    port: int = 0  # 0: any free port
+    location: str = "local"  # batch providers: "job" runs the controller inside a job
+    heartbeat_ms: int = 500  # engines register on a heartbeat tick; short means fast start
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    python: str = ""  # "": the interpreter running pxpool
+    work_dir: str = ""  # "": the current directory
+    env: Mapping[str, str] = field(default_factory=dict)
+    prologue: tuple[str, ...] = ()  # shell lines run before the engine (batch and ssh)
+    args: tuple[str, ...] = ()  # extra ipengine arguments
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    start: float = 60.0  # controller up and all engines registered
+    stop: float = 15.0
+    submit: float = 30.0  # one batch submit command
+
+
+@dataclass(frozen=True)
+class SSHHost:
+    host: str
+    port: int = 22
+    user: str = ""
+    engines: int = 1
+    python: str = ""
+    work_dir: str = ""
+    activate: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SSHSettings:
+    hosts: tuple[SSHHost, ...] = ()
+    identity_file: str = ""
+    options: tuple[str, ...] = ()
+    command: str = "ssh"
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    queue: str = ""  # SLURM partition, or SGE/PBS/LSF queue
+    account: str = ""
+    walltime: str = ""
+    walltime_seconds: int | None = None
+    memory: str = ""
+    memory_bytes: int | None = None
+    cores_per_engine: int = 1
+    engines_per_job: int = 1
+    directives: tuple[str, ...] = ()
+    launcher: str = "plain"
+    pe: str = ""  # SGE parallel environment
+
+
+@dataclass(frozen=True)
+class MPISettings:
+    mpiexec: str = "mpiexec"
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A validated profile; build one with :func:`load_profile`."""
+
+    name: str
+    provider: str = "local"
+    engines: int = 0  # 0: one per CPU core (local); batch and ssh need a number
+    description: str = ""
+    source: str = "(defaults)"
+    controller: ControllerSettings = field(default_factory=ControllerSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    ssh: SSHSettings = field(default_factory=SSHSettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    mpi: MPISettings = field(default_factory=MPISettings)
+
+
+@dataclass(frozen=True)
+class ProfileInfo:
+    name: str
+    origin: str  # "built-in", "user" or "user over built-in"
+    path: str
+    description: str
+
+
+def builtin_profile_dir() -> Path:
+    """In a wheel the profiles sit inside the package; in a checkout, at its root."""
+    packaged = Path(__file__).parent / "_builtin_profiles"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "profiles"
+
+
+def user_profile_dir() -> Path:
+    if os.environ.get("PXPOOL_PROFILE_DIR"):
+        return Path(os.environ["PXPOOL_PROFILE_DIR"]).expanduser()
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "pxpool" / "profiles"
+
+
+def _names_in(folder: Path) -> set[str]:
+    return {p.stem for p in folder.glob("*.toml")} if folder.is_dir() else set()
+
+
+def list_profiles() -> list[ProfileInfo]:
+    """Every profile this process can load, with where it comes from."""
+    builtin, user = _names_in(builtin_profile_dir()), _names_in(user_profile_dir())
+    found = []
+    for name in sorted(builtin | user):
+        path = (user_profile_dir() if name in user else builtin_profile_dir()) / f"{name}.toml"
+        origin = (
+            "user over built-in"
+            if name in user and name in builtin
+            else ("user" if name in user else "built-in")
+        )
+        try:
+            description = str(_read_toml(path).get("description", ""))
+        except ProfileError as exc:
+            description = f"(cannot be read: {exc})"
+        found.append(ProfileInfo(name, origin, str(path), description))
+    return found
+
+
+_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        position = _TOML_POSITION.search(str(exc))
+        where = f"line {position[1]}, column {position[2]}" if position else "unknown position"
+        reason = _TOML_POSITION.sub("", str(exc)).strip()
+        raise ProfileError(
+            f"{path}: invalid TOML at {where}: {reason}. Fix the file and load it again."
+        ) from None
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read profile: {exc.strerror}") from None
+
+
+class _Layers:
+    """Raw settings merged from several sources, remembering each key's source."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str], Any] = {}
+        self.origins: dict[tuple[str, str], str] = {}
+
+    def add_file(self, path: Path) -> None:
+        source = str(path)
+        for top_key, value in _read_toml(path).items():
+            if top_key in schema.SECTIONS:
+                if not isinstance(value, dict):
+                    raise ProfileValidationError(source, top_key, "must be a table like [engine]")
+                for key, inner in value.items():
+                    self._set_checked(top_key, key, inner, source)
+            else:
+                self._set_checked("", top_key, value, source)
+
+    def _set_checked(self, section: str, key: str, value: Any, source: str) -> None:
+        table = "batch" if section in schema.BATCH_PROVIDERS else section
+        known = schema.keys_in(table)
+        if key not in known:
+            where = f"{section}.{key}" if section else key
+            allowed = tuple(known) + (() if section else tuple(f"[{s}]" for s in schema.SECTIONS))
+            raise ProfileValidationError(
+                source, where, f"unknown key; {schema.did_you_mean(key, allowed)}"
+            )
+        self.values[(section, key)] = value
+        self.origins[(section, key)] = source
+
+    def add_flat(self, flat: str, value: Any, source: str) -> None:
+        key = schema.BY_FLAT.get(flat)
+        if key is None:
+            raise ProfileValidationError(
+                source, flat, f"unknown setting; {schema.did_you_mean(flat, tuple(schema.BY_FLAT))}"
+            )
+        section = self.provider if key.section == "batch" else key.section
+        if key.section == "batch" and section not in schema.BATCH_PROVIDERS:
+            raise ProfileValidationError(
+                source,
+                flat,
+                f"applies to batch profiles ({', '.join(schema.BATCH_PROVIDERS)}); "
+                f"this profile's provider is {section!r}",
+            )
+        self.values[(section, key.name)] = value
+        self.origins[(section, key.name)] = source
+
+    @property
+    def provider(self) -> str:
+        return str(self.values.get(("", "provider"), "local"))
+
+
+def _environment_overrides() -> dict[str, str]:
+    return {
+        flat: os.environ[f"PXPOOL_{flat.upper()}"]
+        for flat in schema.BY_FLAT
+        if f"PXPOOL_{flat.upper()}" in os.environ
+    }
+
+
+def load_profile(name: str = "local", /, **overrides: Any) -> Profile:
+    """Load profile ``name`` and apply environment and keyword overrides.
+
+    Keyword names are the flat setting names (``engines``, ``python``, ``partition``,
+    ``walltime``, ``start_timeout``, ...); a string value for a number, list or table
+    setting is read as on a command line (``"4"``, ``"a,b"``, ``"K=V,K2=V2"``).
+    """
+    builtin = builtin_profile_dir() / f"{name}.toml"
+    user = user_profile_dir() / f"{name}.toml"
+    if not builtin.is_file() and not user.is_file():
+        known = _names_in(builtin_profile_dir()) | _names_in(user_profile_dir())
+        raise UnknownProfileError(
+            name, known, [str(builtin_profile_dir()), str(user_profile_dir())]
+        )
+    layers = _Layers()
+    for path in (builtin, user):
+        if path.is_file():
+            layers.add_file(path)
+    # provider first: which table the batch keys belong to depends on it
+    env = _environment_overrides()
+    ordered = [("provider", env.pop("provider"))] if "provider" in env else []
+    for flat, text in ordered + sorted(env.items()):
+        source = f"environment variable PXPOOL_{flat.upper()}"
+        layers.add_flat(flat, schema.coerce_text(flat, text, source), source)
+    if "provider" in overrides:
+        overrides = {"provider": overrides.pop("provider"), **overrides}
+    for flat, value in overrides.items():
+        source = f"keyword argument {flat}="
+        if isinstance(value, str) and flat in schema.BY_FLAT and schema.BY_FLAT[flat].kind != "str":
+            value = schema.coerce_text(flat, value, source)
+        layers.add_flat(flat, value, source)
+    return _build(name, layers, str(user if user.is_file() else builtin))
+
+
+def _hosts(raw: tuple[Any, ...], source: str) -> tuple[SSHHost, ...]:
+    hosts = []
+    for index, entry in enumerate(raw):
+        where = f"ssh.hosts[{index}]"
+        if isinstance(entry, str):
+            fields: dict[str, Any] = schema.parse_host_text(entry, source, where)
+        elif isinstance(entry, Mapping):
+            unknown = [k for k in entry if k not in schema.HOST_KEYS]
+            if unknown:
+                raise ProfileValidationError(
+                    source,
+                    f"{where}.{unknown[0]}",
+                    f"unknown key; {schema.did_you_mean(unknown[0], schema.HOST_KEYS)}",
+                )
+            if not isinstance(entry.get("host"), str) or not entry["host"]:
+                raise ProfileValidationError(
+                    source, f"{where}.host", 'each host table needs host = "name"'
+                )
+            fields = dict(entry)
+        else:
+            raise ProfileValidationError(
+                source, where, f"must be a string like 'user@node:22' or a table; got {entry!r}"
+            )
+        for number in ("port", "engines"):
+            value = fields.get(number)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise ProfileValidationError(
+                    source, f"{where}.{number}", f"must be a non-negative integer; got {value!r}"
+                )
+        if "activate" in fields:
+            fields["activate"] = tuple(
+                schema.check_value(
+                    schema.Key("ssh", "activate", "list", "activate"),
+                    fields["activate"],
+                    source,
+                    f"{where}.activate",
+                )
+            )
+        hosts.append(SSHHost(**fields))
+    return tuple(hosts)
+
+
+def _batch(provider: str, values: dict[str, Any], origins: dict[str, str]) -> BatchSettings:
+    for key, owners in schema.BATCH_KEY_OWNERS.items():
+        if key in values and provider not in owners:
+            raise ProfileValidationError(
+                origins[key],
+                f"{provider}.{key}",
+                f"is a {'/'.join(owners)} setting; {provider} profiles use "
+                + ("queue" if key == "partition" else "directives"),
+            )
+    if "partition" in values:
+        if "queue" in values:
+            raise ProfileValidationError(
+                origins["partition"], "slurm.partition", "set either partition or queue, not both"
+            )
+        values["queue"] = values.pop("partition")
+    if values.get("walltime"):
+        values["walltime_seconds"] = schema.parse_walltime(
+            values["walltime"], origins["walltime"], f"{provider}.walltime"
+        )
+    if values.get("memory"):
+        values["memory_bytes"] = schema.parse_memory(
+            values["memory"], origins["memory"], f"{provider}.memory"
+        )
+    return BatchSettings(**values)
+
+
+def _build(name: str, layers: _Layers, source: str) -> Profile:
+    checked: dict[tuple[str, str], Any] = {}
+    for (section, key), value in layers.values.items():
+        table = "batch" if section in schema.BATCH_PROVIDERS else section
+        where = f"{section}.{key}" if section else key
+        spec = schema.keys_in(table)[key]
+        checked[(section, key)] = schema.check_value(
+            spec, value, layers.origins[(section, key)], where
+        )
+
+    def section(name: str) -> dict[str, Any]:
+        return {k: v for (s, k), v in checked.items() if s == name}
+
+    provider = str(checked.get(("", "provider"), "local"))
+    ssh_values = section("ssh")
+    if "hosts" in ssh_values:
+        ssh_values["hosts"] = _hosts(ssh_values["hosts"], layers.origins[("ssh", "hosts")])
+    batch_origins = {k: o for (s, k), o in layers.origins.items() if s == provider}
+    batch = (
+        _batch(provider, section(provider), batch_origins)
+        if provider in schema.BATCH_PROVIDERS
+        else BatchSettings()
+    )
+    profile = Profile(
+        name=name,
+        source=source,
+        controller=ControllerSettings(**section("controller")),
+        engine=EngineSettings(**section("engine")),
+        timeouts=Timeouts(**section("timeouts")),
+        ssh=SSHSettings(**ssh_values),
+        batch=batch,
+        mpi=MPISettings(**section("mpi")),
+        **section(""),
+    )
+    _check_provider_needs(profile, layers)
+    return profile
+
+
+def _check_provider_needs(profile: Profile, layers: _Layers) -> None:
+    """Cross-key rules: what each provider cannot start without."""
+    origin = layers.origins.get(("", "engines"), profile.source)
+    if profile.provider == "ssh":
+        if not profile.ssh.hosts:
+            raise ProfileValidationError(
+                layers.origins.get(("ssh", "hosts"), profile.source),
+                "ssh.hosts",
+                'an ssh profile needs at least one host; set hosts = ["node1", "user@node2:2222"] '
+                "or pass hosts=[...] to Pool.from_profile",
+            )
+    elif profile.provider != "local" and profile.engines < 1:
+        raise ProfileValidationError(
+            origin,
+            "engines",
+            f"{profile.provider} profiles need engines >= 1; got {profile.engines}",
+        )
