@@ -69,7 +69,7 @@ class SyncTwins:
 
     def __getattr__(self, name: str) -> Any:
         if name.endswith("_sync"):
-            method = getattr(self, name[: -len("_sync")])
+            method = getattr(self, name[: -len("_sync")], None)
             if inspect.iscoroutinefunction(method):
                 return partial(self._run_sync, method)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")

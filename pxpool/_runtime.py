@@ -16,6 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from .errors import PxpoolError
 
 __all__ = [
@@ -91,3 +93,16 @@ def record_names() -> list[str]:
 
 def remove_pool_dir(name: str) -> None:
     shutil.rmtree(pool_dir(name), ignore_errors=True)
+
+
+def controller_alive(name: str) -> bool:
+    """Whether the pool's controller process (from its cluster file) still runs."""
+    record = read_record(name)
+    if record is None:
+        return False
+    try:
+        with open(record["cluster_file"]) as handle:
+            pid = json.load(handle)["controller"]["state"]["pid"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
+    return isinstance(pid, int) and pid > 0 and psutil.pid_exists(pid)

@@ -19,6 +19,7 @@ import ipyparallel as ipp
 
 from . import _runtime
 from ._async import LoopThread, SyncTwins
+from ._cluster import PxCluster
 from ._processes import local_process_tree, local_process_tree_of, reap
 from ._startup import StartupWatch
 from .engines import provider_for
@@ -30,7 +31,7 @@ __all__ = ["Pool", "current"]
 log = logging.getLogger("pxpool.pool")
 # ipyparallel logs every engine's output at WARNING when it stops; pxpool reports
 # failures itself, with that output attached, so keep its own log quiet by default.
-logging.getLogger("pxpool.ipyparallel").setLevel(logging.ERROR)
+logging.getLogger("pxpool.ipyparallel").setLevel(logging.CRITICAL)
 _current: Pool | None = None
 
 
@@ -92,10 +93,9 @@ class Pool(SyncTwins):
             raise PoolStateError(
                 f"Pool {self.name!r} is {self.state}; stop it before starting it again."
             )
-        existing = _runtime.read_record(self.name)
-        if existing is not None and _record_alive(existing):
+        if _runtime.controller_alive(self.name):
             raise PoolStateError(
-                f"A pool named {self.name!r} is already running (pid {existing.get('owner_pid')}); "
+                f"A pool named {self.name!r} is already running; "
                 f"stop it with `pxpool stop {self.name}` or choose another name."
             )
         timeout = self.profile.timeouts.start if timeout is None else timeout
@@ -103,7 +103,7 @@ class Pool(SyncTwins):
         self.state = "starting"
         _runtime.remove_pool_dir(self.name)
         directory = _runtime.pool_dir(self.name, create=True)
-        self._cluster = cluster = ipp.Cluster(
+        self._cluster = cluster = PxCluster(
             cluster_id=self.name,
             profile_dir=str(directory),
             parent=None,
@@ -152,6 +152,10 @@ class Pool(SyncTwins):
     async def _stop(self) -> None:
         global _current
         if self.state in ("new", "stopped"):
+            return
+        if self._cluster is None and self.state == "attached":  # only a stale record left
+            _runtime.remove_pool_dir(self.name)
+            self.state = "stopped"
             return
         self.state = "stopping"
         await self._teardown()
@@ -269,28 +273,45 @@ class Pool(SyncTwins):
     @classmethod
     def attach(cls, name: str, timeout: float = 10.0) -> Pool:
         """Connect to a running pool, for example one started by ``pxpool start``."""
-        record = _runtime.read_record(name)
-        if record is None:
-            raise PoolNotFoundError(name, _runtime.record_names())
-        if not _record_alive(record):
+        pool = cls._from_record(name)
+        if not pool._controller_alive():
+            pool.disconnect()
+            pool._loop_thread.close()
             raise PoolStateError(
                 f"Pool {name!r} is not running any more (its controller is gone); "
                 f"remove what is left with `pxpool stop {name}`."
             )
-        pool = cls(load_profile(record["profile"]), name, detached=bool(record.get("detached")))
-        pool._loop_thread.submit(pool._attach(record, timeout)).result()
+        pool._loop_thread.submit(pool._connect(timeout)).result()
         return pool
 
-    async def _attach(self, record: dict[str, Any], timeout: float) -> None:
+    @classmethod
+    def stop_by_name(cls, name: str) -> None:
+        """Stop a pool started elsewhere (or clean up after one that died)."""
+        pool = cls._from_record(name)
+        try:
+            pool.stop_sync()
+        finally:
+            pool._loop_thread.close()
+
+    @classmethod
+    def _from_record(cls, name: str) -> Pool:
+        record = _runtime.read_record(name)
+        if record is None:
+            raise PoolNotFoundError(name, _runtime.record_names())
+        pool = cls(load_profile(record["profile"]), name, detached=bool(record.get("detached")))
+        pool._engine_sets = {k: list(v) for k, v in record.get("engine_sets", {}).items()}
+        pool._next_id = int(record.get("next_id", 0))
+        pool._cluster = pool._loop_thread.submit(_load_cluster(record["cluster_file"])).result()
+        pool.state = "attached"
+        return pool
+
+    def _controller_alive(self) -> bool:
+        controller = self._cluster.controller if self._cluster is not None else None
+        return controller is not None and getattr(controller, "state", "after") != "after"
+
+    async def _connect(self, timeout: float) -> None:
         global _current
-        self._cluster = ipp.Cluster.from_file(
-            record["cluster_file"],
-            parent=None,
-            log=logging.getLogger("pxpool.ipyparallel"),
-            shutdown_atexit=False,
-        )
-        self._engine_sets = {k: list(v) for k, v in record.get("engine_sets", {}).items()}
-        self._next_id = int(record.get("next_id", 0))
+        assert self._cluster is not None
         self._client = await self._cluster.connect_client()
         expected = self._owner_ids()
         deadline = time.monotonic() + timeout
@@ -382,15 +403,15 @@ class Pool(SyncTwins):
         self.view(targets).execute(code, block=True)
 
 
-def _record_alive(record: dict[str, Any]) -> bool:
-    """A record is alive while its controller process runs."""
-    import json
-
-    import psutil
-
+async def _load_cluster(cluster_file: str) -> ipp.Cluster | None:
+    """Rebuild a pool's Cluster from its file, on the pool's loop (launchers keep it)."""
     try:
-        with open(record["cluster_file"]) as handle:
-            pid = json.load(handle)["controller"]["state"]["pid"]
-    except (OSError, KeyError, TypeError, ValueError):
-        return False
-    return bool(pid) and pid > 0 and psutil.pid_exists(pid)
+        return PxCluster.from_file(
+            cluster_file,
+            parent=None,
+            log=logging.getLogger("pxpool.ipyparallel"),
+            shutdown_atexit=False,
+            load_profile=False,
+        )
+    except (OSError, ValueError, KeyError):
+        return None  # nothing left to stop but the directory

@@ -4,6 +4,7 @@ each can be restarted or stopped alone."""
 from __future__ import annotations
 
 import os
+import sys
 
 import ipyparallel as ipp
 from ipyparallel.cluster.launcher import LocalEngineSetLauncher
@@ -15,6 +16,17 @@ from .base import Provider
 class LocalProvider(Provider):
     name = "local"
     engine_launcher_class = LocalEngineSetLauncher
+
+    def environment(self) -> dict[str, str]:
+        """The profile's variables, plus this process's ``sys.path`` when the engines run
+        the same interpreter: functions from the caller's modules then unpickle on the
+        engines, as they do in ``multiprocessing``'s spawned workers."""
+        env = dict(self.profile.engine.env)
+        if os.path.realpath(self.python()) == os.path.realpath(sys.executable):
+            inherited = [p for p in sys.path if p and os.path.isdir(p)]
+            given = env.get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [given, *inherited]))
+        return env
 
     def default_engine_count(self) -> int:
         return self.profile.engines or os.cpu_count() or 1
@@ -32,7 +44,7 @@ class LocalProvider(Provider):
                     engine_set_id=set_id,
                     engine_cmd=command,
                     engine_args=self.engine_args(engine_id),
-                    environment=dict(self.profile.engine.env),
+                    environment=self.environment(),
                 )
             except OSError as exc:
                 cluster.engines.pop(set_id, None)

@@ -1,0 +1,161 @@
+"""The `pxpool` command: start, list, inspect and stop pools from a shell.
+
+Errors go to stderr as one ``pxpool: error: ...`` paragraph and exit with status 1
+(2 for wrong usage, as argparse does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import _runtime
+from ._status import engine_table, format_table
+from .errors import PxpoolError
+from .pool import Pool
+from .profile import list_profiles, load_profile
+
+
+def _overrides(pairs: Sequence[str]) -> dict[str, str]:
+    found = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise PxpoolError(
+                f"cannot read setting {pair!r}; write KEY=VALUE, e.g. walltime=00:30:00"
+            )
+        found[key.strip()] = value
+    return found
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    overrides: dict[str, object] = dict(_overrides(args.set))
+    if args.n is not None:
+        overrides["engines"] = args.n
+    profile = load_profile(args.profile, **overrides)
+    pool = Pool(profile, args.name or args.profile, detached=True)
+    pool.start_sync(timeout=args.timeout)
+    ids = pool.ids
+    pool.disconnect()
+    print(f"started pool {pool.name!r} ({profile.provider}) with {len(ids)} engines: {ids}")
+    print(f"  connection files: {_runtime.pool_dir(pool.name) / 'security'}")
+    print(f"  attach from Python: pxpool.Pool.attach({pool.name!r}); stop: pxpool stop {pool.name}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = []
+    for name in _runtime.record_names():
+        record = _runtime.read_record(name) or {}
+        rows.append(
+            {
+                "name": name,
+                "profile": record.get("profile", "?"),
+                "provider": record.get("provider", "?"),
+                "state": "running" if _runtime.controller_alive(name) else "stale",
+                "engines": sum(len(v) for v in record.get("engine_sets", {}).values()),
+            }
+        )
+    print(format_table(rows) if rows else "no pools")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    names = [args.name] if args.name else _runtime.record_names()
+    if not names:
+        print("no pools")
+    for name in names:
+        pool = Pool.attach(name)
+        try:
+            print(
+                f"pool {name!r} (profile {pool.profile.name!r}, {pool.profile.provider}): {pool.engines} engines"
+            )
+            print(
+                format_table(engine_table(pool), ["engine", "host", "pid", "state", "tasks_done"])
+            )
+        finally:
+            pool.disconnect()
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    if not args.all and not args.name:
+        raise PxpoolError("say which pool to stop: `pxpool stop NAME`, or `pxpool stop --all`")
+    names = _runtime.record_names() if args.all else [args.name]
+    for name in names:
+        Pool.stop_by_name(name)
+        print(f"stopped pool {name!r}")
+    if args.all and not names:
+        print("no pools")
+    return 0
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    rows = [
+        {"name": p.name, "origin": p.origin, "description": p.description, "path": p.path}
+        for p in list_profiles()
+    ]
+    print(format_table(rows))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo(engines=args.n)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pxpool", description="Pools of parallel IPython engines."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    start = commands.add_parser("start", help="start a pool that outlives this command")
+    start.add_argument("profile", help="profile name (see `pxpool profiles`)")
+    start.add_argument("-n", type=int, help="number of engines (overrides the profile)")
+    start.add_argument("--name", help="pool name (default: the profile name)")
+    start.add_argument("--timeout", type=float, help="seconds to wait for all engines")
+    start.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a profile setting"
+    )
+    start.set_defaults(run=cmd_start)
+
+    commands.add_parser("list", help="list pools and whether they run").set_defaults(run=cmd_list)
+
+    status = commands.add_parser("status", help="engines of a pool: host, pid, state, tasks done")
+    status.add_argument("name", nargs="?", help="pool name (default: every pool)")
+    status.set_defaults(run=cmd_status)
+
+    stop = commands.add_parser("stop", help="stop a pool and all its engines")
+    stop.add_argument("name", nargs="?", help="pool name")
+    stop.add_argument("--all", action="store_true", help="stop every pool")
+    stop.set_defaults(run=cmd_stop)
+
+    commands.add_parser("profiles", help="list profiles and where each comes from").set_defaults(
+        run=cmd_profiles
+    )
+
+    demo = commands.add_parser(
+        "demo", help="start a local pool, run real work, print results, stop"
+    )
+    demo.add_argument("-n", type=int, help="number of engines (default: CPU cores)")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except PxpoolError as exc:
+        print(f"pxpool: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pxpool: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Test-wide isolation and the leaked-process check.
+
+Every test runs with its own pxpool runtime directory and an empty user profile
+directory, and without the developer's PXPOOL_* settings. After each test, any
+ipyparallel controller, engine or nanny process that was not there before the test
+is a leak: the test fails and the processes are killed so the next test starts clean.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+LEAK_PATTERNS = (
+    "ipyparallel.engine",
+    "ipyparallel.controller",
+    "ipengine",
+    "ipcontroller",
+    "ipyparallel.cluster",
+)
+LEAK_GRACE_SECONDS = 5.0
+
+
+def _pool_processes() -> dict[int, str]:
+    found = {}
+    for process in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            cmdline = " ".join(process.info["cmdline"] or [])
+            if process.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.Error:
+            continue
+        if any(pattern in cmdline for pattern in LEAK_PATTERNS):
+            found[process.info["pid"]] = cmdline
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes() -> Iterator[None]:
+    before = set(_pool_processes())
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_SECONDS
+    leaked = {p: c for p, c in _pool_processes().items() if p not in before}
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.1)
+        leaked = {p: c for p, c in _pool_processes().items() if p not in before}
+    if leaked:
+        for pid in leaked:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
+        lines = "\n".join(f"  {pid}: {cmd[:160]}" for pid, cmd in sorted(leaked.items()))
+        pytest.fail(f"test left {len(leaked)} pool process(es) running (killed now):\n{lines}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A private runtime dir and an empty user profile dir for the whole session, and no
+    PXPOOL_* settings from the developer's shell (tests set their own with monkeypatch)."""
+    from pxpool import _schema
+
+    for flat in _schema.BY_FLAT:
+        os.environ.pop(f"PXPOOL_{flat.upper()}", None)
+    base = Path(tempfile.mkdtemp(prefix="pxpool-tests-"))
+    (base / "profiles").mkdir()
+    os.environ["PXPOOL_RUNTIME_DIR"] = str(base / "runtime")
+    os.environ["PXPOOL_PROFILE_DIR"] = str(base / "profiles")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Module- and session-scoped pools are checked here, after they stopped."""
+    leftover = _pool_processes()
+    if leftover:
+        for pid in leftover:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
+        print(f"\npxpool tests: {len(leftover)} pool process(es) left at session end (killed):")
+        for pid, cmd in sorted(leftover.items()):
+            print(f"  {pid}: {cmd[:160]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
