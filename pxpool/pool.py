@@ -17,7 +17,7 @@ from typing import Any
 
 import ipyparallel as ipp
 
-from . import _runtime
+from . import _runtime, data
 from ._async import LoopThread, SyncTwins
 from ._cluster import PxCluster
 from ._processes import local_process_tree, local_process_tree_of, reap
@@ -388,11 +388,33 @@ class Pool(SyncTwins):
 
     def push(self, namespace: dict[str, Any], targets: Any = None) -> None:
         """Set names in the engines' namespaces (all engines unless ``targets``)."""
-        self.view(targets).push(namespace, block=True)
+        data.push(self, namespace, targets)
 
     def pull(self, names: str | list[str] | tuple[str, ...], targets: Any = None) -> Any:
         """Read names back: one value per engine, or one value for a single target."""
-        return self.view(targets).pull(names, block=True)
+        return data.pull(self, names, targets)
+
+    def scatter(self, name: str, values: Any, targets: Any = None) -> None:
+        """Split ``values`` (list, numpy array, pandas object) into one part per engine."""
+        data.scatter(self, name, values, targets)
+
+    def gather(self, name: str, targets: Any = None) -> Any:
+        """Join the parts of ``name`` from the engines back into one object."""
+        return data.gather(self, name, targets)
+
+    def map(
+        self,
+        f: Any,
+        values: Any,
+        *more: Any,
+        chunksize: int | str = "auto",
+        ordered: bool = True,
+        progress: bool | None = None,
+    ) -> Any:
+        """Apply ``f`` to every item of ``values`` on the engines, load-balanced."""
+        return data.pool_map(
+            self, f, values, *more, chunksize=chunksize, ordered=ordered, progress=progress
+        )
 
     def apply(self, f: Any, *args: Any, **kwargs: Any) -> Any:
         """Run ``f(*args, **kwargs)`` once, on the next free engine, and return its result."""
