@@ -23,11 +23,14 @@ from .errors import (
     PxpoolError,
     UnknownProfileError,
 )
+from .magics import load_ipython_extension, unload_ipython_extension
 from .pool import Pool, current
 from .profile import Profile, list_profiles, load_profile
 
 __all__ = [
     "__version__",
+    "load_ipython_extension",
+    "unload_ipython_extension",
     "Pool",
     "current",
     "Profile",

@@ -62,3 +62,20 @@ def _running(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def processes_of_pool(profile_dir: str) -> list[psutil.Process]:
+    """Every local process started for the pool whose ipyparallel profile dir this is.
+
+    ipyparallel passes ``IPP_PROFILE_DIR`` to the controller and engines, and their
+    schedulers and nannies inherit it, so it finds what outlived a killed parent
+    (a controller's scheduler processes, say) where a process tree no longer can.
+    """
+    found = []
+    for process in psutil.process_iter(["pid"]):
+        try:
+            if process.environ().get("IPP_PROFILE_DIR") == profile_dir:
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found

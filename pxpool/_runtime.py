@@ -49,7 +49,7 @@ def _private_dir(path: Path) -> Path:
 def runtime_dir() -> Path:
     """``$PXPOOL_RUNTIME_DIR``, else ``$XDG_RUNTIME_DIR/pxpool``, else ``~/.local/state/pxpool``."""
     if os.environ.get("PXPOOL_RUNTIME_DIR"):
-        base = Path(os.environ["PXPOOL_RUNTIME_DIR"]).expanduser()
+        base = Path(os.environ["PXPOOL_RUNTIME_DIR"]).expanduser().absolute()
     elif os.environ.get("XDG_RUNTIME_DIR"):
         base = Path(os.environ["XDG_RUNTIME_DIR"]) / "pxpool"
     else:
@@ -105,4 +105,9 @@ def controller_alive(name: str) -> bool:
             pid = json.load(handle)["controller"]["state"]["pid"]
     except (OSError, KeyError, TypeError, ValueError):
         return False
-    return isinstance(pid, int) and pid > 0 and psutil.pid_exists(pid)
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

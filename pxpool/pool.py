@@ -20,7 +20,7 @@ import ipyparallel as ipp
 from . import _runtime, data
 from ._async import LoopThread, SyncTwins
 from ._cluster import PxCluster
-from ._processes import local_process_tree, local_process_tree_of, reap
+from ._processes import local_process_tree, local_process_tree_of, processes_of_pool, reap
 from ._startup import StartupWatch
 from .engines import provider_for
 from .errors import EngineNotFoundError, PoolNotFoundError, PoolStateError, PxpoolError
@@ -153,10 +153,6 @@ class Pool(SyncTwins):
         global _current
         if self.state in ("new", "stopped"):
             return
-        if self._cluster is None and self.state == "attached":  # only a stale record left
-            _runtime.remove_pool_dir(self.name)
-            self.state = "stopped"
-            return
         self.state = "stopping"
         await self._teardown()
         self.state = "stopped"
@@ -180,6 +176,8 @@ class Pool(SyncTwins):
                 log.warning("pxpool: stopping pool %r did not finish cleanly: %r", self.name, exc)
             await reap(processes, self.profile.timeouts.stop)
             self._cluster = None
+        # what outlived its parent (a killed controller's schedulers) is found by its env
+        await reap(processes_of_pool(str(_runtime.pool_dir(self.name))), self.profile.timeouts.stop)
         self._engine_sets.clear()
         _runtime.remove_pool_dir(self.name)
 
@@ -306,13 +304,18 @@ class Pool(SyncTwins):
         return pool
 
     def _controller_alive(self) -> bool:
-        controller = self._cluster.controller if self._cluster is not None else None
-        return controller is not None and getattr(controller, "state", "after") != "after"
+        return _runtime.controller_alive(self.name)
 
     async def _connect(self, timeout: float) -> None:
         global _current
         assert self._cluster is not None
-        self._client = await self._cluster.connect_client()
+        try:
+            self._client = await self._cluster.connect_client()
+        except TimeoutError:
+            raise PoolStateError(
+                f"Pool {self.name!r} did not answer: its controller runs but does not reply. "
+                f"Stop it with `pxpool stop {self.name}` and start it again."
+            ) from None
         expected = self._owner_ids()
         deadline = time.monotonic() + timeout
         while not expected <= set(self._client.ids) and time.monotonic() < deadline:
