@@ -41,10 +41,17 @@ def _tree(root: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-async def reap(processes: list[psutil.Process], timeout: float) -> None:
-    """Wait up to ``timeout`` for ``processes`` to exit; SIGKILL what is left."""
+async def reap(processes: list[psutil.Process], timeout: float, terminate: bool = False) -> None:
+    """Wait up to ``timeout`` for ``processes`` to exit (after SIGTERM if ``terminate``);
+    SIGKILL what is left."""
+    alive = list({p.pid: p for p in processes if _running(p)}.values())
+    if terminate:
+        for process in alive:
+            try:
+                process.terminate()
+            except psutil.Error:
+                pass
     deadline = time.monotonic() + timeout
-    alive = processes
     while alive and time.monotonic() < deadline:
         alive = [p for p in alive if _running(p)]
         if alive:

@@ -29,6 +29,7 @@ from .profile import Profile, load_profile
 __all__ = ["Pool", "current"]
 
 log = logging.getLogger("pxpool.pool")
+TERMINATE_GRACE_SECONDS = 3.0
 # ipyparallel logs every engine's output at WARNING when it stops; pxpool reports
 # failures itself, with that output attached, so keep its own log quiet by default.
 logging.getLogger("pxpool.ipyparallel").setLevel(logging.CRITICAL)
@@ -160,24 +161,27 @@ class Pool(SyncTwins):
             _current = None
 
     async def _teardown(self) -> None:
-        """Release everything this pool started, also after a partial start."""
+        """Release everything this pool started, also after a partial start or after
+        its controller died. Graceful stops get a bounded time; then what is left of
+        the pool's processes gets SIGTERM and, after a grace period, SIGKILL."""
         if self._client is not None:
             self._client.close(linger=0)
             self._client = None
-        if self._cluster is not None:
-            engine_processes = local_process_tree(self._cluster, "engines")
-            processes = local_process_tree(self._cluster)
+        stop_timeout = self.profile.timeouts.stop
+        cluster, self._cluster = self._cluster, None
+        if cluster is not None and self._controller_alive():
+            engine_processes = local_process_tree(cluster, "engines")
             try:
                 # engines first: their nannies exit promptly only while the hub answers
-                await asyncio.wait_for(self._cluster.stop_engines(), self.profile.timeouts.stop)
-                await reap(engine_processes, self.profile.timeouts.stop)
-                await asyncio.wait_for(self._cluster.stop_controller(), self.profile.timeouts.stop)
-            except Exception as exc:  # keep cleaning up; say what is left
+                await asyncio.wait_for(cluster.stop_engines(), stop_timeout)
+                await reap(engine_processes, stop_timeout)
+                await asyncio.wait_for(cluster.stop_controller(), stop_timeout)
+            except Exception as exc:  # keep cleaning up; the sweep below ends the rest
                 log.warning("pxpool: stopping pool %r did not finish cleanly: %r", self.name, exc)
-            await reap(processes, self.profile.timeouts.stop)
-            self._cluster = None
-        # what outlived its parent (a killed controller's schedulers) is found by its env
-        await reap(processes_of_pool(str(_runtime.pool_dir(self.name))), self.profile.timeouts.stop)
+        leftovers = processes_of_pool(str(_runtime.pool_dir(self.name)))
+        if cluster is not None:
+            leftovers += local_process_tree(cluster)
+        await reap(leftovers, TERMINATE_GRACE_SECONDS, terminate=True)
         self._engine_sets.clear()
         _runtime.remove_pool_dir(self.name)
 

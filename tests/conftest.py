@@ -27,17 +27,27 @@ LEAK_PATTERNS = (
 LEAK_GRACE_SECONDS = 5.0
 
 
+
+SESSION_MARKER = "PXPOOL_TEST_SESSION"
+
+
 def _pool_processes() -> dict[int, str]:
+    """Pool processes started by this test session (they inherit its marker variable),
+    so a concurrent run on the same machine is neither blamed nor killed."""
     found = {}
+    marker = os.environ.get(SESSION_MARKER)
     for process in psutil.process_iter(["pid", "cmdline", "status"]):
         try:
             cmdline = " ".join(process.info["cmdline"] or [])
             if process.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
+            if not any(pattern in cmdline for pattern in LEAK_PATTERNS):
+                continue
+            if process.environ().get(SESSION_MARKER) != marker:
+                continue
         except psutil.Error:
             continue
-        if any(pattern in cmdline for pattern in LEAK_PATTERNS):
-            found[process.info["pid"]] = cmdline
+        found[process.info["pid"]] = cmdline
     return found
 
 
@@ -71,6 +81,7 @@ def pytest_configure(config: pytest.Config) -> None:
     (base / "profiles").mkdir()
     os.environ["PXPOOL_RUNTIME_DIR"] = str(base / "runtime")
     os.environ["PXPOOL_PROFILE_DIR"] = str(base / "profiles")
+    os.environ[SESSION_MARKER] = base.name
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
