@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Stop what infra/up.sh started (SLURM daemons, the munged it started, the
+# private sshd). Never fails: a service that is not running is skipped.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+log() { echo "infra: down: $*" >&2; }
+
+rc=0
+"$HERE/slurm.sh" stop || { rc=$?; log "WARNING: slurm.sh stop failed (exit $rc); continuing"; }
+"$HERE/sshd.sh" stop || { rc=$?; log "WARNING: sshd.sh stop failed (exit $rc); continuing"; }
+log "done"
+exit 0

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install (if needed) and start every service the pxpool test suite uses, check
+# them, and write the combined exports to $PXPOOL_INFRA_DIR/env.sh
+# (default /tmp/pxpool-infra/env.sh) for a test runner to `source`.
+# Idempotent: services already running and healthy are left as they are.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+INFRA_DIR="${PXPOOL_INFRA_DIR:-/tmp/pxpool-infra}"
+ENV_FILE="$INFRA_DIR/env.sh"
+
+log() { echo "infra: up: $*" >&2; }
+die() {
+    echo "infra: up: ERROR: $*" >&2
+    echo "infra: up: logs are under $INFRA_DIR; infra/down.sh stops what did start" >&2
+    exit 1
+}
+
+t0=$SECONDS
+mkdir -p "$INFRA_DIR"
+"$HERE/install.sh" || die "install.sh failed"
+"$HERE/sshd.sh" start || die "sshd.sh start failed"
+"$HERE/slurm.sh" start || die "slurm.sh start failed"
+"$HERE/mpi.sh" check || die "mpi.sh check failed"
+
+tmp="$(mktemp "$INFRA_DIR/env.sh.XXXXXX")"
+{
+    echo "# Written by infra/up.sh: source this before running the pxpool tests."
+    "$HERE/sshd.sh" env
+    "$HERE/slurm.sh" env
+    "$HERE/mpi.sh" env
+} >"$tmp"
+chmod 0644 "$tmp"
+mv -f "$tmp" "$ENV_FILE"
+log "all services up in $((SECONDS - t0))s; exports in $ENV_FILE"
