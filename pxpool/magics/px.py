@@ -1,0 +1,98 @@
+"""ipyparallel's ``%px`` family, bound to the current pxpool pool.
+
+:class:`PxMagics` is the one subclass of ipyparallel's ``ParallelMagics`` in pxpool.
+It changes four things and keeps every flag users know (``--targets``,
+``--block/--noblock``, ``--stream``, ``--local``, ``--group-outputs``, ``-o``):
+
+- the view is the current pool's (``pxpool.current()``), looked up on each use, so a
+  pool started, attached or replaced later is picked up without re-binding;
+- ``--targets`` is parsed by :func:`pxpool._targets.parse_targets`, never eval'ed;
+- output streams by default, each line prefixed by its engine id;
+- an interrupted cell sends SIGINT to its engines, waits for them to stop, and then
+  raises ``KeyboardInterrupt``, so the cell ends as interrupted and the pool stays usable.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ipyparallel.client.magics import ParallelMagics
+from IPython.core.error import UsageError
+
+from .._targets import TargetError, parse_targets
+from ..errors import PxpoolError
+from ..pool import Pool, current
+
+__all__ = ["PxMagics", "INTERRUPT_WAIT"]
+
+INTERRUPT_WAIT = 10.0  # seconds an interrupted cell waits for its engines to stop
+
+NO_POOL = (
+    "No running pool for %px; start one with `%pool start [PROFILE] [-n N]`, "
+    "attach one with `%pool attach NAME`, or from Python with "
+    "`pxpool.Pool.from_profile(...).start_sync()`."
+)
+
+
+class PxMagics(ParallelMagics):
+    """``%px``, ``%%px``, ``%autopx``, ``%pxresult`` and ``%pxconfig`` on the current pool."""
+
+    stream_output = True
+    signal_on_interrupt = "SIGINT"
+    progress_after_seconds = 2.0
+
+    def __init__(self, shell: Any) -> None:
+        self._pool: Pool | None = None
+        self._view: Any = None
+        super().__init__(shell, None)
+
+    @property  # type: ignore[override]
+    def view(self) -> Any:
+        """The current pool's DirectView; a new one when the current pool changed."""
+        try:
+            pool = current()
+        except PxpoolError:
+            raise UsageError(NO_POOL) from None
+        if self._view is None or self._pool is not pool or self._view.client is not pool.client:
+            self._pool, self._view = pool, pool.view()
+        return self._view
+
+    @view.setter
+    def view(self, value: Any) -> None:
+        if value is not None:  # ParallelMagics.__init__ sets None: the pool is found later
+            self._view = value
+
+    def _eval_target_str(self, ts: str) -> Any:
+        ts = ts.strip()
+        if len(ts) >= 2 and ts[0] == ts[-1] and ts[0] in "'\"":
+            ts = ts[1:-1]  # magic arguments keep quotes: --targets "0, 2"
+        if ts.strip().lower() == "all":
+            return "all"  # stays "all": engines added later are included
+        try:
+            return parse_targets(ts, list(self.view.client.ids))
+        except TargetError as exc:
+            raise UsageError(str(exc)) from None
+
+    def parallel_execute(self, cell: str, block: bool | None = None, **kwargs: Any) -> Any:
+        block = self.view.block if block is None else block
+        targets = self.view.targets
+        returned = super().parallel_execute(cell, block=block, **kwargs)
+        result = self.last_result
+        if block and result is not None and not (result.ready() and result.successful()):
+            # ParallelMagics caught KeyboardInterrupt, signalled the engines and returned
+            _finish_interrupted(result, targets)
+        return returned
+
+
+def _finish_interrupted(result: Any, targets: Any) -> None:
+    """Wait for the signalled engines, then end the cell as interrupted."""
+    deadline = time.monotonic() + INTERRUPT_WAIT
+    while not result.ready() and time.monotonic() < deadline:
+        result.wait(0.1)
+    if not result.ready():
+        raise KeyboardInterrupt(
+            f"%px interrupted; engines {targets} still run {INTERRUPT_WAIT:g}s after SIGINT. "
+            "See `%pool status`; restart an engine with `%pool restart ENGINE`."
+        )
+    raise KeyboardInterrupt(f"%px interrupted; engines {targets} received SIGINT and stopped.")
