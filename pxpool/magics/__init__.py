@@ -44,7 +44,7 @@ def load_ipython_extension(ipython: Any) -> None:
     replaced = {
         (kind, name): manager.magics[kind][name]
         for instance in (px, pool)
-        for kind, names in instance.magics.items()
+        for kind, names in (instance.magics or {}).items()
         for name in names
         if name in manager.magics[kind]
     }
@@ -62,7 +62,7 @@ def unload_ipython_extension(ipython: Any) -> None:
             continue
         if isinstance(instance, PxMagics):
             instance._disable_autopx()
-        for kind, names in instance.magics.items():
+        for kind, names in (instance.magics or {}).items():
             for name in names:
                 if getattr(manager.magics[kind].get(name), "__self__", None) is instance:
                     del manager.magics[kind][name]

@@ -113,7 +113,7 @@ class PoolMagics(Magics):
         parser.add_argument("-n", type=int, dest="engines")
         parser.add_argument("--name")
         parser.add_argument("words", nargs="*")
-        args = parser.parse_args(_split(rest, "start"))
+        args = parser.parse_intermixed_args(_split(rest, "start"))
         settings = [w for w in args.words if "=" in w]
         names = [w for w in args.words if "=" not in w]
         if len(names) > 1:

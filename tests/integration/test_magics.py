@@ -36,10 +36,9 @@ def shell() -> Iterator[InteractiveShell]:
 
 @pytest.fixture(scope="module")
 def pool(shell: InteractiveShell) -> Iterator[pxpool.Pool]:
-    shell.run_line_magic("pool", "start -n 2")
-    started = pxpool.current()
-    yield started
-    started.stop_sync()
+    """Started from Python, not by %pool: %px binds to whatever pool is current."""
+    with pxpool.Pool.from_profile("local", engines=2) as started:
+        yield started
 
 
 @pytest.fixture
@@ -382,6 +381,19 @@ def test_rich_outputs_from_engines_are_displayed(
     assert any("<table" in h and "engine_value" in h for h in html)
 
 
+def test_matplotlib_figures_from_engines_are_displayed(
+    shell: InteractiveShell, pool: pxpool.Pool
+) -> None:
+    pytest.importorskip("matplotlib")
+    with capture_output(display=True) as captured:
+        shell.run_cell_magic(
+            "px",
+            "--targets 0",
+            "%matplotlib inline\nimport matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()",
+        )
+    assert any("image/png" in o.data for o in captured.outputs)
+
+
 def test_long_cells_show_progress(
     shell: InteractiveShell, pool: pxpool.Pool, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -450,8 +462,11 @@ class Kernel:
 def test_interrupting_the_kernel_interrupts_the_engines_and_keeps_the_pool() -> None:
     kernel = Kernel()
     try:
-        reply, out = kernel.run("%load_ext pxpool\n%pool start -n 2")
+        reply, out = kernel.run(
+            "%load_ext pxpool\n%pool start local --name kernelpool start_timeout=60 -n 2"
+        )
         assert reply["status"] == "ok", out
+        assert "Started pool 'kernelpool' (local) with 2 engines [0, 1]" in out
         timer = threading.Timer(2.0, kernel.manager.interrupt_kernel)
         timer.start()
         started = time.monotonic()
