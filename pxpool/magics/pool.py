@@ -32,7 +32,7 @@ USAGE = {
     "profiles": "%pool profiles",
 }
 WHAT = {
-    "start": "start a pool (default profile: local) and bind %px to it",
+    "start": "start a pool (default profile local; key=value sets a profile key) and bind %px",
     "attach": "connect to a pool started elsewhere (`pxpool start`) and bind %px to it",
     "status": "engine, host, pid, state and tasks done of each engine",
     "scale": "grow or shrink the pool to N engines",
@@ -42,7 +42,7 @@ WHAT = {
 }
 HELP = "\n".join(
     ["%pool: manage this notebook's pool of engines.", ""]
-    + [f"  {USAGE[name]:<58} {WHAT[name]}" for name in USAGE]
+    + [f"  {USAGE[name]}\n      {WHAT[name]}" for name in USAGE]
     + ["", "Then run code on the engines with %px / %%px (see `%%px?`)."]
 )
 STATUS_COLUMNS = ["engine", "host", "pid", "state", "tasks_done"]
