@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from . import _runtime
 from ._status import engine_table, format_table
+from .engines import provider_for
 from .errors import PxpoolError
 from .pool import Pool
 from .profile import list_profiles, load_profile
@@ -41,6 +42,14 @@ def cmd_start(args: argparse.Namespace) -> int:
     print(f"started pool {pool.name!r} ({profile.provider}) with {len(ids)} engines: {ids}")
     print(f"  connection files: {_runtime.pool_dir(pool.name) / 'security'}")
     print(f"  attach from Python: pxpool.Pool.attach({pool.name!r}); stop: pxpool stop {pool.name}")
+    return 0
+
+
+def cmd_script(args: argparse.Namespace) -> int:
+    overrides: dict[str, object] = dict(_overrides(args.set))
+    if args.n is not None:
+        overrides["engines"] = args.n
+    print(provider_for(load_profile(args.profile, **overrides)).job_script(), end="")
     return 0
 
 
@@ -121,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a profile setting"
     )
     start.set_defaults(run=cmd_start)
+
+    script = commands.add_parser("script", help="print the job script a batch profile would submit")
+    script.add_argument("profile", help="profile name (see `pxpool profiles`)")
+    script.add_argument("-n", type=int, help="number of engines (overrides the profile)")
+    script.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a profile setting"
+    )
+    script.set_defaults(run=cmd_script)
 
     commands.add_parser("list", help="list pools and whether they run").set_defaults(run=cmd_list)
 

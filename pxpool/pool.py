@@ -17,7 +17,8 @@ from typing import Any
 
 import ipyparallel as ipp
 
-from . import _runtime, data
+from . import _runtime
+from ._access import EngineAccess
 from ._async import LoopThread, SyncTwins
 from ._cluster import PxCluster
 from ._processes import local_process_tree, local_process_tree_of, processes_of_pool, reap
@@ -46,7 +47,7 @@ def current() -> Pool:
     return _current
 
 
-class Pool(SyncTwins):
+class Pool(EngineAccess, SyncTwins):
     """A pool of IPython engines described by a :class:`~pxpool.profile.Profile`."""
 
     def __init__(
@@ -355,81 +356,6 @@ class Pool(SyncTwins):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-    # ------------------------------------------------------------ using the engines
-
-    @property
-    def client(self) -> ipp.Client:
-        return self._running()[0]
-
-    @property
-    def ids(self) -> list[int]:
-        return sorted(self.client.ids)
-
-    @property
-    def engines(self) -> int:
-        return len(self.client.ids)
-
-    def view(self, targets: Any = None) -> ipp.DirectView:
-        """A blocking DirectView on ``targets`` (default: all engines, also later ones)."""
-        client = self.client
-        if targets is not None:
-            self._check_targets(targets)
-        view = client.direct_view("all" if targets is None else targets)
-        view.block = True
-        return view
-
-    def lbview(self, targets: Any = None) -> ipp.LoadBalancedView:
-        """A blocking LoadBalancedView, which sends each task to the next free engine."""
-        view = self.client.load_balanced_view(targets)
-        view.block = True
-        return view
-
-    def _check_targets(self, targets: Any) -> None:
-        ids = self.client.ids
-        wanted = [targets] if isinstance(targets, int) else targets
-        if isinstance(wanted, list | tuple | range):
-            for target in wanted:
-                if target not in ids:
-                    raise EngineNotFoundError(target, ids)
-
-    def push(self, namespace: dict[str, Any], targets: Any = None) -> None:
-        """Set names in the engines' namespaces (all engines unless ``targets``)."""
-        data.push(self, namespace, targets)
-
-    def pull(self, names: str | list[str] | tuple[str, ...], targets: Any = None) -> Any:
-        """Read names back: one value per engine, or one value for a single target."""
-        return data.pull(self, names, targets)
-
-    def scatter(self, name: str, values: Any, targets: Any = None) -> None:
-        """Split ``values`` (list, numpy array, pandas object) into one part per engine."""
-        data.scatter(self, name, values, targets)
-
-    def gather(self, name: str, targets: Any = None) -> Any:
-        """Join the parts of ``name`` from the engines back into one object."""
-        return data.gather(self, name, targets)
-
-    def map(
-        self,
-        f: Any,
-        values: Any,
-        *more: Any,
-        chunksize: int | str = "auto",
-        ordered: bool = True,
-        progress: bool | None = None,
-    ) -> Any:
-        """Apply ``f`` to every item of ``values`` on the engines, load-balanced."""
-        return data.pool_map(
-            self, f, values, *more, chunksize=chunksize, ordered=ordered, progress=progress
-        )
-
-    def apply(self, f: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run ``f(*args, **kwargs)`` once, on the next free engine, and return its result."""
-        return self.lbview().apply_sync(f, *args, **kwargs)
-
-    def execute(self, code: str, targets: Any = None) -> None:
-        """Run ``code`` on the engines, as a ``%%px`` cell does."""
-        self.view(targets).execute(code, block=True)
 
 
 async def _load_cluster(cluster_file: str) -> ipp.Cluster | None:

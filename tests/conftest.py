@@ -27,13 +27,16 @@ LEAK_PATTERNS = (
 LEAK_GRACE_SECONDS = 5.0
 
 
-
 SESSION_MARKER = "PXPOOL_TEST_SESSION"
 
 
-def _pool_processes() -> dict[int, str]:
-    """Pool processes started by this test session (they inherit its marker variable),
-    so a concurrent run on the same machine is neither blamed nor killed."""
+def _pool_processes() -> dict[int, tuple[str, str]]:
+    """Pool processes started by this test session, as pid -> (command, pool dir).
+
+    They inherit the session's marker variable, so a concurrent run on the same
+    machine is neither blamed nor killed; ipyparallel gives each process its pool's
+    profile directory in IPP_PROFILE_DIR.
+    """
     found = {}
     marker = os.environ.get(SESSION_MARKER)
     for process in psutil.process_iter(["pid", "cmdline", "status"]):
@@ -43,30 +46,52 @@ def _pool_processes() -> dict[int, str]:
                 continue
             if not any(pattern in cmdline for pattern in LEAK_PATTERNS):
                 continue
-            if process.environ().get(SESSION_MARKER) != marker:
+            environ = process.environ()
+            if environ.get(SESSION_MARKER) != marker:
                 continue
         except psutil.Error:
             continue
-        found[process.info["pid"]] = cmdline
+        found[process.info["pid"]] = (cmdline, environ.get("IPP_PROFILE_DIR", ""))
     return found
+
+
+def _pool_dirs() -> set[str]:
+    runtime = Path(os.environ["PXPOOL_RUNTIME_DIR"])
+    return {str(p) for p in runtime.iterdir() if p.is_dir()} if runtime.is_dir() else set()
+
+
+def _kill(pids: object) -> None:
+    for pid in pids:  # type: ignore[attr-defined]
+        try:
+            psutil.Process(pid).kill()
+        except psutil.Error:
+            pass
 
 
 @pytest.fixture(autouse=True)
 def no_leaked_processes() -> Iterator[None]:
+    """A test may leave processes of pools that existed before it started (a class or
+    module fixture's pool it scaled or restarted); anything else it started must be
+    gone when it ends."""
     before = set(_pool_processes())
+    fixture_pools = _pool_dirs()
     yield
+
+    def leaked_now() -> dict[int, tuple[str, str]]:
+        return {
+            pid: info
+            for pid, info in _pool_processes().items()
+            if pid not in before and not (info[1] in fixture_pools and os.path.isdir(info[1]))
+        }
+
     deadline = time.monotonic() + LEAK_GRACE_SECONDS
-    leaked = {p: c for p, c in _pool_processes().items() if p not in before}
+    leaked = leaked_now()
     while leaked and time.monotonic() < deadline:
         time.sleep(0.1)
-        leaked = {p: c for p, c in _pool_processes().items() if p not in before}
+        leaked = leaked_now()
     if leaked:
-        for pid in leaked:
-            try:
-                psutil.Process(pid).kill()
-            except psutil.Error:
-                pass
-        lines = "\n".join(f"  {pid}: {cmd[:160]}" for pid, cmd in sorted(leaked.items()))
+        _kill(leaked)
+        lines = "\n".join(f"  {pid}: {cmd[:160]}" for pid, (cmd, _) in sorted(leaked.items()))
         pytest.fail(f"test left {len(leaked)} pool process(es) running (killed now):\n{lines}")
 
 
@@ -88,12 +113,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Module- and session-scoped pools are checked here, after they stopped."""
     leftover = _pool_processes()
     if leftover:
-        for pid in leftover:
-            try:
-                psutil.Process(pid).kill()
-            except psutil.Error:
-                pass
+        _kill(leftover)
         print(f"\npxpool tests: {len(leftover)} pool process(es) left at session end (killed):")
-        for pid, cmd in sorted(leftover.items()):
+        for pid, (cmd, _) in sorted(leftover.items()):
             print(f"  {pid}: {cmd[:160]}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

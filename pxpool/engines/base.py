@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import ipyparallel as ipp
 
+from ..errors import PxpoolError
 from ..profile import Profile
 
 
@@ -34,6 +35,14 @@ class Provider(ABC):
         self, cluster: ipp.Cluster, engine_ids: list[int]
     ) -> dict[str, list[int]]:
         """Start engines that request ``engine_ids``; return ``{engine_set_id: ids}``."""
+
+    def job_script(self) -> str:
+        """The script submitted for one job; only batch providers submit scripts."""
+        raise PxpoolError(
+            f"Profile {self.profile.name!r} uses provider {self.profile.provider!r}, which starts "
+            "engines directly and submits no job script; job scripts exist for batch providers "
+            "(slurm, sge, pbs, lsf, htcondor)."
+        )
 
     def python(self) -> str:
         return self.profile.engine.python or sys.executable

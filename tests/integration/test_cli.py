@@ -12,7 +12,7 @@ import pxpool
 
 pytestmark = pytest.mark.integration
 
-COMMANDS = ["start", "list", "status", "stop", "profiles", "demo"]
+COMMANDS = ["start", "script", "list", "status", "stop", "profiles", "demo"]
 
 
 def pxpool_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -127,3 +127,9 @@ def test_demo_runs_real_work_prints_engine_table_and_exits_zero() -> None:
     header = next(line for line in out.splitlines() if line.startswith("engine "))
     assert header.split() == ["engine", "host", "pid", "state", "tasks_done"]
     assert out.rstrip().endswith("pxpool demo: done.")
+
+
+def test_script_of_a_direct_provider_says_which_providers_have_scripts() -> None:
+    result = pxpool_cli("script", "local")
+    assert result.returncode == 1
+    assert "submits no job script; job scripts exist for batch providers" in result.stderr

@@ -1,0 +1,100 @@
+"""Using a running pool's engines: views, data movement, one-off tasks.
+
+Kept apart from the lifecycle in ``pool.py``; every method here needs a running pool
+and raises :class:`~pxpool.errors.PoolStateError` otherwise (through ``_running``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipyparallel as ipp
+
+from . import data
+from .errors import EngineNotFoundError
+
+
+class EngineAccess:
+    """Mixed into :class:`~pxpool.pool.Pool`."""
+
+    def _running(self) -> tuple[ipp.Client, ipp.Cluster]:
+        raise NotImplementedError
+
+    @property
+    def client(self) -> ipp.Client:
+        return self._running()[0]
+
+    @property
+    def ids(self) -> list[int]:
+        return sorted(self.client.ids)
+
+    @property
+    def engines(self) -> int:
+        return len(self.client.ids)
+
+    def view(self, targets: Any = None) -> ipp.DirectView:
+        """A blocking DirectView on ``targets`` (default: all engines, also later ones)."""
+        client = self.client
+        if targets is not None:
+            self._check_targets(targets)
+        view = client.direct_view("all" if targets is None else targets)
+        view.block = True
+        return view
+
+    def lbview(self, targets: Any = None) -> ipp.LoadBalancedView:
+        """A blocking LoadBalancedView, which sends each task to the next free engine."""
+        view = self.client.load_balanced_view(targets)
+        view.block = True
+        return view
+
+    def _check_targets(self, targets: Any) -> None:
+        ids = self.client.ids
+        wanted = [targets] if isinstance(targets, int) else targets
+        if isinstance(wanted, list | tuple | range):
+            for target in wanted:
+                if target not in ids:
+                    raise EngineNotFoundError(target, ids)
+
+    def push(self, namespace: dict[str, Any], targets: Any = None) -> None:
+        """Set names in the engines' namespaces (all engines unless ``targets``)."""
+        data.push(self, namespace, targets)
+
+    def pull(self, names: str | list[str] | tuple[str, ...], targets: Any = None) -> Any:
+        """Read names back: one value per engine, or one value for a single target."""
+        return data.pull(self, names, targets)
+
+    def scatter(self, name: str, values: Any, targets: Any = None) -> None:
+        """Split ``values`` (list, numpy array, pandas object) into one part per engine."""
+        data.scatter(self, name, values, targets)
+
+    def gather(self, name: str, targets: Any = None) -> Any:
+        """Join the parts of ``name`` from the engines back into one object."""
+        return data.gather(self, name, targets)
+
+    def map(
+        self,
+        f: Any,
+        values: Any,
+        *more: Any,
+        chunksize: int | str = "auto",
+        ordered: bool = True,
+        progress: bool | None = None,
+    ) -> Any:
+        """Apply ``f`` to every item of ``values`` on the engines, load-balanced."""
+        return data.pool_map(
+            self, f, values, *more, chunksize=chunksize, ordered=ordered, progress=progress
+        )
+
+    def apply(self, f: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run ``f(*args, **kwargs)`` once, on the next free engine, and return its result."""
+        return self.lbview().apply_sync(f, *args, **kwargs)
+
+    def execute(self, code: str, targets: Any = None) -> None:
+        """Run ``code`` on the engines, as a ``%%px`` cell does."""
+        self.view(targets).execute(code, block=True)
+
+    # ------------------------------------------------------------ views of the pool
+
+    def job_script(self) -> str:
+        """The exact script a batch provider would submit for one job, before submitting."""
+        return self.provider.job_script()  # type: ignore[attr-defined]
