@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ipyparallel as ipp
@@ -30,6 +31,7 @@ from .profile import Profile, load_profile
 __all__ = ["Pool", "current"]
 
 log = logging.getLogger("pxpool.pool")
+EngineHook = Callable[["Pool", list[int]], None]
 TERMINATE_GRACE_SECONDS = 3.0
 # ipyparallel logs every engine's output at WARNING when it stops; pxpool reports
 # failures itself, with that output attached, so keep its own log quiet by default.
@@ -62,6 +64,7 @@ class Pool(EngineAccess, SyncTwins):
         self._client: ipp.Client | None = None
         self._engine_sets: dict[str, list[int]] = {}
         self._next_id = 0
+        self._engine_hooks: list[EngineHook] = []
         self._loop_thread = LoopThread(f"pxpool-{self.name}")
 
     @classmethod
@@ -132,6 +135,8 @@ class Pool(EngineAccess, SyncTwins):
             raise
         self.state = "running"
         _current = self
+        if wait:
+            await self._engines_ready(ids)
         return self
 
     def _controller_args(self) -> list[str]:
@@ -202,6 +207,7 @@ class Pool(EngineAccess, SyncTwins):
             await StartupWatch(
                 cluster, self.profile, self.profile.timeouts.start
             ).engines_registered(client, ids, new_sets)
+            await self._engines_ready(ids)
         elif n < len(have):
             await self._remove_engines(have[n:])
         self._write_record()
@@ -215,14 +221,32 @@ class Pool(EngineAccess, SyncTwins):
         client, cluster = self._running()
         if engine_id not in self._owner_ids():
             raise EngineNotFoundError(engine_id, client.ids)
-        await self._remove_engines([engine_id])
-        new_sets = await self.provider.start_engines(cluster, [engine_id])
+        # engines that share a process group or batch job go down and come back together
+        together = sorted(i for ids in self._engine_sets.values() if engine_id in ids for i in ids)
+        await self._remove_engines(together)
+        new_sets = await self.provider.start_engines(cluster, together)
         self._engine_sets.update(new_sets)
         await StartupWatch(cluster, self.profile, self.profile.timeouts.start).engines_registered(
-            client, [engine_id], new_sets
+            client, together, new_sets
         )
+        await self._engines_ready(together)
         self._write_record()
         return engine_id
+
+    def add_engine_hook(self, hook: EngineHook) -> None:
+        """Call ``hook(pool, engine_ids)`` whenever engines (re)join this pool: after
+        start, scale and restart, and for engines already running when it is added.
+        Health agents and setup replays use it."""
+        self._engine_hooks.append(hook)
+        if self.state == "running":
+            hook(self, self.ids)
+
+    async def _engines_ready(self, engine_ids: list[int]) -> None:
+        for hook in list(self._engine_hooks):
+            try:
+                await asyncio.to_thread(hook, self, engine_ids)
+            except Exception:
+                log.exception("pxpool: engine hook %r failed for engines %s", hook, engine_ids)
 
     def _owner_ids(self) -> set[int]:
         return {i for ids in self._engine_sets.values() for i in ids}

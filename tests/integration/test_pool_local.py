@@ -201,3 +201,13 @@ def test_second_pool_with_a_running_name_is_refused() -> None:
         with pytest.raises(pxpool.PoolStateError, match="A pool named 'same' is already running"):
             second.start_sync()
         assert first.apply(lambda: 1) == 1
+
+
+def test_engine_hooks_see_every_engine_that_joins() -> None:
+    seen: list[list[int]] = []
+    with pxpool.Pool.from_profile("local", engines=1) as pool:
+        pool.add_engine_hook(lambda p, ids: seen.append(sorted(ids)))
+        assert seen == [[0]]  # engines already running are reported at once
+        pool.scale_sync(2)
+        pool.restart_sync(0)
+        assert seen == [[0], [1], [0]]
