@@ -6,19 +6,25 @@ and raises :class:`~pxpool.errors.PoolStateError` otherwise (through ``_running`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import ipyparallel as ipp
 
 from . import data
 from .errors import EngineNotFoundError
 
+if TYPE_CHECKING:
+    from .pool import Pool
+
 
 class EngineAccess:
-    """Mixed into :class:`~pxpool.pool.Pool`."""
+    """Mixed into :class:`~pxpool.pool.Pool` (``self`` is always a Pool)."""
 
     def _running(self) -> tuple[ipp.Client, ipp.Cluster]:
         raise NotImplementedError
+
+    def _pool(self) -> Pool:
+        return cast("Pool", self)
 
     @property
     def client(self) -> ipp.Client:
@@ -57,19 +63,19 @@ class EngineAccess:
 
     def push(self, namespace: dict[str, Any], targets: Any = None) -> None:
         """Set names in the engines' namespaces (all engines unless ``targets``)."""
-        data.push(self, namespace, targets)
+        data.push(self._pool(), namespace, targets)
 
     def pull(self, names: str | list[str] | tuple[str, ...], targets: Any = None) -> Any:
         """Read names back: one value per engine, or one value for a single target."""
-        return data.pull(self, names, targets)
+        return data.pull(self._pool(), names, targets)
 
     def scatter(self, name: str, values: Any, targets: Any = None) -> None:
         """Split ``values`` (list, numpy array, pandas object) into one part per engine."""
-        data.scatter(self, name, values, targets)
+        data.scatter(self._pool(), name, values, targets)
 
     def gather(self, name: str, targets: Any = None) -> Any:
         """Join the parts of ``name`` from the engines back into one object."""
-        return data.gather(self, name, targets)
+        return data.gather(self._pool(), name, targets)
 
     def map(
         self,
@@ -82,7 +88,7 @@ class EngineAccess:
     ) -> Any:
         """Apply ``f`` to every item of ``values`` on the engines, load-balanced."""
         return data.pool_map(
-            self, f, values, *more, chunksize=chunksize, ordered=ordered, progress=progress
+            self._pool(), f, values, *more, chunksize=chunksize, ordered=ordered, progress=progress
         )
 
     def apply(self, f: Any, *args: Any, **kwargs: Any) -> Any:

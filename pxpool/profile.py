@@ -347,12 +347,12 @@ def _batch(provider: str, values: dict[str, Any], origins: dict[str, str]) -> Ba
 
 def _build(name: str, layers: _Layers, source: str) -> Profile:
     checked: dict[tuple[str, str], Any] = {}
-    for (section, key), value in layers.values.items():
-        table = "batch" if section in schema.BATCH_PROVIDERS else section
-        where = f"{section}.{key}" if section else key
+    for (table_name, key), value in layers.values.items():
+        table = "batch" if table_name in schema.BATCH_PROVIDERS else table_name
+        where = f"{table_name}.{key}" if table_name else key
         spec = schema.keys_in(table)[key]
-        checked[(section, key)] = schema.check_value(
-            spec, value, layers.origins[(section, key)], where
+        checked[(table_name, key)] = schema.check_value(
+            spec, value, layers.origins[(table_name, key)], where
         )
 
     def section(name: str) -> dict[str, Any]:
