@@ -1,32 +1,183 @@
 """Moving data to and from engines: push/pull, scatter/gather and map.
 
-The first version delegates to ipyparallel's views; the fast, data-aware versions
-(chunking from measured cost, numpy and pandas partitions, shared memory) replace
-these bodies behind the same signatures.
+- ``push``/``pull``: numpy arrays of 1 MB or more travel through shared memory to
+  and from engines on this host (one copy; pushed arrays are read-only on the
+  engines, see :mod:`pxpool._shm` for their lifetime), and over the network to
+  engines elsewhere. "This host" is decided by the hostname each engine reports,
+  asked once per engine and cached.
+- ``scatter``/``gather``: lists, numpy arrays (along axis 0) and pandas objects (row
+  partitions that keep their index), one part per engine, big parts as above.
+- ``pool_map``: load-balanced map with chunk sizes from measured cost
+  (see :mod:`pxpool._chunking` and :mod:`pxpool._mapper`).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import math
+import socket
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from . import _chunking, _mapper, _shm
+from ._data_errors import MapError, UnpicklableFunctionError
+
 if TYPE_CHECKING:
+    import ipyparallel as ipp
+
     from .pool import Pool
+
+__all__ = ["MapError", "UnpicklableFunctionError", "push", "pull", "scatter", "gather", "pool_map"]
+
+HOST_TIMEOUT = 30.0  # seconds for engines to report their hostname
+WAIT_SLICE = 1.0
+_hosts: dict[str, str] = {}  # engine uuid -> hostname; a restarted engine gets a new uuid
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _ids(pool: Pool, targets: Any) -> list[int]:
+    view = pool.view(targets)  # validates the targets, naming the valid ids
+    if targets is None or targets == "all":
+        return sorted(view.client.ids)
+    return [targets] if isinstance(targets, int) else list(targets)
+
+
+def local_engines(pool: Pool, ids: list[int]) -> set[int]:
+    """The engines among ``ids`` that run on this host (their reported hostname is ours)."""
+    client = pool.client
+    uuids = {i: str(client._engines.get(i)) for i in ids}
+    missing = [i for i in ids if uuids[i] not in _hosts]
+    if missing:
+        replies = client.direct_view(missing).apply_async(_shm.engine_host)
+        for engine_id, host in zip(missing, replies.get(timeout=HOST_TIMEOUT), strict=True):
+            _hosts[uuids[engine_id]] = host
+    here = socket.gethostname()
+    return {i for i in ids if _hosts[uuids[i]] == here}
+
+
+def _wait(pool: Pool, results: list[ipp.AsyncResult]) -> list[Any]:
+    """Wait for every result, bounded by replies arriving and the pool still running."""
+    pending = set(results)
+    while pending:
+        _, pending = concurrent.futures.wait(pending, timeout=WAIT_SLICE)
+        if pending:
+            pool._running()
+    return [r.get(timeout=0) for r in results]
+
+
+# ---------------------------------------------------------------- push / pull
 
 
 def push(pool: Pool, namespace: dict[str, Any], targets: Any = None) -> None:
-    pool.view(targets).push(namespace, block=True)
+    """Set names on the engines; large arrays reach local engines through shared memory."""
+    ids = _ids(pool, targets)
+    _push_each(pool, {i: namespace for i in ids})
+
+
+def _push_each(pool: Pool, per_engine: dict[int, dict[str, Any]]) -> None:
+    """Push a (possibly different) namespace to each engine, sharing one segment per array."""
+    client = pool.client
+    big = {id(v): v for ns in per_engine.values() for v in ns.values() if _shm.eligible(v)}
+    local = local_engines(pool, list(per_engine)) if big and _shm.available() else set()
+    prefix = _shm.pool_prefix(pool.name)
+    segments: dict[int, tuple] = {}
+    try:
+        for key, array in big.items():
+            if any(i in local for i, ns in per_engine.items() if key in map(id, ns.values())):
+                if _shm.can_share(array.nbytes):
+                    segments[key] = _shm.export(array, prefix)
+        results = []
+        for engine_id, ns in per_engine.items():
+            shared = {
+                k: segments[id(v)]
+                for k, v in ns.items()
+                if engine_id in local and id(v) in segments
+            }
+            plain = {k: v for k, v in ns.items() if k not in shared}
+            if plain:
+                results.append(client[engine_id].push(plain, block=False))
+            if shared:
+                results.append(client[engine_id].apply_async(_shm.engine_attach, shared))
+        _wait(pool, results)
+    finally:
+        for descriptor in segments.values():
+            _shm.unlink(descriptor[0])
 
 
 def pull(pool: Pool, names: str | list[str] | tuple[str, ...], targets: Any = None) -> Any:
-    return pool.view(targets).pull(names, block=True)
+    """Read names back: one value per engine, or one value for a single ``int`` target."""
+    ids = _ids(pool, targets)
+    wanted = [names] if isinstance(names, str) else list(names)
+    replies = _pull_each(pool, ids, wanted)
+    values = [r[0] if isinstance(names, str) else r for r in replies]
+    return values[0] if isinstance(targets, int) else values
+
+
+def _pull_each(pool: Pool, ids: list[int], names: list[str]) -> list[list[Any]]:
+    client = pool.client
+    prefix = _shm.pool_prefix(pool.name)
+    here = socket.gethostname() if _shm.available() else ""
+    results = [client[i].apply_async(_shm.engine_export, names, here, prefix) for i in ids]
+    replies = _wait(pool, results)
+    out: list[list[Any]] = []
+    try:
+        for reply in replies:
+            row = []
+            for kind, item in reply:
+                row.append(_shm.attach(item, writable=True) if kind == "shm" else item)
+            out.append(row)
+    finally:
+        for reply in replies:
+            for kind, item in reply:
+                if kind == "shm":
+                    _shm.unlink(item[0])
+    return out
+
+
+# ---------------------------------------------------------------- scatter / gather
+
+
+def split(values: Any, parts: int) -> list[Any]:
+    """``values`` cut into ``parts`` contiguous pieces of near-equal length (axis 0)."""
+    kind = _chunking.kind_of(values)
+    n = len(values) if kind != "iterator" else None
+    if n is None:
+        values = list(values)
+        n = len(values)
+    bounds = [math.floor(i * n / parts) for i in range(parts + 1)]
+    if kind in ("numpy", "pandas"):
+        return [_chunking.part_of(values, a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [list(values[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def join(parts: list[Any]) -> Any:
+    """Inverse of :func:`split`: concatenate arrays, pandas objects (index kept) or lists."""
+    if parts and all(isinstance(p, np.ndarray) and p.ndim >= 1 for p in parts):
+        return np.concatenate(parts, axis=0)
+    if parts and all(_chunking.kind_of(p) == "pandas" for p in parts):
+        import pandas as pd
+
+        return pd.concat(parts)
+    return [item for part in parts for item in part]
 
 
 def scatter(pool: Pool, name: str, values: Any, targets: Any = None) -> None:
-    pool.view(targets).scatter(name, values, block=True)
+    """Give engine k the k-th of ``len(targets)`` contiguous parts of ``values``."""
+    ids = _ids(pool, targets)
+    parts = split(values, len(ids))
+    _push_each(pool, {i: {name: part} for i, part in zip(ids, parts, strict=True)})
 
 
 def gather(pool: Pool, name: str, targets: Any = None) -> Any:
-    return pool.view(targets).gather(name, block=True)
+    """Join the parts of ``name`` held by the engines, in engine order."""
+    ids = _ids(pool, targets)
+    return join([row[0] for row in _pull_each(pool, ids, [name])])
+
+
+# ---------------------------------------------------------------- map
 
 
 def pool_map(
@@ -38,5 +189,25 @@ def pool_map(
     ordered: bool = True,
     progress: bool | None = None,
 ) -> Any:
-    size = 1 if chunksize == "auto" else int(chunksize)
-    return pool.lbview().map_sync(f, values, *more, chunksize=size, ordered=ordered)
+    """Apply ``f`` over ``values`` on the engines, load-balanced, in chunks.
+
+    - list, range, any iterable (also a generator of unknown length, read lazily):
+      ``f(item)`` per item (``f(a, b)`` with ``*more`` iterables, zipped); returns a
+      list, in input order unless ``ordered=False`` (then in completion order).
+    - numpy array / pandas DataFrame or Series: ``f(partition)`` per block of rows,
+      vectorised as with Dask's ``map_partitions`` (calling ``f`` per row would spend
+      more time in Python calls than in the work). Array results are concatenated
+      along axis 0; pandas results are concatenated with their index, in row order;
+      anything else comes back as a list with one value per partition. Partition
+      sizes are chosen from measured cost unless ``chunksize`` (rows) is given. An
+      empty input runs ``f`` once on the empty input, so the result has its type.
+
+    ``chunksize="auto"`` starts with small chunks and grows them until one takes
+    tens of milliseconds on an engine. ``progress`` shows a bar (ipywidgets in a
+    notebook, tqdm in a terminal) when the map runs longer than 2 s; ``True`` shows
+    it at once, ``False`` never. A failure raises :class:`MapError` naming the engine
+    and the item (or partition), with the engine's error as ``__cause__``.
+    """
+    return _mapper.pool_map(
+        pool, f, values, *more, chunksize=chunksize, ordered=ordered, progress=progress
+    )

@@ -1,0 +1,224 @@
+"""The client side of ``pool.map``: cut, submit load-balanced, collect, combine.
+
+At most two chunks per engine are in flight (one running, one waiting in the
+scheduler), so an iterator is read only as fast as the engines consume it and a
+slow engine simply takes fewer chunks. Every wait is bounded by results arriving,
+and checks that the pool still runs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import pickle
+import secrets
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import ipyparallel as ipp
+from ipyparallel.serialize import PrePickled
+
+from . import _chunking as ch
+from ._data_errors import MapError, UnpicklableFunctionError, function_name
+from ._progress import Progress
+from .errors import PoolStateError
+
+if TYPE_CHECKING:
+    from .pool import Pool
+
+WAIT_SLICE = 1.0  # seconds between checks that the pool still runs
+INDEX_WAIT = 2.0  # how long a failed chunk's item index may take to arrive
+ITEM_TARGET, PART_TARGET = 0.02, 0.05  # engine seconds per chunk
+
+
+class _Chunk:
+    __slots__ = ("number", "start", "count")
+
+    def __init__(self, number: int, start: int, count: int) -> None:
+        self.number, self.start, self.count = number, start, count
+
+
+class _Source:
+    """Hands out chunks of the input: ``take(n)`` returns (start, count, apply args)."""
+
+    def __init__(self, kind: str, values: Any, more: tuple[Any, ...]) -> None:
+        self.kind = kind
+        self.values = values
+        self.more = more
+        self.position = 0
+        self.total: int | None = None
+        self._iterator: Iterator[Any] | None = None
+        if kind in ("numpy", "pandas"):
+            self.total = len(values)
+            for other in more:
+                if len(other) != self.total:
+                    raise ValueError(
+                        f"pool.map: every input must have {self.total} rows like the first; "
+                        f"got one with {len(other)}"
+                    )
+        elif kind in ("range", "sequence") and all(
+            ch.kind_of(m) in ("range", "sequence") for m in more
+        ):
+            self.total = min([len(values), *(len(m) for m in more)])
+        else:
+            self.kind = "iterator"
+            self._iterator = iter(zip(values, *more, strict=False) if more else values)
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.total is None else self.total - self.position
+
+    def take(self, size: int) -> tuple[int, int, tuple[Any, ...]] | None:
+        start = self.position
+        if self._iterator is not None:
+            items = list(itertools.islice(self._iterator, size))
+            if not items:
+                return None
+            self.position += len(items)
+            return start, len(items), (ch.run_items, items, bool(self.more))
+        assert self.total is not None
+        stop = min(start + size, self.total)
+        if stop <= start:
+            return None
+        self.position = stop
+        if self.kind in ("numpy", "pandas"):
+            parts = [ch.part_of(v, start, stop) for v in (self.values, *self.more)]
+            return start, stop - start, (ch.run_part, len(parts), *ch.flat_args(parts))
+        if self.more:
+            items: Any = list(zip(*(v[start:stop] for v in (self.values, *self.more)), strict=True))
+        else:
+            items = self.values[start:stop]  # a range stays a range: a few bytes to send
+            if self.kind == "sequence" and not isinstance(items, list | tuple):
+                items = list(items)
+        return start, stop - start, (ch.run_items, items, bool(self.more))
+
+
+def _loads(payload: Any) -> list[Any]:
+    return pickle.loads(payload)
+
+
+def prepickle(f: Any) -> PrePickled:
+    """Serialize ``f`` once per map (not once per chunk), failing early and clearly."""
+    if not callable(f):
+        raise TypeError(f"pool.map needs a callable as its first argument; got {f!r}")
+    try:
+        return PrePickled(f)
+    except Exception as exc:
+        raise UnpicklableFunctionError(function_name(f), f"{type(exc).__name__}: {exc}") from exc
+
+
+def pool_map(
+    pool: Pool,
+    f: Any,
+    values: Any,
+    *more: Any,
+    chunksize: int | str = "auto",
+    ordered: bool = True,
+    progress: bool | None = None,
+) -> Any:
+    """See :meth:`pxpool.data.pool_map`."""
+    if chunksize != "auto" and (not isinstance(chunksize, int) or chunksize < 1):
+        raise ValueError(f"chunksize must be a positive int or 'auto'; got {chunksize!r}")
+    kind = ch.kind_of(values)
+    packed_f = prepickle(f)
+    client = pool.client
+    engines = len(client.ids)
+    if engines == 0:
+        raise PoolStateError(
+            f"Pool {pool.name!r} has no engines to map over; add some with `pool.scale_sync(n)`."
+        )
+    source = _Source(kind, values, more)
+    partitions = source.kind in ("numpy", "pandas")
+    sizer = ch.ChunkSizer(
+        engines,
+        source.total,
+        chunksize=None if chunksize == "auto" else int(chunksize),
+        target=PART_TARGET if partitions else ITEM_TARGET,
+        # a probe is a small share of the input (so a heavy first chunk cannot unbalance
+        # the map) but big enough to measure tiny items above the per-chunk noise
+        probe=min(max((source.total or 0) // (engines * 64), 1), 4096 if partitions else 1024),
+    )
+    view = client.load_balanced_view()
+    token = secrets.token_hex(4)
+    bar = Progress(source.total, progress, f"pool.map({function_name(f)})")
+    inflight: dict[ipp.AsyncResult, _Chunk] = {}
+    results: dict[int, Any] = {}
+    arrival: list[int] = []
+    number = 0
+    exhausted = False
+    try:
+        if partitions and source.total == 0:  # f runs once on the empty input, for its type
+            args = ch.flat_args([values, *more])
+            ar = view.apply_async(ch.run_part, packed_f, f"{token}:0", 0, 1 + len(more), *args)
+            inflight[ar] = _Chunk(0, 0, 0)
+            exhausted, number = True, 1
+        while True:
+            while not exhausted and len(inflight) < 2 * engines:
+                taken = source.take(sizer.next_size(source.remaining))
+                if taken is None:
+                    exhausted = True
+                    break
+                start, count, (runner, *args) = taken
+                ar = view.apply_async(runner, packed_f, f"{token}:{number}", start, *args)
+                inflight[ar] = _Chunk(number, start, count)
+                number += 1
+            if not inflight:
+                break
+            done, _ = concurrent.futures.wait(
+                list(inflight), timeout=WAIT_SLICE, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            if not done:
+                pool._running()  # raises PoolStateError if the pool stopped meanwhile
+                continue
+            for ar in sorted(done, key=lambda a: inflight[a].number):
+                chunk = inflight.pop(ar)
+                reply = _get(ar, pool, f, chunk, token, partitions)
+                sizer.record(chunk.count, reply[0])
+                results[chunk.number] = ch.unpack(reply[1:]) if partitions else _loads(reply[1])
+                arrival.append(chunk.number)
+                bar.update(chunk.count)
+    finally:
+        bar.close()
+    order = sorted(results) if ordered else arrival
+    if partitions:
+        return ch.combine(source.kind, [results[n] for n in order])
+    out: list[Any] = []
+    for n in order:
+        out.extend(results[n])
+    return out
+
+
+def _get(ar: ipp.AsyncResult, pool: Pool, f: Any, chunk: _Chunk, token: str, part: bool) -> Any:
+    """The chunk's reply, or a :class:`MapError` naming the engine and the item."""
+    try:
+        return ar.get(timeout=0)
+    except (ipp.error.RemoteError, ipp.error.EngineError) as exc:
+        engine_id = ar.engine_id if isinstance(ar.engine_id, int) else None
+        what = f"{exc.ename}: {exc.evalue}" if isinstance(exc, ipp.error.RemoteError) else str(exc)
+        index = None if part else _failed_index(ar, pool, engine_id, f"{token}:{chunk.number}")
+        error = MapError(
+            function_name(f),
+            engine_id,
+            chunk.start if part else index,
+            (chunk.start, chunk.start + chunk.count),
+            what,
+            partition=part,
+        )
+        raise error from exc
+
+
+def _failed_index(ar: ipp.AsyncResult, pool: Pool, engine_id: int | None, token: str) -> int | None:
+    """The failing item's index: published by the engine, or asked for if it is late."""
+    deadline = time.monotonic() + INDEX_WAIT
+    while time.monotonic() < deadline:
+        data = ar.data if isinstance(ar.data, dict) else {}
+        if "pxpool_failed_index" in data:
+            return int(data["pxpool_failed_index"])
+        time.sleep(0.01)
+    if engine_id is None:
+        return None
+    try:
+        return pool.client[engine_id].apply_async(ch.failed_index, token).get(timeout=INDEX_WAIT)
+    except Exception:  # the engine is gone or busy: report the chunk's range instead
+        return None

@@ -1,0 +1,284 @@
+"""pool.map, push/pull through shared memory, scatter/gather, on a real local pool."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pxpool
+from pxpool import _shm
+from pxpool.data import MapError, UnpicklableFunctionError
+
+pytestmark = pytest.mark.integration
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def fail_on_37(x: int) -> int:
+    if x == 37:
+        raise ValueError(f"cannot take {x}")
+    return x
+
+
+def double_rows(part: np.ndarray) -> np.ndarray:
+    return part * 2
+
+
+def frame_score(part: pd.DataFrame) -> pd.Series:
+    return part["x"] * 10 + part["y"]
+
+
+def shm_segments() -> set[str]:
+    return {n for n in os.listdir(_shm.SHM_DIR) if n.startswith("pxpool-")}
+
+
+def shm_mappings() -> list[str]:
+    """The pxpool segments this process maps (run on an engine)."""
+    with open("/proc/self/maps") as handle:
+        return sorted({word for line in handle for word in line.split() if "/pxpool-" in word})
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[pxpool.Pool]:
+    with pxpool.Pool.from_profile("local", engines=2) as running:
+        yield running
+
+
+# ---------------------------------------------------------------- map over items
+
+
+def test_map_returns_results_in_input_order(pool: pxpool.Pool) -> None:
+    assert pool.map(square, range(5000)) == [x * x for x in range(5000)]
+    assert pool.map(square, list(range(100))) == [x * x for x in range(100)]
+
+
+def test_map_of_empty_input_is_empty_list(pool: pxpool.Pool) -> None:
+    assert pool.map(square, []) == []
+    assert pool.map(square, range(0)) == []
+    assert pool.map(square, iter([])) == []
+
+
+def test_map_of_one_item_and_more_engines_than_items(pool: pxpool.Pool) -> None:
+    assert pool.map(square, [7]) == [49]
+    assert pool.map(square, [1, 2, 3], chunksize=1) == [1, 4, 9]
+
+
+def test_map_zips_more_iterables_like_builtin_map(pool: pxpool.Pool) -> None:
+    assert pool.map(add, [1, 2, 3], [10, 20, 30]) == [11, 22, 33]
+    assert pool.map(add, range(4), iter([5, 5, 5])) == [5, 6, 7]
+
+
+def test_map_reads_a_generator_lazily_with_bounded_chunks_in_flight(pool: pxpool.Pool) -> None:
+    pulled = []
+
+    def numbers() -> Iterator[int]:
+        for i in range(20_000):
+            pulled.append(i)
+            yield i
+
+    assert pool.map(square, numbers()) == [x * x for x in range(20_000)]
+    assert len(pulled) == 20_000
+
+
+def test_unordered_map_returns_every_item(pool: pxpool.Pool) -> None:
+    out = pool.map(square, range(3000), ordered=False, chunksize=100)
+    assert sorted(out) == [x * x for x in range(3000)]
+
+
+def test_lambdas_and_closures_are_mapped(pool: pxpool.Pool) -> None:
+    offset = 3
+    assert pool.map(lambda x: x + offset, [1, 2]) == [4, 5]
+
+
+def test_failure_names_engine_and_item_index_with_remote_cause(pool: pxpool.Pool) -> None:
+    with pytest.raises(
+        MapError, match=r"fail_on_37 failed on engine \d for item 37: ValueError"
+    ) as info:
+        pool.map(fail_on_37, range(100))
+    assert info.value.index == 37
+    assert info.value.engine_id in pool.ids
+    assert "cannot take 37" in str(info.value.__cause__)
+    assert isinstance(info.value, pxpool.PxpoolError)
+
+
+def test_failure_index_is_exact_inside_big_chunks(pool: pxpool.Pool) -> None:
+    with pytest.raises(MapError) as info:
+        pool.map(fail_on_37, range(1000), chunksize=500)
+    assert info.value.index == 37 and info.value.chunk == (0, 500)
+
+
+def test_unpicklable_function_is_named_with_a_fix(pool: pxpool.Pool) -> None:
+    f = functools.partial(add, threading.Lock())
+    with pytest.raises(UnpicklableFunctionError, match=r"cannot send function .* module level"):
+        pool.map(f, [1])
+
+
+def test_bad_chunksize_is_rejected(pool: pxpool.Pool) -> None:
+    with pytest.raises(ValueError, match="chunksize must be a positive int or 'auto'"):
+        pool.map(square, [1], chunksize=0)
+
+
+def test_progress_true_and_false_do_not_change_results(pool: pxpool.Pool) -> None:
+    assert pool.map(square, range(10), progress=True) == [x * x for x in range(10)]
+    assert pool.map(square, range(10), progress=False) == [x * x for x in range(10)]
+
+
+# ---------------------------------------------------------------- map over numpy / pandas
+
+
+def test_map_over_array_gets_partitions_and_concatenates_keeping_dtype(pool: pxpool.Pool) -> None:
+    array = np.arange(10_000, dtype=np.int32).reshape(5000, 2)
+    out = pool.map(double_rows, array, chunksize=700)
+    assert out.dtype == np.int32 and out.shape == (5000, 2)
+    assert np.array_equal(out, array * 2)
+
+
+def test_map_over_array_with_scalar_results_gives_one_per_partition(pool: pxpool.Pool) -> None:
+    sums = pool.map(lambda part: int(part.sum()), np.arange(100), chunksize=30)
+    assert sums == [435, 1335, 2235, 945]
+
+
+def test_map_over_empty_array_runs_f_once_for_the_result_type(pool: pxpool.Pool) -> None:
+    out = pool.map(double_rows, np.zeros((0, 3), dtype=np.float32))
+    assert out.shape == (0, 3) and out.dtype == np.float32
+
+
+def test_map_over_dataframe_keeps_index_and_order(pool: pxpool.Pool) -> None:
+    df = pd.DataFrame({"x": np.arange(3000), "y": np.ones(3000)}, index=np.arange(3000)[::-1] * 7)
+    out = pool.map(frame_score, df)
+    assert isinstance(out, pd.Series)
+    assert out.index.equals(df.index)
+    assert out.equals(df["x"] * 10 + df["y"])
+
+
+def test_map_over_series_and_one_row_frame(pool: pxpool.Pool) -> None:
+    s = pd.Series([1.0, 2.0, 3.0], index=["a", "b", "c"])
+    assert pool.map(lambda p: p * 2, s).equals(s * 2)
+    one = pd.DataFrame({"x": [4], "y": [1.0]})
+    assert pool.map(frame_score, one).tolist() == [41.0]
+
+
+def test_map_over_unordered_dataframe_returns_all_rows(pool: pxpool.Pool) -> None:
+    df = pd.DataFrame({"x": np.arange(1000), "y": np.zeros(1000)})
+    out = pool.map(frame_score, df, ordered=False, chunksize=100)
+    assert out.sort_index().equals(df["x"] * 10.0)
+
+
+def test_partition_failure_names_engine_and_rows(pool: pxpool.Pool) -> None:
+    df = pd.DataFrame({"x": np.arange(100)})
+    with pytest.raises(MapError, match=r"on engine \d for the partition of rows 50\.\.99") as info:
+        pool.map(lambda p: 1 / 0 if p.index[0] >= 50 else p, df, chunksize=50)
+    assert info.value.index == 50
+
+
+def test_map_with_second_array_slices_both_alike(pool: pxpool.Pool) -> None:
+    a, b = np.arange(1000), np.arange(1000) * 3
+    assert np.array_equal(pool.map(np.add, a, b, chunksize=128), a + b)
+    with pytest.raises(ValueError, match="every input must have 1000 rows"):
+        pool.map(np.add, a, b[:10])
+
+
+# ---------------------------------------------------------------- push / pull
+
+
+def test_large_array_push_is_shared_read_only_and_leaves_no_segment(pool: pxpool.Pool) -> None:
+    before = shm_segments()
+    big = np.random.default_rng(0).random(1 << 18)  # 2 MB
+    pool.push({"big": big})
+    assert shm_segments() == before
+    pool.execute("checked = (big.flags.writeable, float(big.sum()))")
+    assert pool.pull("checked") == [(False, float(big.sum()))] * 2
+    mapped = pool.view().apply_sync(shm_mappings)
+    assert all(mapped) and mapped[0] == mapped[1]  # both engines map the one segment
+
+
+def test_overwriting_a_pushed_name_frees_its_segment(pool: pxpool.Pool) -> None:
+    pool.push({"big": 0})
+    before = pool.view().apply_sync(shm_mappings)
+    pool.push({"held": np.ones(1 << 18)})
+    first = pool.view().apply_sync(shm_mappings)
+    pool.push({"held": np.zeros(1 << 18)})
+    second = pool.view().apply_sync(shm_mappings)
+    for engine in range(2):
+        added = set(first[engine]) - set(before[engine])
+        assert len(added) == 1
+        assert added.isdisjoint(second[engine]) and len(second[engine]) == len(first[engine])
+    pool.push({"held": 0})
+    assert pool.view().apply_sync(shm_mappings) == before
+
+
+def test_pull_of_large_array_round_trips_writable(pool: pxpool.Pool) -> None:
+    before = shm_segments()
+    pool.execute("import numpy as np\nmade = np.arange(1 << 18, dtype=np.int64)")
+    made = pool.pull("made", targets=0)
+    assert made.flags.writeable and np.array_equal(made, np.arange(1 << 18))
+    both = pool.pull(["made", "made"], targets=1)
+    assert len(both) == 2 and np.array_equal(both[1], made)
+    assert shm_segments() == before
+    pool.execute("made = None")
+
+
+def test_push_and_pull_of_small_values_keep_ipyparallel_shapes(pool: pxpool.Pool) -> None:
+    pool.push({"a": 1, "b": [1, 2]})
+    assert pool.pull("a") == [1, 1]
+    assert pool.pull(["a", "b"], targets=0) == [1, [1, 2]]
+
+
+def test_pull_of_unknown_name_fails_on_the_engine(pool: pxpool.Pool) -> None:
+    with pytest.raises(Exception, match="nowhere_defined"):
+        pool.pull("nowhere_defined", targets=0)
+
+
+# ---------------------------------------------------------------- scatter / gather
+
+
+def test_scatter_gather_round_trips_a_list(pool: pxpool.Pool) -> None:
+    pool.scatter("part", list(range(11)))
+    assert [len(p) for p in pool.pull("part")] == [5, 6]
+    assert pool.gather("part") == list(range(11))
+
+
+def test_scatter_gather_round_trips_numpy_including_shared_parts(pool: pxpool.Pool) -> None:
+    for array in (np.arange(30).reshape(10, 3), np.random.default_rng(1).random((1 << 18, 2))):
+        pool.scatter("part", array)
+        back = pool.gather("part")
+        assert back.dtype == array.dtype and np.array_equal(back, array)
+
+
+def test_scatter_gives_dataframe_partitions_that_keep_their_index(pool: pxpool.Pool) -> None:
+    df = pd.DataFrame({"v": range(6)}, index=list("uvwxyz"))
+    pool.scatter("part", df)
+    assert pool.pull("part", targets=1).index.tolist() == ["x", "y", "z"]
+    assert pool.gather("part").equals(df)
+
+
+def test_scatter_to_one_target_and_empty_input(pool: pxpool.Pool) -> None:
+    pool.scatter("part", [1, 2, 3], targets=[1])
+    assert pool.pull("part", targets=1) == [1, 2, 3]
+    pool.scatter("part", [])
+    assert pool.gather("part") == []
+
+
+# ---------------------------------------------------------------- lifetime
+
+
+def test_stopping_the_pool_releases_shared_memory() -> None:
+    before = shm_segments()
+    with pxpool.Pool.from_profile("local", engines=1) as one:
+        one.push({"big": np.ones(1 << 18)})
+        pid = one.apply(os.getpid)
+        assert len(one.apply(shm_mappings)) == 1
+    assert shm_segments() == before
+    assert not os.path.exists(f"/proc/{pid}")

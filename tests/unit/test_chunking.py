@@ -1,0 +1,166 @@
+"""Chunk sizing, input kinds, packing and result joining, without engines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pxpool import _chunking as ch
+from pxpool import _shm
+from pxpool.data import join, split
+
+
+def test_sizer_probes_small_before_any_measurement() -> None:
+    sizer = ch.ChunkSizer(engines=2, total=10_000, probe=4)
+    assert not sizer.measured
+    assert sizer.next_size(10_000) == 4
+
+
+def test_sizer_batches_tiny_items_after_measuring_them() -> None:
+    sizer = ch.ChunkSizer(engines=2, total=1_000_000)
+    sizer.record(1000, 0.0001)  # 0.1 us per item
+    size = sizer.next_size(1_000_000)
+    assert size >= 10_000
+
+
+def test_sizer_keeps_heavy_items_one_per_chunk() -> None:
+    sizer = ch.ChunkSizer(engines=2, total=100)
+    sizer.record(1, 0.5)
+    assert sizer.next_size(99) == 1
+
+
+def test_sizer_leaves_several_chunks_per_engine_for_balance() -> None:
+    sizer = ch.ChunkSizer(engines=4, total=1000, per_engine=4)
+    sizer.record(10, 0.001)  # 100 us per item: the 20 ms target alone would give 200
+    assert sizer.next_size(1000) == 63  # ceil(1000 / 16)
+
+
+def test_sizer_never_exceeds_what_remains() -> None:
+    sizer = ch.ChunkSizer(engines=1, total=5, chunksize=100)
+    assert sizer.next_size(5) == 5
+    assert sizer.next_size(0) == 0
+
+
+def test_sizer_median_ignores_one_slow_first_call() -> None:
+    sizer = ch.ChunkSizer(engines=2, total=None)
+    sizer.record(1, 2.0)  # an import on first call
+    sizer.record(100, 0.0001)
+    sizer.record(100, 0.0001)
+    assert sizer.cost == pytest.approx(1e-6)
+
+
+def test_fixed_chunksize_below_one_is_rejected() -> None:
+    with pytest.raises(ValueError, match="chunksize must be >= 1"):
+        ch.ChunkSizer(engines=1, total=1, chunksize=0)
+
+
+@pytest.mark.parametrize(
+    ("values", "kind"),
+    [
+        (np.arange(3), "numpy"),
+        (pd.DataFrame({"a": [1]}), "pandas"),
+        (pd.Series([1]), "pandas"),
+        (range(3), "range"),
+        ([1, 2], "sequence"),
+        ((1, 2), "sequence"),
+        ((x for x in "ab"), "iterator"),
+        ({1, 2}, "iterator"),
+        ("abc", "iterator"),
+    ],
+)
+def test_kind_of_names_how_input_is_split(values: object, kind: str) -> None:
+    assert ch.kind_of(values) == kind
+
+
+def test_pack_round_trips_dataframe_with_columns_out_of_band() -> None:
+    df = pd.DataFrame(
+        {"x": np.arange(100_000.0), "y": np.arange(100_000)}, index=np.arange(100_000) * 2
+    )
+    packed = ch.pack(df)
+    assert packed[0] == "pickle5"
+    assert packed[2] >= 1  # column blocks travel as separate buffers
+    assert all(isinstance(b, np.ndarray) for b in packed[3:])
+    assert ch.unpack(packed).equals(df)
+
+
+def test_pack_keeps_arrays_and_objects_as_they_are() -> None:
+    array = np.arange(4)
+    assert ch.pack(array) == ("array", array)
+    assert ch.unpack(ch.pack({"a": 1})) == {"a": 1}
+
+
+def test_run_items_returns_cost_and_pickled_results() -> None:
+    import pickle
+
+    seconds, payload = ch.run_items(lambda x: x + 1, "t", 0, [1, 2], False)
+    assert seconds >= 0
+    assert pickle.loads(payload) == [2, 3]
+    _, payload = ch.run_items(lambda a, b: a * b, "t", 0, [(2, 3)], True)
+    assert pickle.loads(payload) == [6]
+
+
+def test_run_items_records_the_global_index_of_the_failing_item() -> None:
+    def fail_on_seven(x: int) -> int:
+        if x == 7:
+            raise ValueError("seven")
+        return x
+
+    with pytest.raises(ValueError, match="seven"):
+        ch.run_items(fail_on_seven, "tok", 5, [5, 6, 7, 8], False)
+    assert ch.failed_index("tok") == 7
+    assert ch.failed_index("tok") is None
+
+
+def test_run_part_unpacks_several_inputs_and_packs_the_result() -> None:
+    df = pd.DataFrame({"x": np.arange(5)})
+    flat = ch.flat_args([df, np.arange(5)])
+    seconds, *packed = ch.run_part(lambda d, a: d.x + a, "t", 0, 2, *flat)
+    assert ch.unpack(packed).tolist() == [0, 2, 4, 6, 8]
+
+
+def test_combine_concatenates_arrays_and_pandas_but_lists_scalars() -> None:
+    assert ch.combine("numpy", [np.arange(2), np.arange(2, 4)]).tolist() == [0, 1, 2, 3]
+    s = ch.combine("pandas", [pd.Series([1], index=[5]), pd.Series([2], index=[9])])
+    assert s.index.tolist() == [5, 9]
+    assert ch.combine("numpy", [1.0, 2.0]) == [1.0, 2.0]
+
+
+def test_split_gives_near_equal_contiguous_parts_and_join_inverts_it() -> None:
+    assert split(list(range(5)), 2) == [[0, 1], [2, 3, 4]]
+    assert split([1], 3) == [[], [], [1]]
+    df = pd.DataFrame({"a": range(7)}, index=list("abcdefg"))
+    parts = split(df, 3)
+    assert [len(p) for p in parts] == [2, 2, 3]
+    assert join(parts).equals(df)
+    array = np.arange(12).reshape(6, 2)
+    assert np.array_equal(join(split(array, 4)), array)
+
+
+def test_shm_export_and_attach_share_one_read_only_copy() -> None:
+    array = np.arange(300_000, dtype=np.float64).reshape(1000, 300)
+    descriptor = _shm.export(array, "pxpool-unit-test")
+    try:
+        mapped = _shm.attach(descriptor, writable=False)
+        assert np.array_equal(mapped, array)
+        assert not mapped.flags.writeable
+    finally:
+        _shm.unlink(descriptor[0])
+    assert _shm.cleanup("pxpool-unit-test") == []
+
+
+def test_shm_export_keeps_fortran_order() -> None:
+    array = np.asfortranarray(np.arange(20.0).reshape(4, 5))
+    descriptor = _shm.export(array, "pxpool-unit-test")
+    try:
+        mapped = _shm.attach(descriptor, writable=True)
+        assert np.array_equal(mapped, array) and mapped.flags.f_contiguous
+    finally:
+        _shm.unlink(descriptor[0])
+
+
+def test_shm_eligibility_needs_a_large_plain_array() -> None:
+    assert _shm.eligible(np.zeros(1 << 18))  # 2 MB of float64
+    assert not _shm.eligible(np.zeros(10))
+    assert not _shm.eligible(np.empty(1 << 18, dtype=object))
+    assert not _shm.eligible([0] * (1 << 18))
