@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 WAIT_SLICE = 1.0  # seconds between checks that the pool still runs
 INDEX_WAIT = 2.0  # how long a failed chunk's item index may take to arrive
-ITEM_TARGET, PART_TARGET = 0.02, 0.05  # engine seconds per chunk
+# engine seconds per chunk: partitions run vectorised code with a fixed cost per call,
+# so they get longer chunks; the balance cap in ChunkSizer still leaves 4 per engine
+ITEM_TARGET, PART_TARGET = 0.02, 0.2
 
 
 class _Chunk:
@@ -135,6 +137,8 @@ def pool_map(
         source.total,
         chunksize=None if chunksize == "auto" else int(chunksize),
         target=PART_TARGET if partitions else ITEM_TARGET,
+        floor=PART_TARGET / 4 if partitions else ITEM_TARGET / 4,
+        max_size=1 << 24 if partitions else 1 << 16,
         # a probe is a small share of the input (so a heavy first chunk cannot unbalance
         # the map) but big enough to measure tiny items above the per-chunk noise
         probe=min(max((source.total or 0) // (engines * 64), 1), 4096 if partitions else 1024),
