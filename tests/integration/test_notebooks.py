@@ -77,8 +77,11 @@ def check_quickstart(nb: NotebookNode) -> None:
     assert "<table" in frame and "engine_rows" in frame
     assert text_of(cell_with(nb, 'pool.push({"scale": 10})')).strip() == "[10, 10]"
     assert text_of(cell_with(nb, 'pool.pull("scaled")')).strip() == "[20, 20]"
-    assert "squares: [0, 1, 4, 9, 16, 25, 36, 49]" in text_of(cell_with(nb, "squares ="))
-    assert "sum of x*y: 735 expected: 735" in text_of(cell_with(nb, "partial_sums ="))
+    assert "cubes: [0, 1, 8, 27, 64, 125]" in text_of(cell_with(nb, "cubes ="))
+    assert "squares: [0, 1, 4, 9, 16, 25, 36, 49] ndarray" in text_of(cell_with(nb, "squares ="))
+    products = text_of(cell_with(nb, "products ="))
+    assert "index kept: True" in products
+    assert "sum of x*y: 735 expected: 735" in products
     status = text_of(cell_with(nb, "%pool status"))
     assert re.search(r"^engine\s+host\s+pid\s+state\s+tasks_done$", status, re.MULTILINE)
     assert re.findall(r"^([01])\s+\S+\s+\d+\s+idle\s+\d+$", status, re.MULTILINE) == ["0", "1"]
