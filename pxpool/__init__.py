@@ -10,6 +10,7 @@ Start a pool from a profile, run work on its engines, stop it::
 
 from __future__ import annotations
 
+from ._data_errors import MapError, UnpicklableFunctionError
 from ._version import __version__
 from .errors import (
     ControllerStartError,
@@ -46,4 +47,6 @@ __all__ = [
     "ControllerStartError",
     "EngineStartError",
     "EngineNotFoundError",
+    "MapError",
+    "UnpicklableFunctionError",
 ]

@@ -11,7 +11,12 @@ Each message says what failed, the values involved, and the next step::
     ├── PoolStartError               a pool did not come up within its timeout
     │   ├── ControllerStartError     the controller exited or never wrote its files
     │   └── EngineStartError         engines exited or did not register in time
-    └── EngineNotFoundError          an engine id that is not in the pool
+    ├── EngineNotFoundError          an engine id that is not in the pool
+    ├── MapError                     pool.map: f failed on an engine (names item/partition)
+    └── UnpicklableFunctionError     pool.map/apply: f cannot be sent to the engines
+
+The errors of one feature live beside it (MapError in ``pxpool._data_errors``) and
+subclass these; ``pxpool`` exports every public one.
 
 Errors that carry a process's output keep it in ``.output`` and also quote its tail
 in the message, so a notebook user sees the cause without opening a log file.

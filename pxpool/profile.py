@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from . import _schema as schema
@@ -50,7 +51,7 @@ class ControllerSettings:
 class EngineSettings:
     python: str = ""  # "": the interpreter running pxpool
     work_dir: str = ""  # "": the current directory
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     prologue: tuple[str, ...] = ()  # shell lines run before the engine (batch and ssh)
     args: tuple[str, ...] = ()  # extra ipengine arguments
 
@@ -155,14 +156,20 @@ def list_profiles() -> list[ProfileInfo]:
             if name in user and name in builtin
             else ("user" if name in user else "built-in")
         )
-        try:
-            description = str(_read_toml(path).get("description", ""))
+        try:  # layered like load_profile: the user file's description, else the built-in's
+            description = ""
+            for folder, names in ((builtin_profile_dir(), builtin), (user_profile_dir(), user)):
+                if name in names:
+                    description = str(
+                        _read_toml(folder / f"{name}.toml").get("description", description)
+                    )
         except ProfileError as exc:
             description = f"(cannot be read: {exc})"
         found.append(ProfileInfo(name, origin, str(path), description))
     return found
 
 
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
@@ -208,6 +215,19 @@ class _Layers:
             raise ProfileValidationError(
                 source, where, f"unknown key; {schema.did_you_mean(key, allowed)}"
             )
+        self._store(section, key, value, source)
+
+    def _store(self, section: str, key: str, value: Any, source: str) -> None:
+        """Set one value; ``partition`` and ``queue`` name the same SLURM setting, so a
+        later layer's one replaces an earlier layer's other, while one layer giving
+        both is a mistake."""
+        alias = {"partition": "queue", "queue": "partition"}.get(key)
+        if section == "slurm" and alias is not None and (section, alias) in self.values:
+            if _layer_of(self.origins[(section, alias)]) == _layer_of(source):
+                raise ProfileValidationError(
+                    source, "slurm.partition", "set either partition or queue, not both"
+                )
+            del self.values[(section, alias)], self.origins[(section, alias)]
         self.values[(section, key)] = value
         self.origins[(section, key)] = source
 
@@ -225,8 +245,9 @@ class _Layers:
                 f"applies to batch profiles ({', '.join(schema.BATCH_PROVIDERS)}); "
                 f"this profile's provider is {section!r}",
             )
-        self.values[(section, key.name)] = value
-        self.origins[(section, key.name)] = source
+        if flat == "provider":  # checked now: the batch keys that follow depend on it
+            schema.check_value(key, value, source, flat)
+        self._store(section, key.name, value, source)
 
     @property
     def provider(self) -> str:
@@ -248,6 +269,11 @@ def load_profile(name: str = "local", /, **overrides: Any) -> Profile:
     ``walltime``, ``start_timeout``, ...); a string value for a number, list or table
     setting is read as on a command line (``"4"``, ``"a,b"``, ``"K=V,K2=V2"``).
     """
+    if not _PROFILE_NAME.match(name):
+        raise ProfileError(
+            f"Invalid profile name {name!r}: use letters, digits, '_', '-' and '.', not "
+            "starting with '.' (a profile is a file NAME.toml in a profile folder, not a path)."
+        )
     builtin = builtin_profile_dir() / f"{name}.toml"
     user = user_profile_dir() / f"{name}.toml"
     if not builtin.is_file() and not user.is_file():
@@ -259,20 +285,39 @@ def load_profile(name: str = "local", /, **overrides: Any) -> Profile:
     for path in (builtin, user):
         if path.is_file():
             layers.add_file(path)
-    # provider first: which table the batch keys belong to depends on it
+    # provider first (environment, then keyword): which table the batch keys of
+    # every layer belong to depends on the provider that finally applies
     env = _environment_overrides()
-    ordered = [("provider", env.pop("provider"))] if "provider" in env else []
-    for flat, text in ordered + sorted(env.items()):
-        source = f"environment variable PXPOOL_{flat.upper()}"
-        layers.add_flat(flat, schema.coerce_text(flat, text, source), source)
+    if "provider" in env:
+        _add_env(layers, "provider", env.pop("provider"))
+    overrides = dict(overrides)
     if "provider" in overrides:
-        overrides = {"provider": overrides.pop("provider"), **overrides}
+        _add_keyword(layers, "provider", overrides.pop("provider"))
+    for flat, text in sorted(env.items()):
+        _add_env(layers, flat, text)
     for flat, value in overrides.items():
-        source = f"keyword argument {flat}="
-        if isinstance(value, str) and flat in schema.BY_FLAT and schema.BY_FLAT[flat].kind != "str":
-            value = schema.coerce_text(flat, value, source)
-        layers.add_flat(flat, value, source)
+        _add_keyword(layers, flat, value)
     return _build(name, layers, str(user if user.is_file() else builtin))
+
+
+def _add_env(layers: _Layers, flat: str, text: str) -> None:
+    source = f"environment variable PXPOOL_{flat.upper()}"
+    layers.add_flat(flat, schema.coerce_text(flat, text, source), source)
+
+
+def _add_keyword(layers: _Layers, flat: str, value: Any) -> None:
+    source = f"keyword argument {flat}="
+    if isinstance(value, str) and flat in schema.BY_FLAT and schema.BY_FLAT[flat].kind != "str":
+        value = schema.coerce_text(flat, value, source)
+    layers.add_flat(flat, value, source)
+
+
+def _layer_of(source: str) -> str:
+    """The layer a value came from: a file path, the environment, or the keywords."""
+    for prefix in ("environment variable", "keyword argument"):
+        if source.startswith(prefix):
+            return prefix
+    return source
 
 
 def _hosts(raw: tuple[Any, ...], source: str) -> tuple[SSHHost, ...]:
@@ -328,11 +373,7 @@ def _batch(provider: str, values: dict[str, Any], origins: dict[str, str]) -> Ba
                 f"is a {'/'.join(owners)} setting; {provider} profiles use "
                 + ("queue" if key == "partition" else "directives"),
             )
-    if "partition" in values:
-        if "queue" in values:
-            raise ProfileValidationError(
-                origins["partition"], "slurm.partition", "set either partition or queue, not both"
-            )
+    if "partition" in values:  # the loader kept only one of the two
         values["queue"] = values.pop("partition")
     if values.get("walltime"):
         values["walltime_seconds"] = schema.parse_walltime(
@@ -372,7 +413,7 @@ def _build(name: str, layers: _Layers, source: str) -> Profile:
         name=name,
         source=source,
         controller=ControllerSettings(**section("controller")),
-        engine=EngineSettings(**section("engine")),
+        engine=_engine_settings(section("engine")),
         timeouts=Timeouts(**section("timeouts")),
         ssh=SSHSettings(**ssh_values),
         batch=batch,
@@ -381,6 +422,13 @@ def _build(name: str, layers: _Layers, source: str) -> Profile:
     )
     _check_provider_needs(profile, layers)
     return profile
+
+
+def _engine_settings(values: dict[str, Any]) -> EngineSettings:
+    """Engine settings with a read-only ``env``, so a frozen profile stays unchanged."""
+    if "env" in values:
+        values["env"] = MappingProxyType(dict(values["env"]))
+    return EngineSettings(**values)
 
 
 def _check_provider_needs(profile: Profile, layers: _Layers) -> None:

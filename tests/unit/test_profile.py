@@ -349,11 +349,6 @@ def test_list_profiles_describes_an_unreadable_profile_instead_of_raising(
     assert "invalid TOML at line 2" in info.description
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="list_profiles reads only the user file of a layered profile, so it shows an "
-    "empty description while load_profile inherits the built-in's",
-)
 def test_list_profiles_description_of_a_layered_profile_matches_load_profile(
     user_dir: Path,
 ) -> None:
@@ -688,21 +683,10 @@ def test_partition_keyword_on_slurm_becomes_the_queue() -> None:
     assert load_profile("slurm", partition="debug").batch.queue == "debug"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='the built-in slurm.toml sets partition = "", so any queue (keyword, '
-    "PXPOOL_QUEUE or user file) fails with 'set either partition or queue, not both' "
-    "blamed on the built-in file",
-)
 def test_queue_keyword_on_the_builtin_slurm_profile_sets_the_queue() -> None:
     assert load_profile("slurm", queue="debug").batch.queue == "debug"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="environment overrides are applied before the provider= keyword, so a batch "
-    "PXPOOL_* variable is checked against the file's provider, not the keyword's",
-)
 def test_batch_env_var_applies_to_the_provider_given_as_keyword(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -711,11 +695,6 @@ def test_batch_env_var_applies_to_the_provider_given_as_keyword(
     assert profile.batch.walltime_seconds == 7200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a misspelled provider= keyword with a batch keyword reports the batch keyword "
-    "as not applicable instead of the unknown provider with its did-you-mean",
-)
 def test_misspelled_provider_is_reported_even_with_batch_keywords() -> None:
     with pytest.raises(ProfileValidationError, match=msg("did you mean 'slurm'?")):
         load_profile("local", provider="slurn", engines=2, walltime="01:00:00")
@@ -1083,3 +1062,36 @@ def test_every_profile_error_is_a_pxpool_profile_error(case: str, user_dir: Path
         ERROR_CASES[case](user_dir)
     assert isinstance(info.value, PxpoolError)
     assert str(info.value)
+
+
+# --------------------------------------------------------------------------------------
+# Layered aliases, read-only settings and profile names
+# --------------------------------------------------------------------------------------
+
+
+def test_partition_and_queue_keywords_together_are_rejected() -> None:
+    with pytest.raises(ProfileValidationError, match="set either partition or queue, not both"):
+        load_profile("slurm", partition="a", queue="b")
+
+
+def test_user_queue_replaces_the_builtin_partition(user_dir: Path) -> None:
+    write_profile(user_dir, "slurm", '[slurm]\nqueue = "short"\n')
+    assert load_profile("slurm").batch.queue == "short"
+
+
+def test_partition_keyword_replaces_a_user_queue(user_dir: Path) -> None:
+    write_profile(user_dir, "slurm", '[slurm]\nqueue = "short"\n')
+    assert load_profile("slurm", partition="long").batch.queue == "long"
+
+
+def test_engine_env_of_a_loaded_profile_is_read_only() -> None:
+    profile = load_profile("local", env={"A": "1"})
+    assert dict(profile.engine.env) == {"A": "1"}
+    with pytest.raises(TypeError):
+        profile.engine.env["B"] = "2"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("name", ["../local", "a/b", "/etc/passwd", ".hidden", ""])
+def test_profile_names_that_are_paths_are_rejected(name: str) -> None:
+    with pytest.raises(ProfileError, match="Invalid profile name"):
+        load_profile(name)

@@ -26,6 +26,8 @@ EXPECTED_PUBLIC_NAMES = {
     "ControllerStartError",
     "EngineStartError",
     "EngineNotFoundError",
+    "MapError",
+    "UnpicklableFunctionError",
 }
 
 POOL_API = {
