@@ -384,7 +384,6 @@ def test_rich_outputs_from_engines_are_displayed(
 def test_matplotlib_figures_from_engines_are_displayed(
     shell: InteractiveShell, pool: pxpool.Pool
 ) -> None:
-    pytest.importorskip("matplotlib")
     with capture_output(display=True) as captured:
         shell.run_cell_magic(
             "px",
