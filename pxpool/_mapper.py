@@ -158,7 +158,8 @@ def pool_map(
             inflight[ar] = _Chunk(0, 0, 0)
             exhausted, number = True, 1
         while True:
-            while not exhausted and len(inflight) < 2 * engines:
+            # one probe per engine until a cost is measured, then two chunks per engine
+            while not exhausted and len(inflight) < (2 if sizer.measured else 1) * engines:
                 taken = source.take(sizer.next_size(source.remaining))
                 if taken is None:
                     exhausted = True
