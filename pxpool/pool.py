@@ -24,6 +24,7 @@ from ._async import LoopThread, SyncTwins
 from ._cluster import PxCluster
 from ._processes import local_process_tree, local_process_tree_of, processes_of_pool, reap
 from ._startup import StartupWatch
+from .debug import DebugAccess, install_debugger
 from .engines import provider_for
 from .errors import EngineNotFoundError, PoolNotFoundError, PoolStateError, PxpoolError
 from .profile import Profile, load_profile
@@ -49,7 +50,7 @@ def current() -> Pool:
     return _current
 
 
-class Pool(EngineAccess, SyncTwins):
+class Pool(DebugAccess, EngineAccess, SyncTwins):
     """A pool of IPython engines described by a :class:`~pxpool.profile.Profile`."""
 
     def __init__(
@@ -65,6 +66,7 @@ class Pool(EngineAccess, SyncTwins):
         self._engine_sets: dict[str, list[int]] = {}
         self._next_id = 0
         self._engine_hooks: list[EngineHook] = []
+        self.add_engine_hook(install_debugger)  # breakpoint() and pool.debug() on engines
         self._loop_thread = LoopThread(f"pxpool-{self.name}")
 
     @classmethod
