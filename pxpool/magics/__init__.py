@@ -20,6 +20,9 @@ its flags, bound to ``pxpool.current()``: the pool started or attached last, by
   (``--signal-on-interrupt`` picks another signal), the cell ends with
   ``KeyboardInterrupt`` once they stopped, and the pool stays usable.
 
+``%pxdebug`` debugs engines: post-mortem, ``%%pxdebug -e K`` cells stepped from their
+first line, and a prompt for ``breakpoint()`` while a cell runs (:mod:`pxpool.magics.debug`).
+
 Loading twice is harmless; ``%unload_ext pxpool`` removes the magics and stops nothing.
 """
 
@@ -27,10 +30,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from .debug import DebugMagics
 from .pool import PoolMagics
 from .px import PxMagics
 
-__all__ = ["load_ipython_extension", "unload_ipython_extension", "PoolMagics", "PxMagics"]
+__all__ = [
+    "load_ipython_extension",
+    "unload_ipython_extension",
+    "PoolMagics",
+    "PxMagics",
+    "DebugMagics",
+]
 
 _SAVED = "_pxpool_replaced_magics"  # shell attribute: magics ours replaced, for unload
 
@@ -42,27 +52,30 @@ def load_ipython_extension(ipython: Any) -> None:
         return
     px = PxMagics(ipython)
     pool = PoolMagics(ipython)
+    debug = DebugMagics(ipython)  # %pxdebug, and breakpoint() sessions during cells
     replaced = {
         (kind, name): manager.magics[kind][name]
-        for instance in (px, pool)
+        for instance in (px, pool, debug)
         for kind, names in (instance.magics or {}).items()
         for name in names
         if name in manager.magics[kind]
     }
     setattr(ipython, _SAVED, replaced)
-    manager.register(px, pool)
+    manager.register(px, pool, debug)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Remove pxpool's magics (leaving pools running) and restore what they replaced."""
     manager = ipython.magics_manager
     replaced: dict[tuple[str, str], Any] = getattr(ipython, _SAVED, {})
-    for cls in (PxMagics, PoolMagics):
+    for cls in (PxMagics, PoolMagics, DebugMagics):
         instance = manager.registry.get(cls.__name__)
         if not isinstance(instance, cls):
             continue
         if isinstance(instance, PxMagics):
             instance._disable_autopx()
+        if isinstance(instance, DebugMagics):
+            instance.unwatch()
         for kind, names in (instance.magics or {}).items():
             for name in names:
                 if getattr(manager.magics[kind].get(name), "__self__", None) is instance:
