@@ -196,6 +196,15 @@ class Pool(DebugAccess, EngineAccess, SyncTwins):
                 await asyncio.wait_for(cluster.stop_controller(), stop_timeout)
             except Exception as exc:  # keep cleaning up; the sweep below ends the rest
                 log.warning("pxpool: stopping pool %r did not finish cleanly: %r", self.name, exc)
+        try:
+            await self.provider.release(cluster)
+        except Exception as exc:
+            log.warning(
+                "pxpool: releasing pool %r's %s resources failed: %r",
+                self.name,
+                self.profile.provider,
+                exc,
+            )
         leftovers = processes_of_pool(str(_runtime.pool_dir(self.name)))
         if cluster is not None:
             leftovers += local_process_tree(cluster)

@@ -36,6 +36,17 @@ class Provider(ABC):
     ) -> dict[str, list[int]]:
         """Start engines that request ``engine_ids``; return ``{engine_set_id: ids}``."""
 
+    async def release(self, cluster: ipp.Cluster | None) -> None:
+        """Release what this provider started outside ipyparallel's view: batch jobs
+        still queued, engines on remote hosts. The pool calls it on every stop, also
+        after a partial start, after the cluster's own stop; it must be idempotent and
+        bounded by the profile's stop timeout. Local engines need nothing extra."""
+        return None
+
+    def job_id_of(self, engine_id: int) -> str | None:
+        """The batch job that runs ``engine_id`` (for the health table), if any."""
+        return None
+
     def job_script(self) -> str:
         """The script submitted for one job; only batch providers submit scripts."""
         raise PxpoolError(
