@@ -97,7 +97,13 @@ class ChunkSizer:
                 balanced = math.ceil(remaining / (self.engines * self.per_engine))
                 size = min(size, max(balanced, int(self.floor / cost)))
         size = max(size, 1)
-        return size if remaining is None else max(min(size, remaining), 0)
+        if remaining is None:
+            return size
+        if self.fixed is None and self.cost is not None and remaining > 0:
+            # cut what is left into equal chunks: a short last chunk would cost a whole
+            # round trip for a few items while the other engines wait for it
+            size = math.ceil(remaining / math.ceil(remaining / size))
+        return max(min(size, remaining), 0)
 
 
 # ---------------------------------------------------------------- kinds of input

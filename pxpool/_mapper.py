@@ -137,7 +137,9 @@ def pool_map(
         source.total,
         chunksize=None if chunksize == "auto" else int(chunksize),
         target=PART_TARGET if partitions else ITEM_TARGET,
-        floor=PART_TARGET / 4 if partitions else ITEM_TARGET / 4,
+        # a chunk of items costs ~5-10 ms of round trip through ipyparallel: below a
+        # full target of work per chunk, balancing loses more than it gains
+        floor=PART_TARGET / 4 if partitions else ITEM_TARGET,
         max_size=1 << 24 if partitions else 1 << 16,
         # a probe is a small share of the input (so a heavy first chunk cannot unbalance
         # the map) but big enough to measure tiny items above the per-chunk noise

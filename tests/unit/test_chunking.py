@@ -36,6 +36,17 @@ def test_sizer_leaves_several_chunks_per_engine_for_balance() -> None:
     assert sizer.next_size(1000) == 63  # ceil(1000 / 16)
 
 
+def test_sizer_cuts_the_rest_into_equal_chunks_without_a_short_tail() -> None:
+    sizer = ch.ChunkSizer(engines=2, total=200_000, max_size=65_536, floor=0.02)
+    sizer.record(1000, 0.0001)  # tiny items: the size cap decides, 65,536 per chunk
+    sizes = []
+    remaining = 198_000
+    while remaining:
+        sizes.append(sizer.next_size(remaining))
+        remaining -= sizes[-1]
+    assert sizes == [49_500] * 4  # not 65,536 x 3 plus a 1,392-item round trip
+
+
 def test_sizer_never_exceeds_what_remains() -> None:
     sizer = ch.ChunkSizer(engines=1, total=5, chunksize=100)
     assert sizer.next_size(5) == 5
