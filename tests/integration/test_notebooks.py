@@ -7,12 +7,14 @@ fails until it has one.
 
 from __future__ import annotations
 
+import queue
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
 import pytest
+from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 from nbformat import NotebookNode
 
@@ -21,6 +23,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CELL_TIMEOUT = 120  # seconds per cell
+PROMPT_SETTLE = 0.2  # seconds to collect a cell's output that was printed before a prompt
 CLEANUP = """\
 import pxpool
 try:
@@ -88,8 +91,47 @@ def check_quickstart(nb: NotebookNode) -> None:
     assert re.search(r"Stopped pool '.+'\.", text_of(cell_with(nb, "%pool stop")))
 
 
+def lines_of(cell: NotebookNode) -> str:
+    """``text_of`` without blank lines: a prompt and what follows it are on adjacent lines."""
+    return re.sub(r"\n+", "\n", text_of(cell))
+
+
+def check_health_and_debugging(nb: NotebookNode) -> None:
+    assert "with 2 engines [0, 1]" in text_of(cell_with(nb, "%pool start"))
+    failed = text_of(cell_with(nb, "pool.map(normalise, batches)"))
+    assert "MapError" in failed and "item 2" in failed and "ZeroDivisionError" in failed
+    post_mortem = lines_of(next(c for c in nb.cells if c.source.strip() == "%pxdebug"))
+    engine = re.search(r"debugging engine (\d+), where the last error was raised", post_mortem)
+    assert engine, post_mortem
+    label = f"(Pdb-e{engine[1]})"
+    assert f"{label} p weights\n[0.5, -0.5]" in post_mortem
+    assert f"{label} p total\n0.0" in post_mortem
+    assert f"debugger session on engine {engine[1]} ended" in post_mortem
+    stopped = lines_of(cell_with(nb, "def running_sum"))
+    assert re.search(r"engine \d+ stopped at breakpoint\(\)", stopped), stopped
+    assert re.search(r"\(Pdb-e\d+\) p total\n6\n", stopped), stopped
+    assert "result: 6" in stopped
+    stepped = lines_of(cell_with(nb, "%%pxdebug -e 0"))
+    assert "(Pdb-e0) p b\n42" in stepped, stepped
+    assert "b is 42" in stepped
+    assert engines_printing(cell_with(nb, "still working")) == [0, 1]
+    assert re.search(r"Stopped pool '.+'\.", text_of(cell_with(nb, "%pool stop")))
+
+
 CHECKS: dict[str, Callable[[NotebookNode], None]] = {
     "01-quickstart.ipynb": check_quickstart,
+    "03-health-and-debugging.ipynb": check_health_and_debugging,
+}
+
+# What a user types at each prompt (the kernel's stdin channel), per notebook and per
+# cell (named by its first line), in order; notebooks listed here run through
+# ``run_answering_prompts`` because nbclient cannot answer prompts.
+STDIN_ANSWERS: dict[str, dict[str, list[str]]] = {
+    "03-health-and-debugging.ipynb": {
+        "%pxdebug": ["p weights", "p total", "q"],
+        "def running_sum(values):": ["p total", "c"],
+        "%%pxdebug -e 0": ["n", "n", "p b", "c"],
+    },
 }
 
 
@@ -108,9 +150,72 @@ def test_notebooks_are_committed_without_outputs() -> None:
                 assert cell.execution_count is None, f"{path.name} cell {index} was run"
 
 
+def run_answering_prompts(nb: NotebookNode, path: Path, answers: dict[str, list[str]]) -> None:
+    """Run every code cell in a fresh kernel, typing ``answers`` at its prompts; each
+    prompt and answer is recorded as the cell's output, as a notebook shows them."""
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(path.parent))
+    try:
+        for cell in (c for c in nb.cells if c.cell_type == "code"):
+            pending = list(answers.get(cell.source.splitlines()[0], []))
+            unanswered: list[str] = []
+            outputs: list[NotebookNode] = []
+
+            def on_output(msg: dict, outputs: list[NotebookNode] = outputs) -> None:
+                if msg["msg_type"] in ("stream", "display_data", "execute_result", "error"):
+                    outputs.append(nbformat.v4.output_from_msg(msg))
+
+            def on_prompt(
+                msg: dict,
+                pending: list[str] = pending,
+                unanswered: list[str] = unanswered,
+                outputs: list[NotebookNode] = outputs,
+            ) -> None:
+                # output printed before the prompt may still be queued on the iopub channel
+                parent = msg["parent_header"].get("msg_id")
+                while True:
+                    try:
+                        queued = kc.get_iopub_msg(timeout=PROMPT_SETTLE)
+                    except queue.Empty:
+                        break
+                    if queued["parent_header"].get("msg_id") == parent:
+                        on_output(queued)
+                prompt = msg["content"]["prompt"]
+                if pending:
+                    answer = pending.pop(0)
+                else:  # an unexpected prompt: quit it rather than hang, and fail below
+                    unanswered.append(prompt)
+                    answer = "q"
+                outputs.append(
+                    nbformat.v4.new_output("stream", name="stdout", text=f"{prompt}{answer}\n")
+                )
+                kc.input(answer)
+
+            reply = kc.execute_interactive(
+                cell.source,
+                allow_stdin=True,
+                stdin_hook=on_prompt,
+                output_hook=on_output,
+                timeout=CELL_TIMEOUT,
+            )
+            cell.outputs = outputs
+            failed = reply["content"]["status"] != "ok"
+            allowed = "raises-exception" in cell.metadata.get("tags", [])
+            assert allowed or not failed, f"cell failed:\n{cell.source}\n{text_of(cell)}"
+            assert not pending, f"prompts not reached in cell {cell.source!r}: {pending}"
+            assert not unanswered, f"unexpected prompts in cell {cell.source!r}: {unanswered}"
+    finally:
+        kc.execute_interactive(CLEANUP, timeout=CELL_TIMEOUT, output_hook=lambda msg: None)
+        kc.stop_channels()
+        km.shutdown_kernel()
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs_and_shows_expected_outputs(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
+    if path.name in STDIN_ANSWERS:
+        run_answering_prompts(nb, path, STDIN_ANSWERS[path.name])
+        CHECKS[path.name](nb)
+        return
     client = NotebookClient(
         nb,
         timeout=CELL_TIMEOUT,
