@@ -90,6 +90,9 @@ class StartupWatch:
                 if launcher is None or _launcher_exited(launcher):
                     missing = sorted(set(ids) - set(client.ids))
                     if missing:
+                        # a launcher that knows more (a batch job's id and final state) says it
+                        if (explain := getattr(launcher, "exit_error", None)) is not None:
+                            raise explain(missing)
                         output = launcher.get_output() if launcher is not None else ""
                         raise EngineStartError(
                             f"Engine(s) {missing} of pool {self.cluster.cluster_id!r} exited before "
@@ -99,6 +102,10 @@ class StartupWatch:
                         )
             if time.monotonic() > self.deadline:
                 registered = wanted & set(client.ids)
+                launchers = [self.cluster.engines.get(s) for s in watched]
+                explain = getattr(launchers[0], "missing_error", None) if launchers else None
+                if explain is not None:  # batch jobs: which are still pending, and why
+                    raise explain(launchers, sorted(registered), sorted(wanted), self.timeout)
                 outputs = "\n".join(
                     launcher.get_output()
                     for s in watched
