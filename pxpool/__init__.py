@@ -12,6 +12,12 @@ from __future__ import annotations
 
 from ._data_errors import MapError, UnpicklableFunctionError
 from ._version import __version__
+from .engines.batch_errors import (
+    EnginesMissingError,
+    JobFailedError,
+    SubmitCommandNotFound,
+    SubmitRejected,
+)
 from .errors import (
     ControllerStartError,
     EngineNotFoundError,
@@ -49,4 +55,8 @@ __all__ = [
     "EngineNotFoundError",
     "MapError",
     "UnpicklableFunctionError",
+    "SubmitCommandNotFound",
+    "SubmitRejected",
+    "JobFailedError",
+    "EnginesMissingError",
 ]

@@ -28,6 +28,10 @@ EXPECTED_PUBLIC_NAMES = {
     "EngineNotFoundError",
     "MapError",
     "UnpicklableFunctionError",
+    "SubmitCommandNotFound",
+    "SubmitRejected",
+    "JobFailedError",
+    "EnginesMissingError",
 }
 
 POOL_API = {
