@@ -9,13 +9,17 @@ from ..errors import PxpoolError
 from ..profile import Profile
 from .base import Provider
 from .local import LocalProvider
+from .mpi import MPIProvider
+from .slurm import SlurmProvider
 from .ssh import SSHProvider
 
-__all__ = ["Provider", "LocalProvider", "SSHProvider", "provider_for", "PROVIDER_CLASSES"]
+__all__ = ["Provider", "LocalProvider", "SSHProvider", "MPIProvider", "provider_for", "PROVIDER_CLASSES"]
 
 PROVIDER_CLASSES: dict[str, type[Provider]] = {
     LocalProvider.name: LocalProvider,
+    SlurmProvider.name: SlurmProvider,
     SSHProvider.name: SSHProvider,
+    MPIProvider.name: MPIProvider,
 }
 
 
