@@ -19,6 +19,7 @@ PROVIDERS = ("local", "ssh", "slurm", "sge", "pbs", "lsf", "htcondor", "mpi")
 BATCH_PROVIDERS = ("slurm", "sge", "pbs", "lsf", "htcondor")
 LAUNCHERS = ("plain", "srun", "mpiexec")
 CONTROLLER_LOCATIONS = ("local", "job")
+RESTART_POLICIES = ("never", "on-failure")
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,14 @@ KEYS: tuple[Key, ...] = (
     Key("", "description", "str", "description"),
     Key("", "provider", "str", "provider", choices=PROVIDERS),
     Key("", "engines", "int", "engines", minimum=0),
+    Key("", "restart", "str", "restart", choices=RESTART_POLICIES),
+    Key("", "max_restarts", "int", "max_restarts", minimum=0),
+    Key("", "restart_backoff", "float", "restart_backoff", minimum=0),
     Key("controller", "ip", "str", "controller_ip"),
     Key("controller", "port", "int", "controller_port", minimum=0),
     Key("controller", "location", "str", "controller_location", choices=CONTROLLER_LOCATIONS),
     Key("controller", "heartbeat_ms", "int", "heartbeat_ms", minimum=50),
+    Key("controller", "encrypt", "bool", "encrypt"),
     Key("controller", "args", "list", "controller_args"),
     Key("engine", "python", "str", "python"),
     Key("engine", "work_dir", "str", "work_dir"),
@@ -96,6 +101,10 @@ def check_value(key: Key, value: Any, source: str, where: str) -> Any:
             raise ProfileValidationError(
                 source, where, f"unknown value {value!r}; {did_you_mean(value, key.choices)}"
             )
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ProfileValidationError(source, where, f"must be true or false; {bad}")
         return value
     if kind in ("int", "float"):
         number_ok = isinstance(value, int) or (kind == "float" and isinstance(value, float))
@@ -203,6 +212,12 @@ def coerce_text(flat: str, text: str, source: str) -> Any:
                 flat,
                 f"must be {'an integer' if key.kind == 'int' else 'a number'}; got {text!r}",
             ) from None
+    if key.kind == "bool":
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ProfileValidationError(source, flat, f"must be true or false; got {text!r}")
     if key.kind in ("list", "hosts"):
         return [part.strip() for part in text.split(",") if part.strip()]
     if key.kind == "table":

@@ -18,15 +18,17 @@ from typing import Any
 
 import ipyparallel as ipp
 
-from . import _runtime
+from . import _runtime, _security
 from ._access import EngineAccess
 from ._async import LoopThread, SyncTwins
 from ._cluster import PxCluster
 from ._processes import local_process_tree, local_process_tree_of, processes_of_pool, reap
 from ._startup import StartupWatch
 from .debug import DebugAccess, install_debugger
+from .doctor import DoctorAccess, warn_on_version_mismatch
 from .engines import provider_for
 from .errors import EngineNotFoundError, PoolNotFoundError, PoolStateError, PxpoolError
+from .health import HealthAccess
 from .profile import Profile, load_profile
 
 __all__ = ["Pool", "current"]
@@ -110,6 +112,7 @@ class Pool(DebugAccess, EngineAccess, SyncTwins):
         self.state = "starting"
         _runtime.remove_pool_dir(self.name)
         directory = _runtime.pool_dir(self.name, create=True)
+        _security.prepare_profile_dir(directory, self.profile.controller)
         self._cluster = cluster = PxCluster(
             cluster_id=self.name,
             profile_dir=str(directory),

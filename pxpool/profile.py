@@ -44,6 +44,7 @@ class ControllerSettings:
     port: int = 0  # 0: any free port
     location: str = "local"  # batch providers: "job" runs the controller inside a job
     heartbeat_ms: int = 500  # engines register on a heartbeat tick; short means fast start
+    encrypt: bool = False  # CurveZMQ on every controller socket (ipyparallel's enable_curve)
     args: tuple[str, ...] = ()
 
 
@@ -112,6 +113,9 @@ class Profile:
     engines: int = 0  # 0: one per CPU core (local); batch and ssh need a number
     description: str = ""
     source: str = "(defaults)"
+    restart: str = "never"  # "on-failure": a dead engine is replaced under the same id
+    max_restarts: int = 3  # per engine id, over the pool's life
+    restart_backoff: float = 1.0  # seconds before the first restart, doubling after
     controller: ControllerSettings = field(default_factory=ControllerSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     timeouts: Timeouts = field(default_factory=Timeouts)

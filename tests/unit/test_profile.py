@@ -411,7 +411,8 @@ def test_unknown_top_level_key_suggests_the_close_one(user_dir: Path) -> None:
         ProfileValidationError,
         match=msg(
             f"{path}: engnes: unknown key; did you mean 'engines'? "
-            "allowed: description, provider, engines, [controller], [engine]"
+            "allowed: description, provider, engines, restart, max_restarts, restart_backoff, "
+            "[controller], [engine]"
         ),
     ) as info:
         load_profile("local")
@@ -1095,3 +1096,24 @@ def test_engine_env_of_a_loaded_profile_is_read_only() -> None:
 def test_profile_names_that_are_paths_are_rejected(name: str) -> None:
     with pytest.raises(ProfileError, match="Invalid profile name"):
         load_profile(name)
+
+
+def test_restart_policy_and_encryption_have_safe_defaults() -> None:
+    profile = load_profile("local")
+    assert (profile.restart, profile.max_restarts, profile.restart_backoff) == ("never", 3, 1.0)
+    assert profile.controller.encrypt is False
+
+
+@pytest.mark.parametrize("text,value", [("true", True), ("1", True), ("off", False)])
+def test_booleans_read_from_environment_text(
+    monkeypatch: pytest.MonkeyPatch, text: str, value: bool
+) -> None:
+    monkeypatch.setenv("PXPOOL_ENCRYPT", text)
+    assert load_profile("local").controller.encrypt is value
+
+
+def test_bad_boolean_and_restart_policy_name_the_allowed_values() -> None:
+    with pytest.raises(ProfileValidationError, match="encrypt: must be true or false; got 'maybe'"):
+        load_profile("local", encrypt="maybe")
+    with pytest.raises(ProfileValidationError, match="did you mean 'on-failure'"):
+        load_profile("local", restart="on-failur")
