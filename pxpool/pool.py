@@ -52,7 +52,7 @@ def current() -> Pool:
     return _current
 
 
-class Pool(DebugAccess, EngineAccess, SyncTwins):
+class Pool(HealthAccess, DebugAccess, EngineAccess, SyncTwins):
     """A pool of IPython engines described by a :class:`~pxpool.profile.Profile`."""
 
     def __init__(
