@@ -11,9 +11,10 @@ import sys
 from collections.abc import Sequence
 
 from . import _runtime
-from ._status import engine_table, format_table
+from ._status import format_table
 from .engines import provider_for
 from .errors import PxpoolError
+from .health import format_health
 from .pool import Pool
 from .profile import list_profiles, load_profile
 
@@ -80,9 +81,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(
                 f"pool {name!r} (profile {pool.profile.name!r}, {pool.profile.provider}): {pool.engines} engines"
             )
-            print(
-                format_table(engine_table(pool), ["engine", "host", "pid", "state", "tasks_done"])
-            )
+            print(format_health(pool.health_snapshots()))
         finally:
             pool.disconnect()
     return 0
@@ -141,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("list", help="list pools and whether they run").set_defaults(run=cmd_list)
 
-    status = commands.add_parser("status", help="engines of a pool: host, pid, state, tasks done")
+    status = commands.add_parser(
+        "status", help="engine health of a pool: state, task, counts, CPU, memory"
+    )
     status.add_argument("name", nargs="?", help="pool name (default: every pool)")
     status.set_defaults(run=cmd_status)
 

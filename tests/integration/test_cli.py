@@ -52,9 +52,10 @@ def test_detached_pool_outlives_the_command_and_stops_by_name() -> None:
 
         status = pxpool_cli("status", "cli-pool")
         assert status.returncode == 0, status.stderr
-        rows = [line.split() for line in status.stdout.splitlines()[2:]]
-        assert [row[0] for row in rows] == ["0", "1"]
-        assert all(row[3] == "idle" and int(row[2]) > 0 for row in rows)
+        header, *lines = status.stdout.splitlines()[1:]
+        rows = [dict(zip(header.split(), line.split(), strict=False)) for line in lines]
+        assert [row["engine_id"] for row in rows] == ["0", "1"]
+        assert all(row["state"] == "idle" and int(row["pid"]) > 0 for row in rows)
 
         pool = pxpool.Pool.attach("cli-pool")
         assert pool.apply(sum, [6, 36]) == 42  # a builtin: this module is not on the engines' path
