@@ -18,6 +18,7 @@ from .engines.batch_errors import (
     SubmitCommandNotFound,
     SubmitRejected,
 )
+from .engines.ssh_errors import RemotePythonError, SSHConnectError
 from .errors import (
     ControllerStartError,
     EngineNotFoundError,
@@ -59,4 +60,6 @@ __all__ = [
     "SubmitRejected",
     "JobFailedError",
     "EnginesMissingError",
+    "SSHConnectError",
+    "RemotePythonError",
 ]

@@ -32,6 +32,8 @@ EXPECTED_PUBLIC_NAMES = {
     "SubmitRejected",
     "JobFailedError",
     "EnginesMissingError",
+    "SSHConnectError",
+    "RemotePythonError",
 }
 
 POOL_API = {
@@ -87,3 +89,9 @@ def test_every_public_error_is_a_pxpool_error_with_a_docstring() -> None:
         assert issubclass(cls, pxpool.PxpoolError)
         assert cls.__doc__ and cls.__doc__.strip(), name
         assert name in pxpool.errors.__doc__, f"{name} is missing from the tree drawn in errors.py"
+
+
+def test_ssh_errors_are_engine_start_errors() -> None:
+    for cls in (pxpool.SSHConnectError, pxpool.RemotePythonError):
+        assert issubclass(cls, pxpool.EngineStartError)
+        assert cls.__doc__ and cls.__doc__.strip()
