@@ -1,0 +1,150 @@
+"""The environment check on real engines that differ from the client.
+
+One local pool whose engine runs from a virtual environment (``--system-site-packages``,
+so the same packages import), in another working directory, with an extra variable, a
+package only the engines can import, and a stand-in ``cloudpickle`` 0.0.1 earlier on the
+engines' path (a real package shadowed the way a stray install would shadow it).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pxpool
+from pxpool.doctor import diagnose
+
+from .test_cli import pxpool_cli
+
+pytestmark = pytest.mark.integration
+
+PROBE = "PXPOOL_DOCTOR_PROBE"
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    base = tmp_path_factory.mktemp("doctor")
+    venv = base / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        check=True,
+        timeout=60,
+    )
+    extra = base / "engine-path"
+    (extra / "cloudpickle").mkdir(parents=True)
+    (extra / "cloudpickle" / "__init__.py").write_text('__version__ = "0.0.1"\n')
+    (extra / "doctor_probe_pkg").mkdir()
+    (extra / "doctor_probe_pkg" / "__init__.py").write_text('__version__ = "1.2.3"\n')
+    work = base / "work"
+    work.mkdir()
+    pool = pxpool.Pool.from_profile(
+        "local",
+        engines=1,
+        python=str(venv / "bin" / "python"),
+        work_dir=str(work),
+        env={PROBE: "engine", "PYTHONPATH": str(extra)},
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pool.start_sync()
+    try:
+        yield {"pool": pool, "venv": venv, "work": work, "extra": extra, "warnings": caught}
+    finally:
+        pool.stop_sync()
+
+
+def _rows(frame: Any) -> dict[tuple[int, str], tuple[str, str]]:
+    return {(r.engine_id, r.check): (r.client, r.engine) for r in frame.itertuples()}
+
+
+def test_doctor_flags_venv_work_dir_variable_and_engine_only_package(
+    odd: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    frame = odd["pool"].doctor(packages=["doctor_probe_pkg"], env=[PROBE, "PYTHONPATH"])
+    assert list(frame.columns) == ["engine_id", "check", "client", "engine"]
+    rows = _rows(frame)
+    assert Path(rows[0, "prefix"][1]).resolve() == odd["venv"].resolve()
+    assert rows[0, "prefix"][0] == sys.prefix
+    assert rows[0, "cwd"] == (os.getcwd(), str(odd["work"]))
+    assert rows[0, f"env {PROBE}"] == ("(unset)", "engine")
+    # the engines get this process's sys.path on purpose; only the extra entry differs
+    assert rows[0, "env PYTHONPATH"] == ("(unset)", str(odd["extra"]))
+    assert rows[0, "package doctor_probe_pkg"] == ("missing", "1.2.3")
+    assert (0, "python") not in rows and (0, "platform") not in rows
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].split() == ["engine_id", "check", "client", "engine"]
+    assert "package doctor_probe_pkg  missing" in printed
+
+
+def test_doctor_reads_the_version_of_the_module_that_imports_not_the_installed_one(
+    odd: dict[str, Any],
+) -> None:
+    frame = odd["pool"].doctor(packages=["cloudpickle"], env=[], show=False)
+    installed = importlib.metadata.version("cloudpickle")
+    assert _rows(frame)[0, "package cloudpickle"] == (installed, "0.0.1")
+
+
+def test_start_warns_once_per_difference_naming_both_versions(odd: dict[str, Any]) -> None:
+    installed = importlib.metadata.version("cloudpickle")
+    lines = [
+        str(w.message) for w in odd["warnings"] if w.category is pxpool.EnvironmentMismatchWarning
+    ]
+    assert lines == [
+        f"pxpool: engine 0 runs cloudpickle 0.0.1, this client runs cloudpickle {installed}; "
+        "objects may not unpickle alike. See `pool.doctor()`."
+    ]
+
+
+def test_engines_added_later_are_checked_too(odd: dict[str, Any]) -> None:
+    pool = odd["pool"]
+    with pytest.warns(
+        pxpool.EnvironmentMismatchWarning, match=r"engine 1 runs cloudpickle 0\.0\.1"
+    ):
+        pool.scale_sync(2)
+    pool.scale_sync(1)
+
+
+def test_doctor_names_engines_that_do_not_answer(odd: dict[str, Any]) -> None:
+    pool = odd["pool"]
+    busy = pool.view(0).apply_async(time.sleep, 2)
+    started = time.monotonic()
+    with pytest.raises(
+        pxpool.PxpoolError, match=r"Engines \[0\] of pool .* did not report .* within 0.5s"
+    ):
+        diagnose(pool, timeout=0.5)
+    assert time.monotonic() - started < 5
+    busy.get(timeout=10)
+
+
+def test_cli_doctor_exits_0_when_alike_1_with_differences_2_on_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.setenv(name, "1")  # the built-in local profile sets these on its engines
+    started = pxpool_cli("start", "local", "--name", "doc", "-n", "1")
+    assert started.returncode == 0, started.stderr
+    try:
+        alike = pxpool_cli("doctor", "doc")
+        assert alike.returncode == 0, alike.stdout + alike.stderr
+        assert alike.stdout.rstrip().endswith("no differences")
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        differ = pxpool_cli("doctor", "doc")
+        assert differ.returncode == 1, differ.stdout + differ.stderr
+        assert ["0", "env", "OMP_NUM_THREADS", "(unset)", "1"] in [
+            line.split() for line in differ.stdout.splitlines()
+        ]
+    finally:
+        stopped = pxpool_cli("stop", "doc")
+    assert stopped.returncode == 0, stopped.stderr
+    missing = pxpool_cli("doctor", "doc")
+    assert missing.returncode == 2
+    assert "pxpool: error: No running pool named 'doc'" in missing.stderr
