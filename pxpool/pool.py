@@ -52,7 +52,7 @@ def current() -> Pool:
     return _current
 
 
-class Pool(HealthAccess, DebugAccess, EngineAccess, SyncTwins):
+class Pool(HealthAccess, DoctorAccess, DebugAccess, EngineAccess, SyncTwins):
     """A pool of IPython engines described by a :class:`~pxpool.profile.Profile`."""
 
     def __init__(
@@ -69,6 +69,7 @@ class Pool(HealthAccess, DebugAccess, EngineAccess, SyncTwins):
         self._next_id = 0
         self._engine_hooks: list[EngineHook] = []
         self.add_engine_hook(install_debugger)  # breakpoint() and pool.debug() on engines
+        self.add_engine_hook(warn_on_version_mismatch)  # Python/package versions differ
         self._loop_thread = LoopThread(f"pxpool-{self.name}")
 
     @classmethod
