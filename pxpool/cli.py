@@ -1,7 +1,8 @@
 """The `pxpool` command: start, list, inspect and stop pools from a shell.
 
 Errors go to stderr as one ``pxpool: error: ...`` paragraph and exit with status 1
-(2 for wrong usage, as argparse does).
+(2 for wrong usage, as argparse does). `pxpool doctor` exits 1 when engines differ from
+this shell and 2 on errors.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 
 from . import _runtime
 from ._status import format_table
+from .doctor import DEFAULT_ENV, diagnose, format_differences
 from .engines import provider_for
 from .errors import PxpoolError
 from .health import format_health
@@ -87,6 +89,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Exit 0 when the engines match this process, 1 when they differ, 2 on error."""
+    try:
+        pool = Pool.attach(args.name)
+        try:
+            rows = diagnose(pool, args.package, args.env or DEFAULT_ENV)
+        finally:
+            pool.disconnect()
+    except PxpoolError as exc:
+        print(f"pxpool: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"pool {args.name!r}: engines compared with this shell's Python and environment")
+    print(format_differences(rows))
+    return 1 if rows else 0
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     if not args.all and not args.name:
         raise PxpoolError("say which pool to stop: `pxpool stop NAME`, or `pxpool stop --all`")
@@ -145,6 +163,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("name", nargs="?", help="pool name (default: every pool)")
     status.set_defaults(run=cmd_status)
+
+    doctor = commands.add_parser(
+        "doctor", help="differences between a pool's engines and this shell's Python and env"
+    )
+    doctor.add_argument("name", help="pool name")
+    doctor.add_argument(
+        "--package", action="append", default=[], metavar="NAME", help="also compare this package"
+    )
+    doctor.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="VAR",
+        help=f"compare these variables instead of {', '.join(DEFAULT_ENV)}",
+    )
+    doctor.set_defaults(run=cmd_doctor)
 
     stop = commands.add_parser("stop", help="stop a pool and all its engines")
     stop.add_argument("name", nargs="?", help="pool name")
