@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ._data_errors import MapError, UnpicklableFunctionError
 from ._version import __version__
+from .doctor import EnvironmentMismatchWarning
 from .engines.batch_errors import (
     EnginesMissingError,
     JobFailedError,
@@ -62,4 +63,5 @@ __all__ = [
     "EnginesMissingError",
     "SSHConnectError",
     "RemotePythonError",
+    "EnvironmentMismatchWarning",
 ]
