@@ -34,6 +34,7 @@ EXPECTED_PUBLIC_NAMES = {
     "EnginesMissingError",
     "SSHConnectError",
     "RemotePythonError",
+    "EnvironmentMismatchWarning",
 }
 
 POOL_API = {
@@ -60,6 +61,7 @@ POOL_API = {
     "scatter",
     "gather",
     "disconnect",
+    "doctor",
 }
 
 
@@ -89,6 +91,10 @@ def test_every_public_error_is_a_pxpool_error_with_a_docstring() -> None:
         assert issubclass(cls, pxpool.PxpoolError)
         assert cls.__doc__ and cls.__doc__.strip(), name
         assert name in pxpool.errors.__doc__, f"{name} is missing from the tree drawn in errors.py"
+
+
+def test_environment_mismatch_warning_is_a_user_warning() -> None:
+    assert issubclass(pxpool.EnvironmentMismatchWarning, UserWarning)
 
 
 def test_ssh_errors_are_engine_start_errors() -> None:
