@@ -342,7 +342,8 @@ class BatchProvider(Provider):
         batch = self.profile.batch
         prefix = self.directive_prefix
         lines = ["#!/bin/bash"]
-        lines += [f"{prefix} {d}" for d in [*self.directives(spec), *batch.directives]]
+        if prefix:  # HTCondor keeps its settings in the submit description instead
+            lines += [f"{prefix} {d}" for d in [*self.directives(spec), *batch.directives]]
         lines.append(
             f"# pxpool: engines {list(spec.engine_ids)} of pool {spec.cluster_id} "
             f"(profile {self.profile.name}, launcher {batch.launcher})"
@@ -361,9 +362,12 @@ class BatchProvider(Provider):
     def job_script(self, pool_name: str | None = None) -> str:
         """The script for the first job of a pool named ``pool_name``, as it would be
         submitted (paths name the pool's runtime directory)."""
+        return self.render(self.first_job_spec(pool_name))
+
+    def first_job_spec(self, pool_name: str | None = None) -> JobSpec:
         name = pool_name or f"{self.profile.name}-NAME"
         ids = list(range(min(self.profile.batch.engines_per_job, self.default_engine_count())))
-        return self.render(self.job_spec(str(_runtime.pool_dir(name)), name, ids or [0]))
+        return self.job_spec(str(_runtime.pool_dir(name)), name, ids or [0])
 
     @staticmethod
     def _write(path: str, text: str, executable: bool = False) -> None:

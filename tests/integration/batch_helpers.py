@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,45 @@ class BatchSuite(ProviderSuite):
 
     def leftovers(self, pool: pxpool.Pool) -> list[str]:
         return self.queue(pool)
+
+
+STANDINS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "standins")
+
+
+@pytest.fixture(scope="class")
+def standins_on_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """LSF and HTCondor cannot be installed here: their commands are the stand-ins in
+    tests/standins, which run each job script on this machine (see _batch_standin.py)."""
+    state = tmp_path_factory.mktemp("standin-jobs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", f"{STANDINS}{os.pathsep}{os.environ['PATH']}")
+        patch.setenv("PXPOOL_STANDIN_DIR", str(state))
+        yield str(state)
+
+
+def standin_jobs(pool_name: str, status_argv: Sequence[str]) -> list[str]:
+    """Jobs of this pool that the stand-in status command still lists as queued/running."""
+    state = os.environ.get("PXPOOL_STANDIN_DIR", "")
+    found = []
+    for folder in sorted(Path(state).iterdir()) if state else []:
+        script = folder / "script.sh"
+        if script.is_file() and f"IPP_CLUSTER_ID={pool_name}\n" in script.read_text():
+            argv = [a.replace("{id}", folder.name) for a in status_argv]
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+            if result.stdout.strip() and not result.stdout.startswith(("DONE", "EXIT")):
+                found.append(f"{folder.name}: {result.stdout.strip()}")
+    return found
+
+
+PBS_BIN = os.environ.get("PXPOOL_TEST_PBS_BIN", "/opt/pxpool-torque/usr/bin")
+
+
+@pytest.fixture(scope="class")
+def pbs_on_path() -> Iterator[str]:
+    """PBS here is an emulation: slurm-wlm-torque's qsub/qstat/qdel over the test SLURM,
+    unpacked by `infra/pbs.sh install` and put on PATH only for these tests."""
+    need("qsub", "run `bash infra/pbs.sh install` first", path=PBS_BIN)
+    need("sbatch", "run `bash infra/up.sh` first")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", f"{PBS_BIN}{os.pathsep}{os.environ['PATH']}")
+        yield PBS_BIN

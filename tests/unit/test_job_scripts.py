@@ -1,0 +1,113 @@
+"""Generated job scripts are checked by running them (``bash -n``, then for real with
+``echo`` as the engine's python), not only by reading them."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import pxpool
+from pxpool.engines import provider_for
+from pxpool.engines.batch import BatchProvider
+from pxpool.engines.launchers import MpiexecLauncher, SrunLauncher
+
+BATCH = ["slurm", "sge", "pbs", "lsf", "htcondor"]
+
+
+def batch_provider(name: str, **overrides: object) -> BatchProvider:
+    if name not in __import__("pxpool.engines", fromlist=["x"]).PROVIDER_CLASSES:
+        pytest.skip(f"provider {name} is not available in this version")
+    provider = provider_for(pxpool.load_profile(name, **overrides))  # type: ignore[arg-type]
+    assert isinstance(provider, BatchProvider)
+    return provider
+
+
+@pytest.mark.parametrize("name", BATCH)
+@pytest.mark.parametrize("launcher", ["plain", "mpiexec", "srun"])
+def test_every_script_is_valid_bash(name: str, launcher: str) -> None:
+    if launcher == "srun" and name != "slurm":
+        with pytest.raises(pxpool.ProfileError, match=r"does not work in .* jobs; use one of"):
+            batch_provider(name, launcher=launcher)
+        return
+    script = batch_provider(name, launcher=launcher, prologue=["module load python"]).job_script()
+    result = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", BATCH)
+def test_plain_script_starts_every_engine_with_its_id(name: str, tmp_path: Path) -> None:
+    provider = batch_provider(
+        name, python="/bin/echo", engines=3, engines_per_job=3, launcher="plain"
+    )
+    spec = provider.job_spec(str(tmp_path), "pool-x", [4, 5, 6])
+    os.makedirs(os.path.dirname(spec.output_file))
+    script = tmp_path / "job.sh"
+    script.write_text(provider.render(spec))
+    output = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, timeout=20, check=True
+    ).stdout
+    if provider.output_in_script:  # PBS emulation and HTCondor: the script redirects itself
+        output = Path(spec.output_file).read_text()
+    for engine_id in (4, 5, 6):
+        assert f"-m ipyparallel.engine --IPEngine.id={engine_id}" in output
+    assert "pxpool: job script exited with status 0" in output
+
+
+@pytest.mark.parametrize(
+    ("launcher", "variable"),
+    [
+        (SrunLauncher, "SLURM_PROCID"),
+        (MpiexecLauncher, "OMPI_COMM_WORLD_RANK"),
+        (MpiexecLauncher, "PMI_RANK"),
+    ],
+)
+def test_task_launchers_pick_the_engine_id_from_the_rank(launcher: type, variable: str) -> None:
+    text = launcher().ranked_command(["/bin/echo", "engine"], [7, 9, 12])
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_RANK", "PROCID"))}
+    output = subprocess.run(
+        shlex.split(text), env={**env, variable: "2"}, capture_output=True, text=True, check=True
+    ).stdout
+    assert output.strip() == "engine --IPEngine.id=12"
+
+
+def test_slurm_directives_follow_the_profile() -> None:
+    script = batch_provider(
+        "slurm",
+        partition="short",
+        account="proj1",
+        walltime="1-02:03:04",
+        memory="1.5G",
+        cores_per_engine=2,
+        engines_per_job=3,
+        engines=6,
+        directives=["--constraint=avx2"],
+    ).job_script(pool_name="p1")
+    for line in [
+        "#SBATCH --job-name=pxpool-p1-0",
+        "#SBATCH --ntasks=3",
+        "#SBATCH --cpus-per-task=2",
+        "#SBATCH --partition=short",
+        "#SBATCH --account=proj1",
+        "#SBATCH --time=26:03:04",
+        "#SBATCH --mem=1536M",
+        "#SBATCH --constraint=avx2",
+    ]:
+        assert line in script.splitlines()
+    assert "srun --ntasks=3 --cpus-per-task=2" in script
+    assert "ids=(0 1 2)" in script
+
+
+def test_lsf_and_htcondor_directives() -> None:
+    lsf = batch_provider("lsf", queue="normal", walltime="01:30:00", memory="2G").job_script()
+    assert {"#BSUB -q normal", "#BSUB -W 1:30", "#BSUB -M 2048MB"} <= set(lsf.splitlines())
+    condor = batch_provider("htcondor", memory="2G", cores_per_engine=2).job_script()
+    assert {"request_memory = 2048MB", "request_cpus = 2", "queue 1"} <= set(condor.splitlines())
+
+
+def test_direct_providers_have_no_job_script() -> None:
+    with pytest.raises(pxpool.PxpoolError, match="submits no job script"):
+        provider_for(pxpool.load_profile("local")).job_script()
