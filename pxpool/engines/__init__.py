@@ -8,8 +8,11 @@ from __future__ import annotations
 from ..errors import PxpoolError
 from ..profile import Profile
 from .base import Provider
+from .htcondor import HTCondorProvider
 from .local import LocalProvider
+from .lsf import LSFProvider
 from .mpi import MPIProvider
+from .pbs import PBSProvider
 from .slurm import SlurmProvider
 from .ssh import SSHProvider
 
@@ -18,6 +21,9 @@ __all__ = ["Provider", "LocalProvider", "SSHProvider", "MPIProvider", "provider_
 PROVIDER_CLASSES: dict[str, type[Provider]] = {
     LocalProvider.name: LocalProvider,
     SlurmProvider.name: SlurmProvider,
+    LSFProvider.name: LSFProvider,
+    HTCondorProvider.name: HTCondorProvider,
+    PBSProvider.name: PBSProvider,
     SSHProvider.name: SSHProvider,
     MPIProvider.name: MPIProvider,
 }
