@@ -111,3 +111,53 @@ def test_lsf_and_htcondor_directives() -> None:
 def test_direct_providers_have_no_job_script() -> None:
     with pytest.raises(pxpool.PxpoolError, match="submits no job script"):
         provider_for(pxpool.load_profile("local")).job_script()
+
+
+def test_sge_script_uses_sge_directives_not_pbs_ones() -> None:
+    script = batch_provider("sge", engines_per_job=2, engines=2, queue="all.q").job_script()
+    lines = script.splitlines()
+    assert {"#$ -pe smp 2", "#$ -q all.q", "#$ -j y", "#$ -cwd"} <= set(lines)
+    assert not any(line.startswith("#PBS") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "stdout", "stderr", "expected"),
+    [
+        (
+            "slurm",
+            0,
+            "JobId=7 JobState=PENDING Reason=Resources Dependency=(null)",
+            "",
+            ("PENDING", "pending", "Resources"),
+        ),
+        (
+            "slurm",
+            0,
+            "JobId=7 JobState=FAILED Reason=NonZeroExitCode ExitCode=3:0",
+            "",
+            ("FAILED", "finished", "NonZeroExitCode, exit code 3:0"),
+        ),
+        ("slurm", 1, "", "slurm_load_jobs error: Invalid job id specified", ("gone", "gone", "")),
+        (
+            "sge",
+            0,
+            "job-ID prior name user state\n----\n 7 0.5 pxpool-a root qw 01/01/2024 1",
+            "",
+            ("qw", "pending", ""),
+        ),
+        ("sge", 0, " 8 0.5 pxpool-a root r 01/01/2024 all.q@h 1", "", ("gone", "gone", "")),
+        ("pbs", 0, "Job Id: 7\n\tjob_state = R\n", "", ("R", "running", "")),
+        ("pbs", 153, "", "", ("gone", "gone", "")),
+        ("lsf", 0, "EXIT|3|-\n", "", ("EXIT", "finished", "exit code 3")),
+        ("lsf", 255, "", "Job <7> is not found", ("gone", "gone", "")),
+        ("htcondor", 0, "1 undefined\n", "", ("Idle", "pending", "")),
+        ("htcondor", 0, "", "", ("gone", "gone", "")),
+    ],
+)
+def test_status_parsing_reads_each_schedulers_words(
+    name: str, code: int, stdout: str, stderr: str, expected: tuple[str, str, str]
+) -> None:
+    from pxpool.engines import PROVIDER_CLASSES
+
+    status = PROVIDER_CLASSES[name].parse_status("7", code, stdout, stderr)  # type: ignore[attr-defined]
+    assert (status.state, status.kind, status.reason) == expected

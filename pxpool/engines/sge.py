@@ -1,0 +1,60 @@
+"""Engines in Sun/Son of Grid Engine jobs (``qsub`` reading ``#$`` lines).
+
+ipyparallel's SGE launcher writes ``#PBS`` lines, which SGE ignores (its output then
+lands in ``$HOME``); these are SGE's own directives.
+"""
+
+from __future__ import annotations
+
+from .batch import FINISHED, GONE, PENDING, RUNNING, UNKNOWN, BatchProvider, JobSpec, JobStatus
+
+
+class SGEProvider(BatchProvider):
+    name = "sge"
+    system = "SGE"
+    submit_command = "qsub"
+    cancel_command = "qdel"
+    directive_prefix = "#$"
+    job_id_pattern = r"Your job (\d+)"
+
+    def directives(self, spec: JobSpec) -> list[str]:
+        batch = self.profile.batch
+        slots = len(spec.engine_ids) * batch.cores_per_engine
+        found = [
+            f"-N {spec.name}",
+            f"-o {spec.output_file}",
+            "-j y",
+            "-S /bin/bash",
+            "-cwd",
+            "-V",  # the submitting environment, as sbatch passes it by default
+        ]
+        if slots > 1:
+            found.append(f"-pe {batch.pe or 'smp'} {slots}")
+        if batch.queue:
+            found.append(f"-q {batch.queue}")
+        if batch.account:
+            found.append(f"-A {batch.account}")
+        if batch.walltime_seconds is not None:
+            found.append(f"-l h_rt={self.walltime_text(batch.walltime_seconds)}")
+        if (memory := self.memory_mb()) is not None:
+            found.append(f"-l mem_free={memory}M")
+        return found
+
+    @classmethod
+    def status_argv(cls, job_id: str) -> list[str]:
+        return ["qstat"]  # the user's jobs; a job that ended is no longer listed
+
+    @classmethod
+    def parse_status(cls, job_id: str, code: int, stdout: str, stderr: str) -> JobStatus:
+        if code != 0:
+            return JobStatus("no answer", UNKNOWN)
+        for line in stdout.splitlines():
+            fields = line.split()
+            if len(fields) > 4 and fields[0] == job_id:
+                word = fields[4]
+                if "E" in word:  # Eqw: stays queued in error; report it, qdel removes it
+                    return JobStatus(word, FINISHED, "error state; see `qstat -j " + job_id + "`")
+                if "q" in word or "h" in word:
+                    return JobStatus(word, PENDING)
+                return JobStatus(word, RUNNING)
+        return JobStatus("gone", GONE)
