@@ -13,6 +13,7 @@ from .local import LocalProvider
 from .lsf import LSFProvider
 from .mpi import MPIProvider
 from .pbs import PBSProvider
+from .sge import SGEProvider
 from .slurm import SlurmProvider
 from .ssh import SSHProvider
 
@@ -24,6 +25,7 @@ PROVIDER_CLASSES: dict[str, type[Provider]] = {
     LSFProvider.name: LSFProvider,
     HTCondorProvider.name: HTCondorProvider,
     PBSProvider.name: PBSProvider,
+    SGEProvider.name: SGEProvider,
     SSHProvider.name: SSHProvider,
     MPIProvider.name: MPIProvider,
 }
