@@ -22,6 +22,8 @@ mkdir -p "$INFRA_DIR"
 "$HERE/sshd.sh" start || die "sshd.sh start failed"
 "$HERE/slurm.sh" start || die "slurm.sh start failed"
 "$HERE/mpi.sh" check || die "mpi.sh check failed"
+"$HERE/pbs.sh" install || die "pbs.sh install failed"
+"$HERE/pbs.sh" check || die "pbs.sh check failed"
 
 tmp="$(mktemp "$INFRA_DIR/env.sh.XXXXXX")"
 {
@@ -29,6 +31,7 @@ tmp="$(mktemp "$INFRA_DIR/env.sh.XXXXXX")"
     "$HERE/sshd.sh" env
     "$HERE/slurm.sh" env
     "$HERE/mpi.sh" env
+    "$HERE/pbs.sh" env
 } >"$tmp"
 chmod 0644 "$tmp"
 mv -f "$tmp" "$ENV_FILE"
