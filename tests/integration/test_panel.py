@@ -1,0 +1,126 @@
+"""The panel's widget state (trait values) for a pool with busy, idle and dead engines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.testing.globalipapp import start_ipython
+
+import pxpool
+import pxpool.pool
+from pxpool.panel import STATE_COLOURS, Panel
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[pxpool.Pool]:
+    with pxpool.Pool.from_profile("local", engines=3) as running:
+        yield running
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        time.sleep(0.05)
+
+
+def badge(panel: Panel, engine_id: int) -> str:
+    return str(panel.rows[engine_id].state.value)
+
+
+def test_rows_show_busy_idle_and_dead_engines_and_the_header_counts_them(
+    pool: pxpool.Pool,
+) -> None:
+    panel = pool.panel(refresh=0.2)
+    try:
+        assert "pxpool-panel" in panel._dom_classes
+        assert sorted(panel.rows) == [0, 1, 2]
+        wait_for(lambda: all(">idle<" in badge(panel, i) for i in range(3)), 5)
+        pids = pool.view().apply_sync(os.getpid)
+        running = pool.client[0].apply_async(time.sleep, 20)
+        os.kill(pids[2], signal.SIGKILL)
+        wait_for(lambda: ">busy<" in badge(panel, 0) and ">dead<" in badge(panel, 2), 5)
+
+        busy, idle, dead = (panel.rows[i] for i in range(3))
+        assert {"pxpool-row", "pxpool-row-0"} <= set(busy._dom_classes)
+        assert {"pxpool-state", "pxpool-state-busy"} <= set(busy.state._dom_classes)
+        assert "pxpool-state-idle" not in busy.state._dom_classes
+        assert STATE_COLOURS["busy"] in busy.state.value
+        assert busy.task.value.startswith("sleep [")
+        assert panel.rows[0].state.value.startswith("<b>0</b>")
+        assert ">idle<" in badge(panel, 1) and idle.task.value == ""
+        assert 0.0 < idle.memory.value <= 1.0
+        memory, heartbeat = idle.meta.value.split(" &middot; ")
+        assert memory.endswith(" MiB") and float(heartbeat.rstrip("s")) < 2.0
+        assert "pxpool-state-dead" in dead.state._dom_classes
+        assert dead.cpu.value == 0.0
+        assert [b.disabled for b in dead.buttons] == [True, False, True]  # restart stays
+        assert "busy</span> 1" in panel.counts.value
+        assert "idle</span> 1" in panel.counts.value
+        assert "dead</span> 1" in panel.counts.value
+        assert "tasks done <b>" in panel.totals.value and "tasks/s" in panel.totals.value
+
+        pool.client.send_signal("SIGINT", targets=[0], block=True)  # end the sleep
+        with pytest.raises(Exception, match="KeyboardInterrupt"):
+            running.get(timeout=10)
+    finally:
+        panel.close()
+
+
+def test_paused_panel_keeps_its_values_and_actions_report_errors_in_the_panel(
+    pool: pxpool.Pool,
+) -> None:
+    panel = pool.panel(refresh=0.1)
+    try:
+        panel.auto.value = False
+        time.sleep(0.3)  # a refresh in progress may still finish
+        before = panel.rows[1].meta.value
+        time.sleep(0.5)
+        assert panel.rows[1].meta.value == before
+        panel.auto.value = True
+        wait_for(lambda: panel.rows[1].meta.value != before, 3)
+
+        panel._act("interrupt", 2)  # engine 2 is dead: the error shows in the panel
+        wait_for(lambda: "failed" in panel.error.value, 10)
+        assert "interrupt engine 2 failed" in panel.error.value
+    finally:
+        panel.close()
+
+
+def test_restart_button_brings_a_dead_engine_back_and_stop_pool_ends_refreshing(
+    pool: pxpool.Pool,
+) -> None:
+    panel = pool.panel(refresh=0.2)
+    restart = panel.rows[2].buttons[1]
+    restart.click()
+    wait_for(lambda: ">idle<" in badge(panel, 2), 30)
+    assert panel.error.value == ""
+    panel.stop_button.click()
+    wait_for(lambda: pool.state == "stopped", 30)
+    wait_for(lambda: panel._thread is not None and not panel._thread.is_alive(), 5)
+    assert all(">stopped<" in badge(panel, i) for i in range(3))
+
+
+def test_pxhealth_shows_the_panel_of_the_current_pool() -> None:
+    shell: InteractiveShell = start_ipython() or InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "pxpool")
+    try:
+        with pytest.raises(UsageError, match="--refresh must be >= 0"):
+            shell.run_line_magic("pxhealth", "--refresh -1")
+        with pxpool.Pool.from_profile("local", engines=1) as pool:
+            panel = shell.run_line_magic("pxhealth", "--refresh 0")
+            assert isinstance(panel, Panel) and panel.pool is pool
+            assert ">idle<" in badge(panel, 0)
+        with pytest.raises(UsageError, match="No running pool"):
+            shell.run_line_magic("pxhealth", "")
+    finally:
+        shell.run_line_magic("unload_ext", "pxpool")
