@@ -20,6 +20,8 @@ its flags, bound to ``pxpool.current()``: the pool started or attached last, by
   (``--signal-on-interrupt`` picks another signal), the cell ends with
   ``KeyboardInterrupt`` once they stopped, and the pool stays usable.
 
+``%pxhealth`` shows the live engine-health panel of the current pool (:mod:`pxpool.panel`).
+
 ``%pxdebug`` debugs engines: post-mortem, ``%%pxdebug -e K`` cells stepped from their
 first line, and a prompt for ``breakpoint()`` while a cell runs (:mod:`pxpool.magics.debug`).
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from .debug import DebugMagics
+from .health import HealthMagics
 from .pool import PoolMagics
 from .px import PxMagics
 
@@ -40,6 +43,7 @@ __all__ = [
     "PoolMagics",
     "PxMagics",
     "DebugMagics",
+    "HealthMagics",
 ]
 
 _SAVED = "_pxpool_replaced_magics"  # shell attribute: magics ours replaced, for unload
@@ -53,22 +57,23 @@ def load_ipython_extension(ipython: Any) -> None:
     px = PxMagics(ipython)
     pool = PoolMagics(ipython)
     debug = DebugMagics(ipython)  # %pxdebug, and breakpoint() sessions during cells
+    health = HealthMagics(ipython)  # %pxhealth
     replaced = {
         (kind, name): manager.magics[kind][name]
-        for instance in (px, pool, debug)
+        for instance in (px, pool, debug, health)
         for kind, names in (instance.magics or {}).items()
         for name in names
         if name in manager.magics[kind]
     }
     setattr(ipython, _SAVED, replaced)
-    manager.register(px, pool, debug)
+    manager.register(px, pool, debug, health)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Remove pxpool's magics (leaving pools running) and restore what they replaced."""
     manager = ipython.magics_manager
     replaced: dict[tuple[str, str], Any] = getattr(ipython, _SAVED, {})
-    for cls in (PxMagics, PoolMagics, DebugMagics):
+    for cls in (PxMagics, PoolMagics, DebugMagics, HealthMagics):
         instance = manager.registry.get(cls.__name__)
         if not isinstance(instance, cls):
             continue
