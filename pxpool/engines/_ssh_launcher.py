@@ -1,0 +1,186 @@
+"""The launcher behind the ssh provider: one engine in the foreground of a local
+``ssh`` client, its connection info sent over stdin, killed by pid over ssh.
+
+Kept apart from ``ssh.py`` (which decides hosts, probes and placement) because this
+is the part ipyparallel's Cluster stores and rebuilds from its cluster file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shlex
+import time
+from subprocess import PIPE, STDOUT, Popen
+
+import psutil
+from ipyparallel.cluster.launcher import EngineLauncher, LocalProcessLauncher, NotRunning
+from traitlets import Bool, Float, Integer, List, Unicode
+
+from ..errors import EngineStartError
+
+__all__ = ["SSHEngineLauncher", "run_bounded", "remote_command", "REMOTE_TERM_GRACE"]
+
+log = logging.getLogger("pxpool.engines.ssh")
+REMOTE_TERM_GRACE = 3  # seconds between SIGTERM and SIGKILL on the remote host
+_PID_RE = re.compile(r"__pxpool_pid=(\d+)__")
+# Ends the engine (if the pid is still an engine) and waits for its nanny too: the
+# nanny tells the hub the engine is gone, then exits; SIGKILL for what is left.
+_KILL_SCRIPT = """p={pid}
+ps -o args= -p "$p" 2>/dev/null | grep -q ipyparallel.engine || exit 0
+kids=$(pgrep -P "$p" 2>/dev/null || true)
+kill -TERM "$p" 2>/dev/null
+alive() {{  # zombies count as gone: PID 1 in a container may never reap them
+    for x in "$p" $kids; do
+        s=$(ps -o stat= -p "$x" 2>/dev/null) && case "$s" in Z*) ;; *) return 0 ;; esac
+    done
+    return 1
+}}
+i=0
+while alive && [ "$i" -lt {ticks} ]; do sleep 0.1; i=$((i + 1)); done
+kill -KILL "$p" $kids 2>/dev/null
+exit 0
+"""
+
+
+async def run_bounded(
+    argv: list[str], timeout: float, stdin: bytes | None = None
+) -> tuple[int | None, str, str]:
+    """Run ``argv``; return (exit code or None on timeout, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=PIPE,
+        stderr=PIPE,
+        start_new_session=True,
+    )
+    task = asyncio.ensure_future(process.communicate(stdin))
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        process.kill()
+    out, err = await task
+    code = process.returncode if done else None
+    return code, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def remote_command(script: str) -> str:
+    """The command line ssh hands to the remote login shell, which re-parses it."""
+    return shlex.join(["sh", "-c", script])
+
+
+class SSHEngineLauncher(LocalProcessLauncher, EngineLauncher):
+    """One engine on an SSH host, in the foreground of a local ssh client."""
+
+    ssh_argv = List(Unicode(), help="ssh, its options and the destination").tag(to_dict=True)
+    host_label = Unicode(help="user@host:port, for messages").tag(to_dict=True)
+    remote_script = Unicode(help="sh script that prints its pid and execs the engine")
+    remote_pid = Integer(-1).tag(to_dict=True)
+    remote_stopped = Bool(False).tag(to_dict=True)
+    remote_stop_timeout = Float(15.0).tag(to_dict=True)
+
+    def find_args(self) -> list[str]:
+        return [*self.ssh_argv, "--", remote_command(self.remote_script)]
+
+    def start(self, n: int = 1) -> None:
+        """Like LocalProcessLauncher.start, but the connection info goes to ssh's stdin."""
+        env = os.environ.copy()
+        env.update(self.get_env())
+        info = env.pop("IPP_CONNECTION_INFO", "")
+        if not info:
+            with open(self.connection_files["engine"]) as handle:
+                info = handle.read()
+        with open(self.output_file, "ab") as out:
+            proc = self._popen_process = Popen(
+                self.args,
+                stdout=out.fileno(),
+                stderr=STDOUT,
+                stdin=PIPE,
+                env=env,
+                cwd=self.work_dir,
+                start_new_session=True,
+            )
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(info.encode())  # a few hundred bytes: fits the pipe buffer
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # ssh exited already; the wait below reports its output
+        self.pid = proc.pid
+        self.process = psutil.Process(proc.pid)
+        self.notify_start(proc.pid)
+        self._start_waiting()
+
+    def _read_output(self) -> str:
+        try:
+            with open(self.output_file, errors="replace") as handle:
+                return handle.read()
+        except OSError:
+            return ""
+
+    async def wait_remote_pid(self, timeout: float) -> None:
+        """Wait until the remote shell printed its pid (the engine's, after exec)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self._read_output()
+            match = _PID_RE.search(text)
+            if match:
+                self.remote_pid = int(match.group(1))
+                return
+            if (
+                self.process is None
+                or not self.process.is_running()
+                or (self.process.status() == psutil.STATUS_ZOMBIE)
+            ):
+                raise EngineStartError(
+                    f"ssh to {self.host_label} exited before the engine started "
+                    f"(`{shlex.join(self.ssh_argv)} ...`); its output is below.",
+                    text,
+                )
+            if time.monotonic() > deadline:
+                raise EngineStartError(
+                    f"The shell on {self.host_label} did not start the engine within "
+                    f"{timeout:g}s; check the host's load and the profile's prologue/activate lines.",
+                    text,
+                )
+            await asyncio.sleep(0.02)
+
+    async def kill_remote(self) -> None:
+        """Kill the remote engine by pid over ssh, bounded; a no-op once done."""
+        if self.remote_pid <= 0 or self.remote_stopped:
+            return
+        script = _KILL_SCRIPT.format(pid=self.remote_pid, ticks=REMOTE_TERM_GRACE * 10)
+        argv = [*self.ssh_argv, "--", remote_command(script)]
+        code, out, err = await run_bounded(argv, self.remote_stop_timeout)
+        if code == 0:
+            self.remote_stopped = True
+            return
+        log.warning(
+            "pxpool: could not stop engine pid %s on %s (ssh %s): %s; kill it by hand: "
+            "`%s kill %s`",
+            self.remote_pid,
+            self.host_label,
+            "timed out" if code is None else f"exited with {code}",
+            (err or out).strip()[-500:],
+            shlex.join(self.ssh_argv),
+            self.remote_pid,
+        )
+
+    async def stop(self) -> None:
+        await self.kill_remote()
+        await super().stop()  # the ssh client ends with its engine; SIGTERM if not
+
+    def signal(self, sig: int) -> None:
+        if self.state == "running" and self.process is not None:
+            self.process.send_signal(sig)
+
+    def _reconstruct_process(self, d: dict) -> None:
+        """From a cluster file: the local ssh client may be gone while the remote
+        engine still runs; keep the launcher so stop() can still kill it."""
+        try:
+            super()._reconstruct_process(d)
+        except NotRunning:
+            if self.remote_pid <= 0 or self.remote_stopped:
+                raise
+            self.process = None
