@@ -2,7 +2,9 @@
 
 PxpoolError
 ├── MapError                   f failed on an engine: names the engine and item index
-└── UnpicklableFunctionError   f cannot be sent to the engines
+├── UnpicklableFunctionError   f cannot be sent to the engines
+├── UnpicklableArgumentError   an argument (or a map item) cannot be sent to the engines
+└── EngineNameError            pool.pull: a name that is not defined on some engines
 """
 
 from __future__ import annotations
@@ -11,7 +13,12 @@ from typing import Any
 
 from .errors import PxpoolError
 
-__all__ = ["MapError", "UnpicklableFunctionError"]
+__all__ = [
+    "MapError",
+    "UnpicklableFunctionError",
+    "UnpicklableArgumentError",
+    "EngineNameError",
+]
 
 
 def function_name(f: Any) -> str:
@@ -61,11 +68,42 @@ class MapError(PxpoolError, RuntimeError):
 class UnpicklableFunctionError(PxpoolError, TypeError):
     """The mapped function cannot be serialized for the engines."""
 
-    def __init__(self, function: str, reason: str) -> None:
+    def __init__(self, function: str, reason: str, caller: str = "pool.map") -> None:
         self.function = function
         super().__init__(
-            f"pool.map cannot send function {function!r} to the engines: {reason}. "
+            f"{caller} cannot send function {function!r} to the engines: {reason}. "
             "Define it at module level in an importable module (engines import it by name), "
             "avoid capturing locks, sockets or open files in it, or switch to cloudpickle "
             "with `pool.view().use_cloudpickle()`."
+        )
+
+
+class UnpicklableArgumentError(PxpoolError, TypeError):
+    """An argument of a task (or an item of ``pool.map``) cannot be serialized.
+
+    ``what`` names the argument (``"argument 1"``, ``"keyword 'x'"``, ``"item 7"``),
+    ``function`` the function it was for.
+    """
+
+    def __init__(self, function: str, what: str, value: Any, reason: str) -> None:
+        self.function = function
+        self.what = what
+        super().__init__(
+            f"cannot send {what} of {function} (a {type(value).__name__}) to the engines: "
+            f"{reason}. Send what it holds instead (data, a path, parameters) and create "
+            "locks, sockets, open files or connections on the engine."
+        )
+
+
+class EngineNameError(PxpoolError, NameError):
+    """``pool.pull`` asked for names that some engines do not define."""
+
+    def __init__(self, names: list[str], engines: list[int]) -> None:
+        self.names = names
+        self.engines = engines
+        shown = ", ".join(repr(n) for n in names)
+        super().__init__(
+            f"pool.pull: {shown} not defined on engine(s) {engines}. Set it first with "
+            "`pool.push({...})` or `pool.execute(...)`, or check the spelling "
+            "(`pool.view().apply_sync(dir)` lists the names on each engine)."
         )

@@ -116,7 +116,7 @@ def _facts(packages: list[str], env: list[str]) -> dict[str, Any]:
             try:  # no metadata for it: its __version__ is the only answer
                 module = importlib.import_module(name)
             except BaseException as exc:  # noqa: BLE001 - a broken package is a finding
-                return f"import fails: {type(exc).__name__}"
+                return f"import fails ({type(exc).__name__}: {exc})"
         value = getattr(module, "__version__", None)
         return value if isinstance(value, str) else None
 
@@ -301,9 +301,13 @@ def version_mismatches(client: dict[str, Any], engines: dict[int, dict[str, Any]
     lines = []
     for (what, theirs, ours), ids in groups.items():
         which = f"engine {ids[0]}" if len(ids) == 1 else f"engines {ids}"
+        if theirs == MISSING or theirs.startswith("import fails"):
+            found = f"cannot import {what}" + (f" ({theirs[14:-1]})" if theirs != MISSING else "")
+        else:
+            found = f"run{'s' if len(ids) == 1 else ''} {what} {theirs}"
         lines.append(
-            f"pxpool: {which} run{'s' if len(ids) == 1 else ''} {what} {theirs}, this client "
-            f"runs {what} {ours}; objects may not unpickle alike. See `pool.doctor()`."
+            f"pxpool: {which} {found}, this client runs {what} {ours}; "
+            "objects may not unpickle alike. See `pool.doctor()`."
         )
     return lines
 
