@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
+import re
 import socket
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import _chunking, _mapper, _shm
-from ._data_errors import MapError, UnpicklableFunctionError
+from ._data_errors import EngineNameError, MapError, UnpicklableFunctionError
 
 if TYPE_CHECKING:
     import ipyparallel as ipp
@@ -111,7 +112,14 @@ def pull(pool: Pool, names: str | list[str] | tuple[str, ...], targets: Any = No
     """Read names back: one value per engine, or one value for a single ``int`` target."""
     ids = _ids(pool, targets)
     wanted = [names] if isinstance(names, str) else list(names)
-    replies = _pull_each(pool, ids, wanted)
+    try:
+        replies = _pull_each(pool, ids, wanted)
+    except Exception as exc:  # ipyparallel's RemoteError: "name 'x' is not defined ..."
+        if getattr(exc, "ename", None) != "NameError":
+            raise
+        named = re.findall(r"name '([^']+)'", str(getattr(exc, "evalue", "")))
+        engine = (getattr(exc, "engine_info", None) or {}).get("engine_id")
+        raise EngineNameError(named or wanted, [engine] if engine is not None else ids) from exc
     values = [r[0] if isinstance(names, str) else r for r in replies]
     return values[0] if isinstance(targets, int) else values
 
