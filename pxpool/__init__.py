@@ -10,7 +10,12 @@ Start a pool from a profile, run work on its engines, stop it::
 
 from __future__ import annotations
 
-from ._data_errors import MapError, UnpicklableFunctionError
+from ._data_errors import (
+    EngineNameError,
+    MapError,
+    UnpicklableArgumentError,
+    UnpicklableFunctionError,
+)
 from ._version import __version__
 from .doctor import EnvironmentMismatchWarning
 from .engines.batch_errors import (
@@ -64,4 +69,6 @@ __all__ = [
     "SSHConnectError",
     "RemotePythonError",
     "EnvironmentMismatchWarning",
+    "UnpicklableArgumentError",
+    "EngineNameError",
 ]
