@@ -35,6 +35,8 @@ EXPECTED_PUBLIC_NAMES = {
     "SSHConnectError",
     "RemotePythonError",
     "EnvironmentMismatchWarning",
+    "UnpicklableArgumentError",
+    "EngineNameError",
 }
 
 POOL_API = {
