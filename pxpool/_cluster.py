@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-
 from typing import Any
 
 import ipyparallel as ipp
