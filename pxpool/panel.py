@@ -60,6 +60,12 @@ def _mib(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:.0f} MiB"
 
 
+def _host_memory() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total)
+
+
 def sparkline(values: list[float]) -> str:
     """Unicode blocks scaled to the largest value (all low when nothing happened)."""
     top = max(values, default=0.0)
@@ -85,7 +91,7 @@ class Shared:
         self.task = widgets.Layout(width="220px")
         self.bar = widgets.Layout(width="170px")
         self.meta = widgets.Layout(width="120px")
-        self.button = widgets.Layout(width="90px")
+        self.button = widgets.Layout(width="105px")
         self.html = HTMLStyle()
         self.progress = ProgressStyle(description_width="36px")
         self.button_style = widgets.ButtonStyle()
@@ -161,6 +167,7 @@ class Panel(widgets.VBox):
         self.interval = refresh
         self.rows: dict[int, EngineRow] = {}
         self.shared = Shared()
+        self.memory_scale = _host_memory()  # bar scale for engines without a known limit
         self.history: collections.deque[float] = collections.deque([0.0] * HISTORY, HISTORY)
         self._last_total: tuple[float, int] | None = None
         self._lock = threading.Lock()
@@ -205,7 +212,7 @@ class Panel(widgets.VBox):
         """Update the widgets from ``snapshots`` (new rows for new engines)."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            scale = max((s.rss_peak_bytes or 0 for s in snapshots), default=0) * 2
+            scale = self.memory_scale
             added = False
             for snapshot in snapshots:
                 row = self.rows.get(snapshot.engine_id)
