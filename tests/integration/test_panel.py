@@ -58,7 +58,8 @@ def test_rows_show_busy_idle_and_dead_engines_and_the_header_counts_them(
         assert busy.task.value.startswith("sleep [")
         assert panel.rows[0].state.value.startswith("<b>0</b>")
         assert ">idle<" in badge(panel, 1) and idle.task.value == ""
-        assert 0.0 < idle.memory.value <= 1.0
+        rss = pool.health().set_index("engine_id").loc[1, "rss_bytes"]
+        assert idle.memory.value == pytest.approx(rss / panel.memory_scale, abs=0.02)
         memory, heartbeat = idle.meta.value.split(" &middot; ")
         assert memory.endswith(" MiB") and float(heartbeat.rstrip("s")) < 2.0
         assert "pxpool-state-dead" in dead.state._dom_classes
