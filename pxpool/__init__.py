@@ -37,6 +37,7 @@ from .errors import (
     PxpoolError,
     UnknownProfileError,
 )
+from .health import EngineSnapshot
 from .magics import load_ipython_extension, unload_ipython_extension
 from .pool import Pool, current
 from .profile import Profile, list_profiles, load_profile
@@ -50,6 +51,7 @@ __all__ = [
     "Profile",
     "load_profile",
     "list_profiles",
+    "EngineSnapshot",
     "PxpoolError",
     "ProfileError",
     "UnknownProfileError",

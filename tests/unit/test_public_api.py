@@ -16,6 +16,7 @@ EXPECTED_PUBLIC_NAMES = {
     "Profile",
     "load_profile",
     "list_profiles",
+    "EngineSnapshot",
     "PxpoolError",
     "ProfileError",
     "UnknownProfileError",
@@ -64,6 +65,10 @@ POOL_API = {
     "gather",
     "disconnect",
     "doctor",
+    "health",
+    "health_summary",
+    "health_snapshots",
+    "panel",
 }
 
 
