@@ -127,8 +127,7 @@ class Collector:
     def _run(self) -> None:
         import zmq
 
-        context = zmq.Context.instance()
-        sub = context.socket(zmq.SUB)
+        sub: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)  # this thread only
         sub.linger = 0
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         try:
