@@ -16,7 +16,9 @@ from ._data_errors import (
     UnpicklableArgumentError,
     UnpicklableFunctionError,
 )
+from ._fault_errors import EngineDied, TaskLost, TaskTimeout
 from ._version import __version__
+from .debug import DebugAuthError, DebugError, DebuggerQuit, DebugSession
 from .doctor import EnvironmentMismatchWarning
 from .engines.batch_errors import (
     EnginesMissingError,
@@ -64,6 +66,13 @@ __all__ = [
     "EngineNotFoundError",
     "MapError",
     "UnpicklableFunctionError",
+    "TaskTimeout",
+    "EngineDied",
+    "TaskLost",
+    "DebugSession",
+    "DebugError",
+    "DebugAuthError",
+    "DebuggerQuit",
     "SubmitCommandNotFound",
     "SubmitRejected",
     "JobFailedError",

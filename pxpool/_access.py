@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import ipyparallel as ipp
 
-from . import data
+from . import _timeouts, data
+from ._supervisor import supervisor_of
 from .errors import EngineNotFoundError
 
 if TYPE_CHECKING:
@@ -47,9 +48,12 @@ class EngineAccess:
         view.block = True
         return view
 
-    def lbview(self, targets: Any = None) -> ipp.LoadBalancedView:
-        """A blocking LoadBalancedView, which sends each task to the next free engine."""
-        view = self.client.load_balanced_view(targets)
+    def lbview(self, targets: Any = None, timeout: float | None = None) -> ipp.LoadBalancedView:
+        """A blocking LoadBalancedView, which sends each task to the next free engine.
+
+        With ``timeout``, a blocking ``apply`` that runs longer on its engine is stopped
+        and raises :class:`~pxpool.TaskTimeout` (see ``pool.apply``)."""
+        view = _timeouts.timed_lbview(self._pool(), targets, timeout)
         view.block = True
         return view
 
@@ -62,8 +66,12 @@ class EngineAccess:
                     raise EngineNotFoundError(target, ids)
 
     def push(self, namespace: dict[str, Any], targets: Any = None) -> None:
-        """Set names in the engines' namespaces (all engines unless ``targets``)."""
+        """Set names in the engines' namespaces (all engines unless ``targets``).
+
+        Names pushed to all engines are pushed again to engines that join later."""
         data.push(self._pool(), namespace, targets)
+        if targets is None or targets == "all":
+            supervisor_of(self._pool()).setup.record_push(namespace)
 
     def pull(self, names: str | list[str] | tuple[str, ...], targets: Any = None) -> Any:
         """Read names back: one value per engine, or one value for a single target."""
@@ -85,15 +93,42 @@ class EngineAccess:
         chunksize: int | str = "auto",
         ordered: bool = True,
         progress: bool | None = None,
+        timeout: float | None = None,
+        retries: int = 1,
     ) -> Any:
-        """Apply ``f`` to every item of ``values`` on the engines, load-balanced."""
+        """Apply ``f`` to every item of ``values`` on the engines, load-balanced
+        (see :func:`pxpool.data.pool_map`)."""
         return data.pool_map(
-            self._pool(), f, values, *more, chunksize=chunksize, ordered=ordered, progress=progress
+            self._pool(),
+            f,
+            values,
+            *more,
+            chunksize=chunksize,
+            ordered=ordered,
+            progress=progress,
+            timeout=timeout,
+            retries=retries,
         )
 
-    def apply(self, f: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run ``f(*args, **kwargs)`` once, on the next free engine, and return its result."""
-        return self.lbview().apply_sync(f, *args, **kwargs)
+    def apply(
+        self, f: Any, *args: Any, timeout: float | None = None, retries: int = 1, **kwargs: Any
+    ) -> Any:
+        """Run ``f(*args, **kwargs)`` once, on the next free engine, and return its result.
+
+        ``timeout``: seconds ``f`` may run on its engine; then the engine is interrupted
+        (killed and replaced if it does not yield) and :class:`~pxpool.TaskTimeout` is
+        raised. ``retries``: how often to run ``f`` again on another engine when its
+        engine dies under it; then :class:`~pxpool.TaskLost` names the engine and how it
+        died. (An exception raised by ``f`` itself is never retried.)"""
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds; got {timeout!r}")
+        return _timeouts.apply(self._pool(), f, args, kwargs, timeout, retries)
+
+    def setup(self, code: str) -> None:
+        """Run ``code`` on every engine now, and again on every engine that joins later
+        (restarts, replacements, ``scale``): imports, loaded data, configuration."""
+        self.execute(code)
+        supervisor_of(self._pool()).setup.record_code(code)
 
     def execute(self, code: str, targets: Any = None) -> None:
         """Run ``code`` on the engines, as a ``%%px`` cell does."""

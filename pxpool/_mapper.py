@@ -20,7 +20,9 @@ import ipyparallel as ipp
 from ipyparallel.serialize import PrePickled
 
 from . import _chunking as ch
+from . import _timeouts
 from ._data_errors import MapError, UnpicklableFunctionError, function_name
+from ._fault_errors import TaskTimeout
 from ._progress import Progress
 from .errors import PoolStateError
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from .pool import Pool
 
 WAIT_SLICE = 1.0  # seconds between checks that the pool still runs
+TIMEOUT_POLL = 0.05  # seconds between checks of chunk run times when a timeout is set
 INDEX_WAIT = 2.0  # how long a failed chunk's item index may take to arrive
 # engine seconds per chunk: partitions run vectorised code with a fixed cost per call,
 # so they get longer chunks; the balance cap in ChunkSizer still leaves 4 per engine
@@ -35,10 +38,14 @@ ITEM_TARGET, PART_TARGET = 0.02, 0.2
 
 
 class _Chunk:
-    __slots__ = ("number", "start", "count")
+    __slots__ = ("number", "start", "count", "args", "tries", "running_since", "submitted", "asked")
 
-    def __init__(self, number: int, start: int, count: int) -> None:
+    def __init__(self, number: int, start: int, count: int, args: tuple[Any, ...] = ()) -> None:
         self.number, self.start, self.count = number, start, count
+        self.args = args  # kept until the chunk is done, to send it again if its engine dies
+        self.tries = 0
+        self.running_since: float | None = None
+        self.submitted = self.asked = time.monotonic()  # reset when sent again
 
 
 class _Source:
@@ -118,10 +125,16 @@ def pool_map(
     chunksize: int | str = "auto",
     ordered: bool = True,
     progress: bool | None = None,
+    timeout: float | None = None,
+    retries: int = 1,
 ) -> Any:
     """See :meth:`pxpool.data.pool_map`."""
     if chunksize != "auto" and (not isinstance(chunksize, int) or chunksize < 1):
         raise ValueError(f"chunksize must be a positive int or 'auto'; got {chunksize!r}")
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds; got {timeout!r}")
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0; got {retries!r}")
     kind = ch.kind_of(values)
     packed_f = prepickle(f)
     client = pool.client
@@ -155,9 +168,9 @@ def pool_map(
     exhausted = False
     try:
         if partitions and source.total == 0:  # f runs once on the empty input, for its type
-            args = ch.flat_args([values, *more])
-            ar = view.apply_async(ch.run_part, packed_f, f"{token}:0", 0, 1 + len(more), *args)
-            inflight[ar] = _Chunk(0, 0, 0)
+            args = (ch.run_part, packed_f, f"{token}:0", 0, 1 + len(more))
+            empty = _Chunk(0, 0, 0, (*args, *ch.flat_args([values, *more])))
+            inflight[view.apply_async(*empty.args)] = empty
             exhausted, number = True, 1
         while True:
             # one probe per engine until a cost is measured, then two chunks per engine
@@ -167,19 +180,34 @@ def pool_map(
                     exhausted = True
                     break
                 start, count, (runner, *args) = taken
-                ar = view.apply_async(runner, packed_f, f"{token}:{number}", start, *args)
-                inflight[ar] = _Chunk(number, start, count)
+                chunk = _Chunk(
+                    number, start, count, (runner, packed_f, f"{token}:{number}", start, *args)
+                )
+                inflight[view.apply_async(*chunk.args)] = chunk
                 number += 1
             if not inflight:
                 break
             done, _ = concurrent.futures.wait(
-                list(inflight), timeout=WAIT_SLICE, return_when=concurrent.futures.FIRST_COMPLETED
+                list(inflight),
+                timeout=WAIT_SLICE if timeout is None else TIMEOUT_POLL,
+                return_when=concurrent.futures.FIRST_COMPLETED,
             )
             if not done:
                 pool._running()  # raises PoolStateError if the pool stopped meanwhile
+                if timeout is not None:
+                    _enforce_timeout(pool, f, inflight, timeout, partitions)
                 continue
             for ar in sorted(done, key=lambda a: inflight[a].number):
                 chunk = inflight.pop(ar)
+                if _lost(ar):
+                    if chunk.tries >= retries:
+                        what = f"pool.map({function_name(f)}) chunk of {_items(chunk, partitions)}"
+                        raise _timeouts.lost_error(pool, ar, what, chunk.tries) from ar.exception()
+                    chunk.tries += 1
+                    chunk.running_since = None
+                    chunk.submitted = chunk.asked = time.monotonic()
+                    inflight[view.apply_async(*chunk.args)] = chunk  # its engine is gone
+                    continue
                 reply = _get(ar, pool, f, chunk, token, partitions)
                 sizer.record(chunk.count, reply[0])
                 results[chunk.number] = ch.unpack(reply[1:]) if partitions else _loads(reply[1])
@@ -194,6 +222,40 @@ def pool_map(
     for n in order:
         out.extend(results[n])
     return out
+
+
+def _items(chunk: _Chunk, partitions: bool) -> str:
+    stop = chunk.start + chunk.count - 1
+    return f"{'rows' if partitions else 'items'} {chunk.start}..{stop}"
+
+
+def _lost(ar: ipp.AsyncResult) -> bool:
+    """True when the chunk failed because its engine died, not because ``f`` raised."""
+    try:
+        error = ar.exception(timeout=0)
+    except Exception:
+        return False
+    return error is not None and _timeouts.engine_died(error)
+
+
+def _enforce_timeout(
+    pool: Pool, f: Any, inflight: dict[ipp.AsyncResult, _Chunk], timeout: float, part: bool
+) -> None:
+    """Stop the engine of a chunk that has run longer than ``timeout`` (TaskTimeout)."""
+    now = time.monotonic()
+    for ar, chunk in inflight.items():
+        silent = chunk.running_since is None and now - chunk.submitted > timeout
+        ask = silent and now - chunk.asked > _timeouts.HUB_POLL
+        chunk.asked = now if ask else chunk.asked
+        engine = _timeouts.running_engine(ar, ask_hub=ask)
+        if engine is None or ar.done():
+            continue
+        if chunk.running_since is None:
+            chunk.running_since = chunk.submitted if ask else now
+        if now - chunk.running_since > timeout:
+            action = _timeouts.stop_task(pool, ar, engine)
+            task = f"pool.map({function_name(f)}) chunk of {_items(chunk, part)}"
+            raise TaskTimeout(task, engine, timeout, action)
 
 
 def _get(ar: ipp.AsyncResult, pool: Pool, f: Any, chunk: _Chunk, token: str, part: bool) -> Any:

@@ -73,12 +73,28 @@ class StartupWatch:
             ) from None
 
     async def engines_registered(
-        self, client: ipp.Client, engine_ids: list[int], engine_sets: dict[str, list[int]]
+        self,
+        client: ipp.Client,
+        engine_ids: list[int],
+        engine_sets: dict[str, list[int]],
+        known_ids: set[int] | None = None,
     ) -> None:
-        """Wait until every id in ``engine_ids`` is registered with the hub."""
+        """Wait until every id in ``engine_ids`` is registered with the hub.
+
+        With ``known_ids`` (every id the pool owns), an engine that registered under
+        an id the pool never asked for is reported at once: the hub hands out a new
+        id while the requested one is still reserved for an engine that died while
+        registering (for ``registration_timeout`` seconds)."""
         wanted = set(engine_ids)
         watched = {s: ids for s, ids in engine_sets.items() if wanted & set(ids)}
         while not wanted <= set(client.ids):
+            strays = set(client.ids) - wanted - (known_ids or set()) if known_ids else set()
+            if strays:
+                raise EngineStartError(
+                    f"Engines asking for ids {sorted(wanted - set(client.ids))} registered as "
+                    f"{sorted(strays)}: the controller still reserves the requested ids for "
+                    "engines that died while registering. Try again in a few seconds."
+                )
             controller = self.cluster.controller
             if controller is not None and _launcher_exited(controller):
                 raise ControllerStartError(

@@ -196,6 +196,8 @@ def pool_map(
     chunksize: int | str = "auto",
     ordered: bool = True,
     progress: bool | None = None,
+    timeout: float | None = None,
+    retries: int = 1,
 ) -> Any:
     """Apply ``f`` over ``values`` on the engines, load-balanced, in chunks.
 
@@ -215,7 +217,22 @@ def pool_map(
     notebook, tqdm in a terminal) when the map runs longer than 2 s; ``True`` shows
     it at once, ``False`` never. A failure raises :class:`MapError` naming the engine
     and the item (or partition), with the engine's error as ``__cause__``.
+
+    ``timeout``: seconds one chunk may run on its engine; then the engine is
+    interrupted (killed and replaced if it does not yield) and
+    :class:`~pxpool.TaskTimeout` names the chunk's items. ``retries``: how often a chunk
+    whose engine died under it runs again on another engine, before
+    :class:`~pxpool.TaskLost` says which engine died and how. Every result arrives
+    exactly once: a chunk is only re-sent when its engine is known to be gone.
     """
     return _mapper.pool_map(
-        pool, f, values, *more, chunksize=chunksize, ordered=ordered, progress=progress
+        pool,
+        f,
+        values,
+        *more,
+        chunksize=chunksize,
+        ordered=ordered,
+        progress=progress,
+        timeout=timeout,
+        retries=retries,
     )

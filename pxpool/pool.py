@@ -24,6 +24,7 @@ from ._async import LoopThread, SyncTwins
 from ._cluster import PxCluster
 from ._processes import local_process_tree, local_process_tree_of, processes_of_pool, reap
 from ._startup import StartupWatch
+from ._supervisor import REGISTRATION_HOLD_SECONDS, supervise
 from .debug import DebugAccess, install_debugger
 from .doctor import DoctorAccess, warn_on_version_mismatch
 from .engines import provider_for
@@ -69,6 +70,7 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, EngineAccess, SyncTwins):
         self._next_id = 0
         self._engine_hooks: list[EngineHook] = []
         self.add_engine_hook(install_debugger)  # breakpoint() and pool.debug() on engines
+        self.add_engine_hook(supervise)  # deaths noticed, engines replaced, setup replayed
         self.add_engine_hook(warn_on_version_mismatch)  # Python/package versions differ
         self._loop_thread = LoopThread(f"pxpool-{self.name}")
 
@@ -150,6 +152,11 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, EngineAccess, SyncTwins):
         args = [
             f"--ip={settings.ip}",
             f"--HeartMonitor.period={settings.heartbeat_ms}",
+            # drop an engine after ~5 s of silence, not after 10 beats: with a 100 ms
+            # beat, 1 s of a loaded machine would unregister healthy engines
+            f"--HeartMonitor.max_heartmonitor_misses={max(10, 5000 // settings.heartbeat_ms)}",
+            # an engine that dies while registering reserves its id this long (default 30 s)
+            f"--IPController.registration_timeout={REGISTRATION_HOLD_SECONDS}",
             # schedulers as threads: one process to start instead of nine (~0.5 s sooner)
             "--IPController.use_threads=True",
             # the hub keeps task buffers for client.get_result(); 64 MB, not 1 GB, so big
@@ -231,7 +238,7 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, EngineAccess, SyncTwins):
             self._engine_sets.update(new_sets)
             await StartupWatch(
                 cluster, self.profile, self.profile.timeouts.start
-            ).engines_registered(client, ids, new_sets)
+            ).engines_registered(client, ids, new_sets, self._owner_ids())
             await self._engines_ready(ids)
         elif n < len(have):
             await self._remove_engines(have[n:])
@@ -252,7 +259,7 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, EngineAccess, SyncTwins):
         new_sets = await self.provider.start_engines(cluster, together)
         self._engine_sets.update(new_sets)
         await StartupWatch(cluster, self.profile, self.profile.timeouts.start).engines_registered(
-            client, together, new_sets
+            client, together, new_sets, self._owner_ids()
         )
         await self._engines_ready(together)
         self._write_record()

@@ -38,6 +38,13 @@ EXPECTED_PUBLIC_NAMES = {
     "EnvironmentMismatchWarning",
     "UnpicklableArgumentError",
     "EngineNameError",
+    "TaskTimeout",
+    "EngineDied",
+    "TaskLost",
+    "DebugSession",
+    "DebugError",
+    "DebugAuthError",
+    "DebuggerQuit",
 }
 
 POOL_API = {
@@ -69,6 +76,8 @@ POOL_API = {
     "health_summary",
     "health_snapshots",
     "panel",
+    "setup",
+    "debug",
 }
 
 
@@ -108,3 +117,10 @@ def test_ssh_errors_are_engine_start_errors() -> None:
     for cls in (pxpool.SSHConnectError, pxpool.RemotePythonError):
         assert issubclass(cls, pxpool.EngineStartError)
         assert cls.__doc__ and cls.__doc__.strip()
+
+
+def test_fault_errors_are_pxpool_errors_and_task_lost_is_an_engine_death() -> None:
+    assert issubclass(pxpool.TaskTimeout, pxpool.PxpoolError)
+    assert issubclass(pxpool.TaskTimeout, TimeoutError)
+    assert issubclass(pxpool.TaskLost, pxpool.EngineDied)
+    assert issubclass(pxpool.DebuggerQuit, pxpool.PxpoolError)
