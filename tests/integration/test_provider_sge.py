@@ -1,0 +1,111 @@
+"""The shared provider suite on Son of Grid Engine 8.1.9 (``infra/sge.sh``: one host,
+queue all.q with 8 slots, PE smp), once with one engine per job and once with two
+engines in one job (two slots through the smp PE); after the pool stops, qstat lists
+none of its jobs. Plus a submit to a queue that does not exist."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest
+
+import pxpool
+
+from .batch_helpers import BatchSuite
+
+pytestmark = pytest.mark.integration
+
+SGE_QUEUE = os.environ.get("PXPOOL_TEST_SGE_QUEUE", "all.q")
+
+
+def need_sge() -> None:
+    """Skip unless ``qsub`` on PATH is Grid Engine's (not the PBS emulation's) and answers."""
+    try:
+        result = subprocess.run(
+            ["qstat", "-help"], capture_output=True, text=True, timeout=20, check=False
+        )
+    except FileNotFoundError:
+        pytest.skip("qstat not found; run `bash infra/sge.sh install && bash infra/sge.sh start`")
+    if not result.stdout.startswith("SGE"):
+        pytest.skip(f"qstat on PATH is not Grid Engine's: {result.stdout[:60]!r}")
+    if subprocess.run(["qstat"], capture_output=True, timeout=20, check=False).returncode != 0:
+        pytest.skip("sge_qmaster does not answer; run `bash infra/sge.sh start`")
+
+
+def sge_jobs(pool_name: str) -> list[str]:
+    """This pool's jobs in any state qstat lists ("id name state"); full names from -xml,
+    as the plain listing cuts names at 10 characters."""
+    result = subprocess.run(
+        ["qstat", "-xml"], capture_output=True, text=True, timeout=20, check=False
+    )
+    assert result.returncode == 0, f"qstat -xml: {result.stderr}"
+    found = []
+    for job in ET.fromstring(result.stdout).iter("job_list"):
+        name = job.findtext("JB_name", "")
+        if name.startswith(f"pxpool-{pool_name}-"):
+            found.append(f"{job.findtext('JB_job_number')} {name} {job.findtext('state')}")
+    return found
+
+
+class TestSGE(BatchSuite):
+    @pytest.fixture(scope="class")
+    def profile_overrides(self) -> tuple[str, dict[str, Any]]:
+        need_sge()
+        return ("sge", {"queue": SGE_QUEUE, "walltime": "00:10:00", "start_timeout": 60})
+
+    def queue(self, pool: pxpool.Pool) -> list[str]:
+        return sge_jobs(pool.name)
+
+    def test_each_engine_runs_in_its_own_job(self, pool: pxpool.Pool) -> None:
+        jobs = {pool.provider.job_id_of(i) for i in pool.ids}
+        assert None not in jobs and len(jobs) == self.engines
+        assert sorted(line.split()[0] for line in self.queue(pool)) == sorted(map(str, jobs))
+
+
+def _slots() -> str:
+    return os.environ.get("NSLOTS", "")
+
+
+class TestSGETwoEnginesPerJob(BatchSuite):
+    @pytest.fixture(scope="class")
+    def profile_overrides(self) -> tuple[str, dict[str, Any]]:
+        need_sge()
+        return (
+            "sge",
+            {"queue": SGE_QUEUE, "engines_per_job": 2, "memory": "200M", "start_timeout": 60},
+        )
+
+    def queue(self, pool: pxpool.Pool) -> list[str]:
+        return sge_jobs(pool.name)
+
+    def test_engines_share_one_job_with_two_slots(self, pool: pxpool.Pool) -> None:
+        assert pool.provider.job_id_of(0) == pool.provider.job_id_of(1) is not None
+        assert pool.view([0, 1]).apply_sync(_slots) == ["2", "2"]
+
+
+def test_unknown_queue_is_rejected_with_qsub_stderr() -> None:
+    need_sge()
+    pool = pxpool.Pool.from_profile("sge", engines=1, queue="nosuch.q", start_timeout=30)
+    with pytest.raises(pxpool.SubmitRejected, match=r"`qsub .*job-0\.sh` exited with code") as info:
+        pool.start_sync()
+    error = info.value
+    assert error.command[0] == "qsub" and error.exit_code not in (0, None)
+    assert 'job requests unknown queue "nosuch.q"' in error.stderr
+    assert 'job requests unknown queue "nosuch.q"' in str(error)
+    pool.stop_sync()
+    assert sge_jobs(pool.name) == []
+
+
+def test_job_that_fails_reports_sge_output_from_the_o_directive() -> None:
+    need_sge()
+    pool = pxpool.Pool.from_profile(
+        "sge", engines=1, queue=SGE_QUEUE, prologue=["echo no python here", "exit 3"]
+    )
+    with pytest.raises(pxpool.JobFailedError, match=r"SGE job \d+ \(engines \[0\]\) ended") as info:
+        pool.start_sync()
+    assert "no python here" in str(info.value) and "exited with status 3" in str(info.value)
+    pool.stop_sync()
+    assert sge_jobs(pool.name) == []
