@@ -24,6 +24,9 @@ mkdir -p "$INFRA_DIR"
 "$HERE/mpi.sh" check || die "mpi.sh check failed"
 "$HERE/pbs.sh" install || die "pbs.sh install failed"
 "$HERE/pbs.sh" check || die "pbs.sh check failed"
+"$HERE/sge.sh" install || die "sge.sh install failed"
+"$HERE/sge.sh" start || die "sge.sh start failed"
+"$HERE/sge.sh" check || die "sge.sh check failed"
 
 tmp="$(mktemp "$INFRA_DIR/env.sh.XXXXXX")"
 {
@@ -32,6 +35,7 @@ tmp="$(mktemp "$INFRA_DIR/env.sh.XXXXXX")"
     "$HERE/slurm.sh" env
     "$HERE/mpi.sh" env
     "$HERE/pbs.sh" env
+    "$HERE/sge.sh" env
 } >"$tmp"
 chmod 0644 "$tmp"
 mv -f "$tmp" "$ENV_FILE"
