@@ -89,6 +89,7 @@ cleanup() { if [[ $OUR_POLICY -eq 1 ]]; then rm -f "$POLICY"; fi; }
 
 cmd_install() {
     mkdir -p "$STATE"
+    LOG="$STATE/install.log"
     local missing=() p
     for p in "${PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done
     if ((${#missing[@]} == 0)); then
