@@ -42,19 +42,42 @@ class SGEProvider(BatchProvider):
 
     @classmethod
     def status_argv(cls, job_id: str) -> list[str]:
-        return ["qstat"]  # the user's jobs; a job that ended is no longer listed
+        # The user's jobs (a job that ended is no longer listed), then `qstat -j` for
+        # the scheduler's reason a job waits ("scheduling info:"), in one call.
+        script = f'qstat || exit; echo "{_DETAILS}"; qstat -j "$1" 2>&1; exit 0'
+        return ["sh", "-c", script, "sh", job_id]
 
     @classmethod
     def parse_status(cls, job_id: str, code: int, stdout: str, stderr: str) -> JobStatus:
         if code != 0:
             return JobStatus("no answer", UNKNOWN)
-        for line in stdout.splitlines():
+        listing, _, details = stdout.partition(_DETAILS)
+        for line in listing.splitlines():
             fields = line.split()
             if len(fields) > 4 and fields[0] == job_id:
                 word = fields[4]
                 if "E" in word:  # Eqw: stays queued in error; report it, qdel removes it
-                    return JobStatus(word, FINISHED, "error state; see `qstat -j " + job_id + "`")
+                    why = _detail(details, "error reason") or f"see `qstat -j {job_id}`"
+                    return JobStatus(word, FINISHED, f"error state: {why}")
                 if "q" in word or "h" in word:
-                    return JobStatus(word, PENDING)
+                    return JobStatus(word, PENDING, _detail(details, "scheduling info"))
                 return JobStatus(word, RUNNING)
         return JobStatus("gone", GONE)
+
+
+_DETAILS = "--- qstat -j ---"
+
+
+def _detail(details: str, key: str) -> str:
+    """The text after ``key ...:`` in ``qstat -j`` output, with its continuation lines
+    joined by "; " (empty when the scheduler does not collect it)."""
+    found: list[str] = []
+    for line in details.splitlines():
+        if found and line[:1].isspace() and line.strip():
+            found.append(line.strip())
+        elif found:
+            break
+        elif line.startswith(key) and ":" in line:
+            found.append(line.split(":", 1)[1].strip())
+    reason = "; ".join(part for part in found if part)
+    return "" if "turned off" in reason else reason

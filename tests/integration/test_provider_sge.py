@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -107,5 +108,22 @@ def test_job_that_fails_reports_sge_output_from_the_o_directive() -> None:
     with pytest.raises(pxpool.JobFailedError, match=r"SGE job \d+ \(engines \[0\]\) ended") as info:
         pool.start_sync()
     assert "no python here" in str(info.value) and "exited with status 3" in str(info.value)
+    pool.stop_sync()
+    assert sge_jobs(pool.name) == []
+
+
+def test_engines_still_queued_report_qw_and_the_schedulers_reason() -> None:
+    # more slots than queue all.q has: SGE keeps the job waiting (qw) instead of rejecting
+    need_sge()
+    pool = pxpool.Pool.from_profile(
+        "sge", engines=1, queue=SGE_QUEUE, cores_per_engine=20, start_timeout=6
+    )
+    began = time.monotonic()
+    with pytest.raises(pxpool.EnginesMissingError, match=r"0 of 1 engines registered") as info:
+        pool.start_sync()
+    assert time.monotonic() - began < 15
+    error = info.value
+    assert len(error.pending) == 1 and error.pending[0] in str(error)
+    assert 'qw (reason: cannot run in PE "smp" because it only offers' in str(error)
     pool.stop_sync()
     assert sge_jobs(pool.name) == []
