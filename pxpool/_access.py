@@ -138,4 +138,5 @@ class EngineAccess:
 
     def job_script(self) -> str:
         """The exact script a batch provider would submit for one job, before submitting."""
-        return self.provider.job_script()  # type: ignore[attr-defined]
+        pool = self._pool()
+        return pool.provider.job_script(pool_name=pool.name)

@@ -10,12 +10,26 @@ Each message says what failed, the values involved, and the next step::
     ├── PoolNotFoundError            no running pool of that name (for attach/stop)
     ├── PoolStartError               a pool did not come up within its timeout
     │   ├── ControllerStartError     the controller exited or never wrote its files
-    │   └── EngineStartError         engines exited or did not register in time
+    │   ├── EngineStartError         engines exited or did not register in time
+    │   │   ├── SSHConnectError      ssh to a host failed (host, ssh's stderr)
+    │   │   ├── RemotePythonError    remote python missing or of another version
+    │   │   ├── JobFailedError       a batch job ended before its engines registered
+    │   │   └── EnginesMissingError  too few engines registered (pending jobs, reasons)
+    │   ├── SubmitCommandNotFound    sbatch/qsub/bsub/condor_submit is not on PATH
+    │   └── SubmitRejected           the batch system refused the job
     ├── EngineNotFoundError          an engine id that is not in the pool
     ├── MapError                     pool.map: f failed on an engine (names item/partition)
-    └── UnpicklableFunctionError     pool.map/apply: f cannot be sent to the engines
+    ├── UnpicklableFunctionError     pool.map/apply: f cannot be sent to the engines
+    ├── UnpicklableArgumentError     an argument or item cannot be sent to the engines
+    ├── EngineNameError              pull of a name an engine does not have
+    ├── TaskTimeout                  a task ran past its timeout=; its engine was stopped
+    ├── EngineDied                   the engine running a task died (says how)
+    │   └── TaskLost                 ...and the task's retries are used up
+    └── DebugError                   a debugger session could not open or broke
+        (DebuggerQuit: `q` in a breakpoint session ended the task)
 
-The errors of one feature live beside it (MapError in ``pxpool._data_errors``) and
+The errors of one feature live beside it (MapError in ``pxpool._data_errors``, batch
+errors in ``pxpool.engines.batch_errors``, TaskTimeout in ``pxpool._fault_errors``) and
 subclass these; ``pxpool`` exports every public one.
 
 Errors that carry a process's output keep it in ``.output`` and also quote its tail

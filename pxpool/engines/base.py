@@ -47,8 +47,9 @@ class Provider(ABC):
         """The batch job that runs ``engine_id`` (for the health table), if any."""
         return None
 
-    def job_script(self) -> str:
-        """The script submitted for one job; only batch providers submit scripts."""
+    def job_script(self, pool_name: str | None = None) -> str:
+        """The script submitted for one job (of pool ``pool_name``); only batch providers
+        submit scripts."""
         raise PxpoolError(
             f"Profile {self.profile.name!r} uses provider {self.profile.provider!r}, which starts "
             "engines directly and submits no job script; job scripts exist for batch providers "

@@ -58,6 +58,17 @@ def registered(shell: InteractiveShell) -> set[tuple[str, str]]:
     return {(kind, name) for kind in ("line", "cell") for name in magics[kind]}
 
 
+def pxpool_magics(shell: InteractiveShell) -> set[tuple[str, str]]:
+    """Registered magics whose implementation belongs to pxpool."""
+    magics = shell.magics_manager.magics
+    return {
+        (kind, name)
+        for kind in ("line", "cell")
+        for name, f in magics[kind].items()
+        if type(getattr(f, "__self__", None)).__module__.startswith("pxpool")
+    }
+
+
 # ------------------------------------------------------------------ loading
 
 
@@ -80,7 +91,9 @@ def test_unload_removes_magics_and_leaves_the_pool_running(
 ) -> None:
     shell.run_line_magic("unload_ext", "pxpool")
     try:
-        assert not (PX_MAGICS | {("line", "pool")}) & registered(shell)
+        # the shell is shared with other test modules: a magic pxpool replaced (such as
+        # ipyparallel's own %px from an earlier view.activate()) comes back, pxpool's go
+        assert not pxpool_magics(shell)
         assert "PxMagics" not in shell.magics_manager.registry
         assert pool.state == "running"
         assert pool.apply(lambda: 6 * 7) == 42

@@ -98,6 +98,11 @@ def lines_of(cell: NotebookNode) -> str:
 
 def check_health_and_debugging(nb: NotebookNode) -> None:
     assert "with 2 engines [0, 1]" in text_of(cell_with(nb, "%pool start"))
+    panel = cell_with(nb, "pool.panel()")
+    widget = "application/vnd.jupyter.widget-view+json"
+    assert any(widget in out.get("data", {}) for out in panel.outputs), panel.outputs
+    counts = dict(re.findall(r"'(\w+)': (\d+)", text_of(cell_with(nb, "pool.health_summary()"))))
+    assert sum(map(int, counts.values())) == 2 and int(counts["dead"]) == 0, counts
     failed = text_of(cell_with(nb, "pool.map(normalise, batches)"))
     assert "MapError" in failed and "item 2" in failed and "ZeroDivisionError" in failed
     post_mortem = lines_of(next(c for c in nb.cells if c.source.strip() == "%pxdebug"))
@@ -118,8 +123,28 @@ def check_health_and_debugging(nb: NotebookNode) -> None:
     assert re.search(r"Stopped pool '.+'\.", text_of(cell_with(nb, "%pool stop")))
 
 
+def check_clusters(nb: NotebookNode) -> None:
+    assert re.search(
+        r"<Pool '.+' profile='ssh' state=running engines=2>", text_of(cell_with(nb, "ssh_pool = "))
+    )
+    places = text_of(cell_with(nb, "ssh engines run on:"))
+    assert len(set(re.findall(r"pid (\d+)", places))) == 2, places
+    assert "squares over ssh: [0, 1, 4, 9, 16, 25, 36, 49]" in places
+    health = text_of(cell_with(nb, "ssh_pool.health()"))
+    assert len(re.findall(r"\bidle\b", health)) == 2, health
+    assert "ssh pool: stopped" in text_of(cell_with(nb, "ssh_pool.stop_sync()"))
+    script = text_of(cell_with(nb, "print(slurm_pool.job_script())"))
+    assert script.startswith("#!") and "#SBATCH" in script and "--time=0:10:00" in script, script
+    assert "-NAME" not in script, "pool.job_script() names the pool's own files"
+    jobs = text_of(cell_with(nb, "engines run in SLURM jobs:"))
+    assert len(re.findall(r"'(\d+)'", jobs)) == 2, jobs
+    assert "sum over the jobs: 5050" in jobs
+    assert "slurm pool: stopped" in text_of(cell_with(nb, "slurm_pool.stop_sync()"))
+
+
 CHECKS: dict[str, Callable[[NotebookNode], None]] = {
     "01-quickstart.ipynb": check_quickstart,
+    "02-clusters.ipynb": check_clusters,
     "03-health-and-debugging.ipynb": check_health_and_debugging,
 }
 

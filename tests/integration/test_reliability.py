@@ -184,6 +184,6 @@ def test_chaos_every_result_exactly_once_while_engines_are_killed(pool: pxpool.P
         thread.join(15)
     assert mapped == [x * x for x in range(500)]
     assert viewed == [x * x for x in range(100)]
-    assert len(kills) >= 5
+    assert len(kills) >= 3  # fewer than 10: while both engines are being replaced, none runs
     wait_until(lambda: pool.ids == [0, 1], REPLACE_WAIT, "every killed engine's replacement")
     assert pool.map(lambda x: x + 1, range(10)) == list(range(1, 11))
