@@ -6,7 +6,38 @@ lands in ``$HOME``); these are SGE's own directives.
 
 from __future__ import annotations
 
-from .batch import FINISHED, GONE, PENDING, RUNNING, UNKNOWN, BatchProvider, JobSpec, JobStatus
+import asyncio
+import time
+
+from .batch import (
+    FINISHED,
+    GONE,
+    PENDING,
+    RUNNING,
+    UNKNOWN,
+    BatchJob,
+    BatchProvider,
+    JobSpec,
+    JobStatus,
+    run_command,
+)
+
+
+class SGEJob(BatchJob):
+    """A job that failed to start stays queued in an error state (``Eqw``) until
+    deleted: it counts as ended for the start-up report, and stop() deletes it."""
+
+    async def stop(self) -> None:
+        if self._in_error_state():
+            await run_command(self.system.cancel_argv(self.job_id), self.submit_timeout)
+            deadline = time.monotonic() + self.cancel_timeout
+            while time.monotonic() < deadline and (await self.poll()).kind != GONE:
+                await asyncio.sleep(0.2)
+        await super().stop()
+
+    def _in_error_state(self) -> bool:
+        status = self.status
+        return bool(self.job_id) and status is not None and status.kind == FINISHED
 
 
 class SGEProvider(BatchProvider):
@@ -16,6 +47,7 @@ class SGEProvider(BatchProvider):
     cancel_command = "qdel"
     directive_prefix = "#$"
     job_id_pattern = r"Your job (\d+)"
+    engine_launcher_class = SGEJob
 
     def directives(self, spec: JobSpec) -> list[str]:
         batch = self.profile.batch

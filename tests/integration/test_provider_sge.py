@@ -127,3 +127,18 @@ def test_engines_still_queued_report_qw_and_the_schedulers_reason() -> None:
     assert 'qw (reason: cannot run in PE "smp" because it only offers' in str(error)
     pool.stop_sync()
     assert sge_jobs(pool.name) == []
+
+
+def test_job_in_error_state_reports_sges_reason_and_is_deleted() -> None:
+    # SGE cannot chdir to the job's directory: the job stays queued in state Eqw
+    need_sge()
+    pool = pxpool.Pool.from_profile(
+        "sge", engines=1, queue=SGE_QUEUE, directives=["-wd /nonexistent/pxpool"]
+    )
+    began = time.monotonic()
+    with pytest.raises(pxpool.JobFailedError, match=r"ended in state Eqw \(error state: ") as info:
+        pool.start_sync()
+    assert time.monotonic() - began < 20  # reported when SGE gives up, not at the timeout
+    assert "can't chdir to /nonexistent/pxpool" in str(info.value)
+    pool.stop_sync()
+    assert sge_jobs(pool.name) == []
