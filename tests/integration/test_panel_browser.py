@@ -4,7 +4,8 @@ One Jupyter server on 127.0.0.1 with a random token serves both front ends (Jupy
 at ``/lab/tree/<nb>``, Notebook 7 at ``/notebooks/<nb>``) and one headless Debian
 Chromium, driven by Playwright, is shared by both tests. Each test opens a notebook that
 starts a local pool and shows ``pool.panel()``, kills engine 1 with SIGKILL from a second
-cell and reads the page's DOM until engine 1's row says ``dead``. Screenshots go to
+cell and reads the page's DOM until engine 1's row says ``dead``, then clicks that
+row's restart button and waits for it to say ``idle`` again. Screenshots go to
 ``test-output/panel-<front end>.png``; with ``PXPOOL_UPDATE_DOCS=1`` the JupyterLab one
 is also copied to ``docs/panel.png`` for the README.
 """
@@ -304,6 +305,10 @@ def test_panel_row_turns_dead_in_the_browser_when_its_engine_is_killed(
         if i != 1:
             sync_api.expect(rows[i]).to_contain_text("idle")
     page.locator(".pxpool-panel").screenshot(path=str(screenshot))
+    # the row's own restart button brings the engine back under the same id
+    page.locator(".pxpool-row-1 .pxpool-restart").click()
+    sync_api.expect(rows[1]).to_contain_text("idle", timeout=60_000)
+    sync_api.expect(page.locator(".pxpool-error")).not_to_contain_text("failed")
     run_cell(page, 2)
     sync_api.expect(rows[0]).to_contain_text("stopped", timeout=30_000)
 
