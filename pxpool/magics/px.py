@@ -1,13 +1,14 @@
 """ipyparallel's ``%px`` family, bound to the current pxpool pool.
 
 :class:`PxMagics` is the one subclass of ipyparallel's ``ParallelMagics`` in pxpool.
-It changes four things and keeps every flag users know (``--targets``,
+It changes five things and keeps every flag users know (``--targets``,
 ``--block/--noblock``, ``--stream``, ``--local``, ``--group-outputs``, ``-o``):
 
 - the view is the current pool's (``pxpool.current()``), looked up on each use, so a
   pool started, attached or replaced later is picked up without re-binding;
 - ``--targets`` is parsed by :func:`pxpool._targets.parse_targets`, never eval'ed;
 - output streams by default, each line prefixed by its engine id;
+- ``%%px --setup`` marks the cell as setup: engines that join later run it too;
 - an interrupted cell sends SIGINT to its engines, waits for them to stop, and then
   raises ``KeyboardInterrupt``, so the cell ends as interrupted and the pool stays usable.
 """
@@ -20,6 +21,7 @@ from typing import Any
 from ipyparallel.client.magics import ParallelMagics
 from IPython.core.error import UsageError
 
+from .._supervisor import supervisor_of
 from .._targets import TargetError, parse_targets
 from ..errors import PxpoolError
 from ..pool import Pool, current
@@ -74,6 +76,21 @@ class PxMagics(ParallelMagics):
         except TargetError as exc:
             raise UsageError(str(exc)) from None
 
+    def cell_px(self, line: str = "", cell: str | None = None) -> Any:
+        """``%%px``; ``%%px --setup`` also runs the cell on every engine that joins later
+        (restarts, replacements, ``scale``), like ``pool.setup(code)``."""
+        words = line.split()
+        if "--setup" not in words:
+            return ParallelMagics.cell_px(self, line, cell)
+        rest = " ".join(w for w in words if w != "--setup")
+        if any(w.startswith(("-t", "--targets", "--noblock", "--local")) for w in words):
+            raise UsageError(
+                "%%px --setup runs on every engine and waits; drop --targets, --noblock and --local"
+            )
+        result = ParallelMagics.cell_px(self, rest, cell)
+        supervisor_of(current()).setup.record_code(cell or "")
+        return result
+
     def parallel_execute(self, cell: str, block: bool | None = None, **kwargs: Any) -> Any:
         block = self.view.block if block is None else block
         targets = self.view.targets
@@ -83,6 +100,10 @@ class PxMagics(ParallelMagics):
             # ParallelMagics caught KeyboardInterrupt, signalled the engines and returned
             _finish_interrupted(result, targets)
         return returned
+
+
+# ipyparallel parses %%px's flags with the parser attached to its cell_px
+PxMagics.cell_px.parser = ParallelMagics.cell_px.parser  # type: ignore[attr-defined]
 
 
 def _finish_interrupted(result: Any, targets: Any) -> None:

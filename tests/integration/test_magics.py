@@ -497,3 +497,20 @@ def test_interrupting_the_kernel_interrupts_the_engines_and_keeps_the_pool() -> 
             "import pxpool\ntry:\n    pxpool.current().stop_sync()\nexcept pxpool.PxpoolError:\n    pass"
         )
         kernel.close()
+
+
+# ------------------------------------------------------------------ %%px --setup
+
+
+def test_px_setup_cell_runs_again_on_a_restarted_engine(
+    shell: InteractiveShell, pool: pxpool.Pool
+) -> None:
+    out = px(shell, "--setup", "import math\nsetup_value = math.factorial(5)\nprint(setup_value)")
+    assert out.count("120") == 2 and "[stdout:0]" in out and "[stdout:1]" in out
+    pool.restart_sync(1)
+    assert pool.client[1].pull("setup_value", block=True) == 120
+
+
+def test_px_setup_refuses_targets(shell: InteractiveShell, pool: pxpool.Pool) -> None:
+    with pytest.raises(UsageError, match="drop --targets"):
+        shell.run_cell_magic("px", "--setup --targets 0", "x = 1")
