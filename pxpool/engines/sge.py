@@ -27,6 +27,10 @@ class SGEJob(BatchJob):
     """A job that failed to start stays queued in an error state (``Eqw``) until
     deleted: it counts as ended for the start-up report, and stop() deletes it."""
 
+    # How the cluster file names this class: ipyparallel writes "module:Class" for a
+    # launcher without an entry point, which its own loader cannot import.
+    entrypoint_name = "pxpool.engines.sge.SGEJob"
+
     async def stop(self) -> None:
         if self._in_error_state():
             await run_command(self.system.cancel_argv(self.job_id), self.submit_timeout)

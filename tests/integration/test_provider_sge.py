@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -142,3 +143,26 @@ def test_job_in_error_state_reports_sges_reason_and_is_deleted() -> None:
     assert "can't chdir to /nonexistent/pxpool" in str(info.value)
     pool.stop_sync()
     assert sge_jobs(pool.name) == []
+
+
+def test_pool_started_by_the_cli_is_stopped_by_name_from_another_process() -> None:
+    # `pxpool stop` rebuilds the pool's jobs from its cluster file, then deletes them
+    need_sge()
+    cli = [sys.executable, "-m", "pxpool.cli"]
+    name = "sge-cli"
+    started = subprocess.run(
+        [*cli, "start", "sge", "-n", "2", "--name", name, "--set", f"queue={SGE_QUEUE}"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        assert len(sge_jobs(name)) == 2
+    finally:
+        stopped = subprocess.run(
+            [*cli, "stop", name], capture_output=True, text=True, timeout=60, check=False
+        )
+    assert stopped.returncode == 0, stopped.stderr
+    assert sge_jobs(name) == []
