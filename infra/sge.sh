@@ -112,7 +112,7 @@ EOF
         trap cleanup EXIT
     fi
     log "apt-get install ${missing[*]} (log $LOG)"
-    local apt=(apt-get install -y --no-install-recommends
+    local apt=(apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=120
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}")
     if ! DEBIAN_FRONTEND=noninteractive timeout 600 "${apt[@]}" >>"$LOG" 2>&1; then
         log "install failed; apt-get update and one retry"
@@ -142,6 +142,11 @@ fresh_spool() {
         mkdir -p "$d"
     done
     chown -R "$ADMIN:$ADMIN" "$SPOOL/qmaster" "$SPOOL/spooldb" "$SPOOL/execd"
+    # made by gridengine-common's postinst only when debconf said to configure a cell
+    mkdir -p "$COMMON"
+    chown "$ADMIN:$ADMIN" "$SGE_ROOT/$SGE_CELL" "$COMMON"
+    [[ -f "$COMMON/bootstrap" ]] ||
+        install -m0644 -o "$ADMIN" -g "$ADMIN" /usr/share/gridengine/default-bootstrap "$COMMON/bootstrap"
     su -s /bin/sh -c "/usr/share/gridengine/scripts/init_cluster $SGE_ROOT $SGE_CELL $SPOOL/spooldb $ADMIN" \
         "$ADMIN" >>"$LOG" 2>&1 || die "init_cluster failed"
     echo "$HOST" >"$COMMON/act_qmaster"
