@@ -27,6 +27,21 @@ DeathListener = Callable[[str, dict[str, Any]], None]
 
 
 class PxCluster(ipp.Cluster):
+    def to_dict(self) -> dict[str, Any]:
+        """ipyparallel names a launcher class that has no entry point ``module:Class``,
+        which its own loader cannot import back (``pxpool stop NAME`` and
+        ``Pool.attach`` failed with a TraitError for every pxpool launcher); write the
+        dotted path instead."""
+        data = super().to_dict()
+        for part, cls in (
+            ("engines", self.engine_launcher_class),
+            ("controller", self.controller_launcher_class),
+        ):
+            entry = data.get(part)
+            if isinstance(entry, dict) and ":" in str(entry.get("class", "")):
+                entry["class"] = f"{cls.__module__}.{cls.__qualname__}"
+        return data
+
     def write_cluster_file(self) -> None:
         os.makedirs(os.path.dirname(self.cluster_file), mode=0o700, exist_ok=True)
         fd = os.open(self.cluster_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
