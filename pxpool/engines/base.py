@@ -56,6 +56,19 @@ class Provider(ABC):
             "(slurm, sge, pbs, lsf, htcondor)."
         )
 
+    def controller_launcher_class(self) -> Any:
+        """The ipyparallel launcher class for the pool's controller, or None for
+        ipyparallel's default (a local process, ``controller.location = "local"``)."""
+        return None
+
+    def controller_job_script(self, pool_name: str | None = None) -> str:
+        """The script submitted for the controller's own job (``controller.location =
+        "job"``, batch providers that support it)."""
+        raise PxpoolError(
+            f"Profile {self.profile.name!r} runs the controller where pxpool runs, so there is "
+            "no controller job script; set controller.location = 'job' (slurm) to run it in a job."
+        )
+
     def python(self) -> str:
         return self.profile.engine.python or sys.executable
 

@@ -270,15 +270,16 @@ class BatchProvider(Provider):
     job_id_pattern: ClassVar[str]  # group 1 is the job id in the submit command's stdout
     launchers: ClassVar[tuple[str, ...]] = ("plain", "mpiexec")
     output_in_script: ClassVar[bool] = False  # redirect output in the script, not a directive
+    controller_in_job: ClassVar[bool] = False  # see batch_controller.ControllerJobProvider
     engine_launcher_class = BatchJob
 
     def __init__(self, profile: Profile) -> None:
         super().__init__(profile)
-        if profile.controller.location == "job":
+        if profile.controller.location == "job" and not self.controller_in_job:
             raise ProfileError(
                 f"Profile {profile.name!r}: controller.location = 'job' is not supported by the "
-                f"{self.name} provider yet; set controller.location = 'local' (the controller "
-                "runs where pxpool runs and the jobs connect to it)."
+                f"{self.name} provider yet (slurm supports it); set controller.location = "
+                "'local' (the controller runs where pxpool runs and the jobs connect to it)."
             )
         if profile.batch.launcher not in self.launchers:
             raise ProfileError(
@@ -338,14 +339,17 @@ class BatchProvider(Provider):
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [given, *inherited]))
         return env
 
-    def render(self, spec: JobSpec) -> str:
+    def render(self, spec: JobSpec, commands: Sequence[str] | None = None) -> str:
+        """The job script: directives, environment, prologue, then the engines (or
+        ``commands``: the controller's job runs its own)."""
         batch = self.profile.batch
         prefix = self.directive_prefix
         lines = ["#!/bin/bash"]
         if prefix:  # HTCondor keeps its settings in the submit description instead
             lines += [f"{prefix} {d}" for d in [*self.directives(spec), *batch.directives]]
+        what = f"engines {list(spec.engine_ids)}" if commands is None else "the controller"
         lines.append(
-            f"# pxpool: engines {list(spec.engine_ids)} of pool {spec.cluster_id} "
+            f"# pxpool: {what} of pool {spec.cluster_id} "
             f"(profile {self.profile.name}, launcher {batch.launcher})"
         )
         if self.output_in_script:
@@ -355,6 +359,9 @@ class BatchProvider(Provider):
         env.update(self.environment())
         lines += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
         lines += list(self.profile.engine.prologue)
+        if commands is not None:
+            lines += commands
+            return "\n".join(lines) + "\n"
         command = [self.python(), "-m", "ipyparallel.engine", *self.engine_args(None)]
         lines += self.launcher.lines(command, spec.engine_ids, batch.cores_per_engine)
         return "\n".join(lines) + "\n"

@@ -8,7 +8,8 @@ ended, and the scheduler's own reason for jobs still waiting::
     ├── SubmitCommandNotFound   sbatch/qsub/bsub/condor_submit is not on PATH
     ├── SubmitRejected          the submit command failed or printed no job id
     └── EngineStartError
-        ├── JobFailedError      a job ended before all its engines registered
+        ├── JobFailedError      a job ended before all its engines registered (or,
+        │                       for a controller job, before its connection files)
         └── EnginesMissingError fewer engines than asked before the start timeout
 """
 
@@ -80,14 +81,21 @@ class JobFailedError(EngineStartError):
         engine_ids: Sequence[int],
         output_file: str,
         profile: str,
+        controller: bool = False,
     ) -> None:
         self.job_id = job_id
         self.state = state
         self.engine_ids = list(engine_ids)
         self.output_file = output_file
+        self.controller = controller  # the controller's own job (controller.location = "job")
+        what, before = (
+            ("the pool's controller", "the controller wrote its connection files")
+            if controller
+            else (f"engines {self.engine_ids}", "its engines registered")
+        )
         super().__init__(
-            f"{system} job {job_id} (engines {self.engine_ids}) ended in state {state} before "
-            f"its engines registered; its output file is {output_file}. Fix the prologue, "
+            f"{system} job {job_id} ({what}) ended in state {state} before {before}; "
+            f"its output file is {output_file}. Fix the prologue, "
             f"python or directives in profile {profile!r} (see `pxpool script {profile}`) "
             "and start the pool again.",
             output or "(the job wrote no output)",

@@ -1,16 +1,18 @@
-"""Engines in SLURM jobs (sbatch), started inside the job by srun, mpiexec or plainly."""
+"""Engines in SLURM jobs (sbatch), started inside the job by srun, mpiexec or plainly;
+with ``controller.location = "job"`` the controller runs in a job of its own."""
 
 from __future__ import annotations
 
 import re
 
-from .batch import FINISHED, GONE, PENDING, RUNNING, UNKNOWN, BatchProvider, JobSpec, JobStatus
+from .batch import FINISHED, GONE, PENDING, RUNNING, UNKNOWN, JobSpec, JobStatus
+from .batch_controller import ControllerJobProvider
 
 _PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED"}
 _RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 
 
-class SlurmProvider(BatchProvider):
+class SlurmProvider(ControllerJobProvider):
     name = "slurm"
     system = "SLURM"
     submit_command = "sbatch"
@@ -24,8 +26,8 @@ class SlurmProvider(BatchProvider):
         found = [
             f"--job-name={spec.name}",
             f"--output={spec.output_file}",
-            f"--ntasks={len(spec.engine_ids)}",
-            f"--cpus-per-task={batch.cores_per_engine}",
+            f"--ntasks={len(spec.engine_ids) or 1}",  # no engines: the controller's job
+            f"--cpus-per-task={batch.cores_per_engine if spec.engine_ids else 1}",
         ]
         if batch.launcher == "plain":  # background processes of one shell share its node
             found.append("--nodes=1")

@@ -161,3 +161,44 @@ def test_status_parsing_reads_each_schedulers_words(
 
     status = PROVIDER_CLASSES[name].parse_status("7", code, stdout, stderr)  # type: ignore[attr-defined]
     assert (status.state, status.kind, status.reason) == expected
+
+
+def test_controller_job_script_runs_the_controller_with_the_pools_directory(
+    tmp_path: Path,
+) -> None:
+    provider = batch_provider(
+        "slurm",
+        python="/bin/echo",
+        controller_location="job",
+        cores_per_engine=4,
+        prologue=["echo prologue ran"],
+    )
+    assert provider.controller_launcher_class() is not None
+    spec = provider.controller_job_spec(str(tmp_path), "pool-x")  # type: ignore[attr-defined]
+    os.makedirs(os.path.dirname(spec.output_file))
+    text = provider.render(spec, provider.controller_command(spec, ["--ip=*"]))  # type: ignore[attr-defined]
+    for line in ["--job-name=pxpool-pool-x-controller", "--ntasks=1", "--cpus-per-task=1"]:
+        assert f"#SBATCH {line}\n" in text
+    assert "# pxpool: the controller of pool pool-x" in text and "IPEngine" not in text
+    output = subprocess.run(
+        ["bash", "-c", text], capture_output=True, text=True, timeout=20, check=True
+    ).stdout
+    assert output.splitlines() == [
+        "prologue ran",
+        f"-m ipyparallel.controller --profile-dir={tmp_path} --cluster-id=pool-x --ip=*",
+        "pxpool: job script exited with status 0",
+    ]
+
+
+def test_controller_job_script_shows_the_pools_controller_arguments() -> None:
+    provider = batch_provider("slurm", controller_location="job", heartbeat_ms=250)
+    script = provider.controller_job_script("pool-y")
+    assert "--job-name=pxpool-pool-y-controller" in script
+    assert "--cluster-id=pool-y --ip=127.0.0.1 --HeartMonitor.period=250" in script
+    result = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+    assert result.returncode == 0, result.stderr
+    # a local controller has no job script, and systems without controller jobs refuse
+    with pytest.raises(pxpool.PxpoolError, match=r"no controller job script"):
+        batch_provider("slurm").controller_job_script()
+    with pytest.raises(pxpool.ProfileError, match=r"not supported by the pbs provider yet"):
+        batch_provider("pbs", controller_location="job")
