@@ -127,6 +127,7 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, EngineAccess, SyncTwins):
             n=0,
             controller_args=self._controller_args(),
             engine_launcher_class=self.provider.engine_launcher_class,
+            **_controller_launcher(self.provider),
         )
         watch = StartupWatch(cluster, self.profile, timeout)
         try:
@@ -412,6 +413,12 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, EngineAccess, SyncTwins):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def _controller_launcher(provider: Any) -> dict[str, Any]:
+    """ipyparallel's local controller, unless the provider runs it elsewhere (a job)."""
+    launcher = provider.controller_launcher_class()
+    return {} if launcher is None else {"controller_launcher_class": launcher}
 
 
 async def _load_cluster(cluster_file: str) -> ipp.Cluster | None:
