@@ -52,7 +52,10 @@ def cmd_script(args: argparse.Namespace) -> int:
     overrides: dict[str, object] = dict(_overrides(args.set))
     if args.n is not None:
         overrides["engines"] = args.n
-    print(provider_for(load_profile(args.profile, **overrides)).job_script(), end="")
+    provider = provider_for(load_profile(args.profile, **overrides))
+    if provider.profile.controller.location == "job":  # submitted first, then the engines'
+        print(f"# controller job\n{provider.controller_job_script()}\n# engine job")
+    print(provider.job_script(), end="")
     return 0
 
 
