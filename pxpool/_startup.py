@@ -19,6 +19,11 @@ from .profile import Profile
 POLL_INTERVAL = 0.02
 
 
+class EngineIdReserved(EngineStartError):
+    """An engine registered under a new id: the controller still reserves the requested
+    one for an engine that died while registering (``registration_timeout``)."""
+
+
 def _launcher_exited(launcher: object) -> bool:
     if getattr(launcher, "state", None) == "after":
         return True
@@ -90,7 +95,7 @@ class StartupWatch:
         while not wanted <= set(client.ids):
             strays = set(client.ids) - wanted - (known_ids or set()) if known_ids else set()
             if strays:
-                raise EngineStartError(
+                raise EngineIdReserved(
                     f"Engines asking for ids {sorted(wanted - set(client.ids))} registered as "
                     f"{sorted(strays)}: the controller still reserves the requested ids for "
                     "engines that died while registering. Try again in a few seconds."

@@ -25,12 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._startup import EngineIdReserved
+
 if TYPE_CHECKING:
     from .pool import Pool
 
 log = logging.getLogger("pxpool.supervisor")
 OOM_EVENTS = Path("/sys/fs/cgroup/memory.events")
-REGISTRATION_HOLD_SECONDS = 10  # the controller reserves the id of an engine that died registering
+# the controller reserves the id of an engine that died while registering this long;
+# a big pool on a busy machine needs that long to register (32 engines on 2 cores: 16 s)
+REGISTRATION_HOLD_SECONDS = 30
 MAX_BACKOFF = 30.0  # seconds: the longest wait before trying to replace an engine again
 REPLAY_TIMEOUT = 120.0  # seconds for a new engine to replay the pool's setup
 
@@ -109,6 +113,7 @@ class Supervisor:
         self.failed_in_a_row: Counter[int] = Counter()
         self._replacing: set[int] = set()  # ids with a _replace loop running
         self._died_again: set[int] = set()  # ...whose new engine died meanwhile
+        self._id_free_at: dict[int, float] = {}  # monotonic time the controller frees an id
         self._oom_seen = oom_kills()
         self._clusters: set[int] = set()
         self.ids_by_uuid: dict[str, int] = {}  # the client forgets a dead engine's uuid
@@ -164,8 +169,7 @@ class Supervisor:
                     )
                     return
                 delay = self.pool.profile.restart_backoff * (2 ** self.failed_in_a_row[engine_id])
-                if self.failed_in_a_row[engine_id]:  # its id may be reserved by the last try
-                    delay = max(delay, REGISTRATION_HOLD_SECONDS)
+                delay = max(delay, self._id_free_at.get(engine_id, 0.0) - time.monotonic())
                 await asyncio.sleep(min(delay, MAX_BACKOFF))
                 if self.pool.state != "running":
                     return
@@ -175,6 +179,8 @@ class Supervisor:
                     await self.pool._restart(engine_id)
                 except Exception as exc:
                     self.failed_in_a_row[engine_id] += 1
+                    if isinstance(exc, EngineIdReserved):  # wait until the controller frees it
+                        self._id_free_at[engine_id] = time.monotonic() + REGISTRATION_HOLD_SECONDS
                     if self.pool.state == "running":
                         log.warning(
                             "pxpool: replacing engine %d of pool %r failed, trying again: %s",

@@ -18,7 +18,7 @@ import pxpool
 from pxpool._processes import _launcher_processes
 
 pytestmark = pytest.mark.integration
-REPLACE_WAIT = 30.0  # seconds for a dead engine to be back under its id
+REPLACE_WAIT = 60.0  # seconds for a dead engine to be back (an id can stay reserved 30 s)
 
 
 def engine_pid() -> int:
