@@ -66,7 +66,7 @@ class Provider(ABC):
         "job"``, batch providers that support it)."""
         raise PxpoolError(
             f"Profile {self.profile.name!r} runs the controller where pxpool runs, so there is "
-            "no controller job script; set controller.location = 'job' (slurm) to run it in a job."
+            "no controller job script; set controller.location = 'job' to run it in a batch job."
         )
 
     def python(self) -> str:

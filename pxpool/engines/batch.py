@@ -278,7 +278,7 @@ class BatchProvider(Provider):
         if profile.controller.location == "job" and not self.controller_in_job:
             raise ProfileError(
                 f"Profile {profile.name!r}: controller.location = 'job' is not supported by the "
-                f"{self.name} provider yet (slurm supports it); set controller.location = "
+                f"{self.name} provider; set controller.location = "
                 "'local' (the controller runs where pxpool runs and the jobs connect to it)."
             )
         if profile.batch.launcher not in self.launchers:
@@ -299,9 +299,12 @@ class BatchProvider(Provider):
     def directives(self, spec: JobSpec) -> list[str]:
         """The scheduler options for one job (without the directive prefix)."""
 
-    def write_job_files(self, spec: JobSpec) -> tuple[list[str], str | None]:
-        """Write what gets submitted; return the submit argv and its stdin."""
-        self._write(spec.script_file, self.render(spec), executable=True)
+    def write_job_files(
+        self, spec: JobSpec, commands: Sequence[str] | None = None
+    ) -> tuple[list[str], str | None]:
+        """Write what gets submitted (``commands`` instead of the engines: see
+        :meth:`render`); return the submit argv and its stdin."""
+        self._write(spec.script_file, self.render(spec, commands), executable=True)
         return [self.submit_command, spec.script_file], None
 
     @classmethod
@@ -369,7 +372,11 @@ class BatchProvider(Provider):
     def job_script(self, pool_name: str | None = None) -> str:
         """The script for the first job of a pool named ``pool_name``, as it would be
         submitted (paths name the pool's runtime directory)."""
-        return self.render(self.first_job_spec(pool_name))
+        return self.show_job(self.first_job_spec(pool_name))
+
+    def show_job(self, spec: JobSpec, commands: Sequence[str] | None = None) -> str:
+        """What gets submitted for ``spec``, as ``pxpool script`` prints it."""
+        return self.render(spec, commands)
 
     def first_job_spec(self, pool_name: str | None = None) -> JobSpec:
         name = pool_name or f"{self.profile.name}-NAME"

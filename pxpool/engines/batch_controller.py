@@ -126,6 +126,7 @@ class ControllerJobProvider(BatchProvider):
 
     controller_in_job = True
     controller_job: ControllerJob | None = None  # set when the job is submitted
+    controller_job_class: ClassVar[type[ControllerJob]] = ControllerJob  # a system's own
 
     def controller_launcher_class(self) -> type[ControllerJob] | None:
         """A ControllerJob class bound to this provider, for ``location = "job"``."""
@@ -133,7 +134,8 @@ class ControllerJobProvider(BatchProvider):
             return None
         bound = {"provider": self, "start_timeout": self.profile.timeouts.start}
         bound["__module__"] = __name__
-        return type(f"{type(self).__name__}ControllerJob", (ControllerJob,), bound)
+        base = self.controller_job_class
+        return type(f"{type(self).__name__}ControllerJob", (base,), bound)
 
     def controller_job_spec(self, pool_dir: str, cluster_id: str) -> JobSpec:
         stem = os.path.join(pool_dir, "jobs", "controller")
@@ -161,9 +163,9 @@ class ControllerJobProvider(BatchProvider):
     def write_controller_files(
         self, spec: JobSpec, args: Sequence[str]
     ) -> tuple[list[str], str | None]:
-        """Write the controller's job script; return the submit argv and its stdin."""
-        self._write(spec.script_file, self.render(spec, self.controller_command(spec, args)), True)
-        return [self.submit_command, spec.script_file], None
+        """Write the controller's job script (as the system submits it: a file, stdin,
+        a submit description); return the submit argv and its stdin."""
+        return self.write_job_files(spec, self.controller_command(spec, args))
 
     def controller_job_script(self, pool_name: str | None = None) -> str:
         """The controller's job script for a pool named ``pool_name``, with the
@@ -175,7 +177,7 @@ class ControllerJobProvider(BatchProvider):
         name = pool_name or f"{self.profile.name}-NAME"
         args = Pool._controller_args(types.SimpleNamespace(profile=self.profile))  # type: ignore[arg-type]
         spec = self.controller_job_spec(str(_runtime.pool_dir(name)), name)
-        return self.render(spec, self.controller_command(spec, args))
+        return self.show_job(spec, self.controller_command(spec, args))
 
     async def release(self, cluster: ipp.Cluster | None) -> None:
         """Engines first, while the hub still answers, then the controller's job (also

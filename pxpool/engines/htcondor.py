@@ -1,8 +1,12 @@
-"""Engines in HTCondor jobs: a submit description whose executable is the job script."""
+"""Engines in HTCondor jobs: a submit description whose executable is the job script;
+with ``controller.location = "job"`` the controller runs in a job of its own (one cpu)."""
 
 from __future__ import annotations
 
-from .batch import FINISHED, GONE, PENDING, RUNNING, UNKNOWN, BatchProvider, JobSpec, JobStatus
+from collections.abc import Sequence
+
+from .batch import FINISHED, GONE, PENDING, RUNNING, UNKNOWN, JobSpec, JobStatus
+from .batch_controller import ControllerJobProvider
 
 # JobStatus codes of a job ClassAd
 _STATES = {
@@ -16,7 +20,7 @@ _STATES = {
 }
 
 
-class HTCondorProvider(BatchProvider):
+class HTCondorProvider(ControllerJobProvider):
     name = "htcondor"
     system = "HTCondor"
     submit_command = "condor_submit"
@@ -36,7 +40,7 @@ class HTCondorProvider(BatchProvider):
             f"executable = {spec.script_file}",
             f"batch_name = {spec.name}",
             "getenv = True",
-            f"request_cpus = {len(spec.engine_ids) * batch.cores_per_engine}",
+            f"request_cpus = {len(spec.engine_ids) * batch.cores_per_engine or 1}",
         ]
         if (memory := self.memory_mb()) is not None:
             lines.append(f"request_memory = {memory}MB")
@@ -49,19 +53,19 @@ class HTCondorProvider(BatchProvider):
         lines.append("queue 1")
         return "\n".join(lines) + "\n"
 
-    def write_job_files(self, spec: JobSpec) -> tuple[list[str], str | None]:
-        self._write(spec.script_file, self.render(spec), executable=True)
+    def write_job_files(
+        self, spec: JobSpec, commands: Sequence[str] | None = None
+    ) -> tuple[list[str], str | None]:
+        self._write(spec.script_file, self.render(spec, commands), executable=True)
         description = spec.script_file.removesuffix(".sh") + ".sub"
         self._write(description, self.description(spec))
         return [self.submit_command, description], None
 
-    def job_script(self, pool_name: str | None = None) -> str:
+    def show_job(self, spec: JobSpec, commands: Sequence[str] | None = None) -> str:
         """The submit description, then the script it runs."""
-        spec = self.first_job_spec(pool_name)
         description = spec.script_file.removesuffix(".sh") + ".sub"
-        return (
-            f"# {description}\n{self.description(spec)}\n# {spec.script_file}\n{self.render(spec)}"
-        )
+        script = self.render(spec, commands)
+        return f"# {description}\n{self.description(spec)}\n# {spec.script_file}\n{script}"
 
     @classmethod
     def status_argv(cls, job_id: str) -> list[str]:

@@ -1,15 +1,19 @@
-"""Engines in IBM Spectrum LSF jobs (``bsub < script``, whose ``#BSUB`` lines LSF reads)."""
+"""Engines in IBM Spectrum LSF jobs (``bsub < script``, whose ``#BSUB`` lines LSF reads);
+with ``controller.location = "job"`` the controller runs in a job of its own (one slot)."""
 
 from __future__ import annotations
 
-from .batch import FINISHED, GONE, PENDING, RUNNING, UNKNOWN, BatchProvider, JobSpec, JobStatus
+from collections.abc import Sequence
+
+from .batch import FINISHED, GONE, PENDING, RUNNING, UNKNOWN, JobSpec, JobStatus
+from .batch_controller import ControllerJobProvider
 
 _PENDING = {"PEND", "PSUSP", "WAIT"}
 _RUNNING = {"RUN", "USUSP", "SSUSP", "PROV"}
 _FINISHED = {"DONE", "EXIT"}
 
 
-class LSFProvider(BatchProvider):
+class LSFProvider(ControllerJobProvider):
     name = "lsf"
     system = "LSF"
     submit_command = "bsub"
@@ -19,7 +23,7 @@ class LSFProvider(BatchProvider):
 
     def directives(self, spec: JobSpec) -> list[str]:
         batch = self.profile.batch
-        slots = len(spec.engine_ids) * batch.cores_per_engine
+        slots = len(spec.engine_ids) * batch.cores_per_engine or 1  # 1: the controller's job
         found = [f"-J {spec.name}", f"-o {spec.output_file}", f"-n {slots}", '-R "span[hosts=1]"']
         if batch.queue:
             found.append(f"-q {batch.queue}")
@@ -32,8 +36,10 @@ class LSFProvider(BatchProvider):
             found.append(f"-M {memory}MB")
         return found
 
-    def write_job_files(self, spec: JobSpec) -> tuple[list[str], str | None]:
-        script = self.render(spec)
+    def write_job_files(
+        self, spec: JobSpec, commands: Sequence[str] | None = None
+    ) -> tuple[list[str], str | None]:
+        script = self.render(spec, commands)
         self._write(spec.script_file, script, executable=True)
         return [self.submit_command], script  # bsub reads #BSUB lines only from stdin
 

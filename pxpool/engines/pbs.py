@@ -1,17 +1,20 @@
-"""Engines in PBS/Torque jobs (``qsub``, ``#PBS`` lines)."""
+"""Engines in PBS/Torque jobs (``qsub``, ``#PBS`` lines); with
+``controller.location = "job"`` the controller runs in a job of its own (one core)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
-from .batch import FINISHED, GONE, PENDING, RUNNING, UNKNOWN, BatchProvider, JobSpec, JobStatus
+from .batch import FINISHED, GONE, PENDING, RUNNING, UNKNOWN, JobSpec, JobStatus
+from .batch_controller import ControllerJobProvider
 
 _PENDING = {"Q", "H", "W", "T", "S"}
 _RUNNING = {"R", "E", "B"}
 _FINISHED = {"C", "F", "X"}
 
 
-class PBSProvider(BatchProvider):
+class PBSProvider(ControllerJobProvider):
     name = "pbs"
     system = "PBS"
     submit_command = "qsub"
@@ -21,7 +24,7 @@ class PBSProvider(BatchProvider):
 
     def directives(self, spec: JobSpec) -> list[str]:
         batch = self.profile.batch
-        slots = len(spec.engine_ids) * batch.cores_per_engine
+        slots = len(spec.engine_ids) * batch.cores_per_engine or 1  # 1: the controller's job
         found = [f"-N {spec.name}", f"-o {spec.output_file}", "-j oe", f"-l nodes=1:ppn={slots}"]
         if batch.queue:
             found.append(f"-q {batch.queue}")
@@ -33,8 +36,10 @@ class PBSProvider(BatchProvider):
             found.append(f"-l mem={memory}mb")
         return found
 
-    def write_job_files(self, spec: JobSpec) -> tuple[list[str], str | None]:
-        argv, stdin = super().write_job_files(spec)
+    def write_job_files(
+        self, spec: JobSpec, commands: Sequence[str] | None = None
+    ) -> tuple[list[str], str | None]:
+        argv, stdin = super().write_job_files(spec, commands)
         # -o/-e again on the command line: some PBS flavours (and Torque emulations)
         # ignore #PBS -o and write the output into the directory qsub ran in
         return [argv[0], "-o", spec.output_file, "-e", spec.output_file, *argv[1:]], stdin

@@ -1,7 +1,8 @@
 """Engines in Sun/Son of Grid Engine jobs (``qsub`` reading ``#$`` lines).
 
 ipyparallel's SGE launcher writes ``#PBS`` lines, which SGE ignores (its output then
-lands in ``$HOME``); these are SGE's own directives.
+lands in ``$HOME``); these are SGE's own directives. With ``controller.location =
+"job"`` the controller runs in a job of its own (one slot).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from .batch import (
     RUNNING,
     UNKNOWN,
     BatchJob,
-    BatchProvider,
     JobSpec,
     JobStatus,
     run_command,
 )
+from .batch_controller import ControllerJob, ControllerJobProvider
 
 
 class SGEJob(BatchJob):
@@ -44,7 +45,13 @@ class SGEJob(BatchJob):
         return bool(self.job_id) and status is not None and status.kind == FINISHED
 
 
-class SGEProvider(BatchProvider):
+class SGEControllerJob(ControllerJob, SGEJob):
+    """The controller's job; in ``Eqw`` it is deleted on stop, as an engine job is."""
+
+    entrypoint_name = "pxpool.engines.sge.SGEControllerJob"
+
+
+class SGEProvider(ControllerJobProvider):
     name = "sge"
     system = "SGE"
     submit_command = "qsub"
@@ -52,10 +59,11 @@ class SGEProvider(BatchProvider):
     directive_prefix = "#$"
     job_id_pattern = r"Your job (\d+)"
     engine_launcher_class = SGEJob
+    controller_job_class = SGEControllerJob
 
     def directives(self, spec: JobSpec) -> list[str]:
         batch = self.profile.batch
-        slots = len(spec.engine_ids) * batch.cores_per_engine
+        slots = len(spec.engine_ids) * batch.cores_per_engine  # 0: the controller's job
         found = [
             f"-N {spec.name}",
             f"-o {spec.output_file}",

@@ -84,11 +84,3 @@ def test_engines_still_queued_at_the_timeout_report_pending_jobs_and_why(
     assert len(error.pending) == 2
     assert all(job in str(error) for job in error.pending)
     assert "PENDING (reason: PartitionConfig)" in str(error)
-
-
-def test_controller_in_a_job_is_refused_with_the_key_and_the_next_step() -> None:
-    # SLURM runs it (test_controller_job.py); the other batch systems do not yet
-    with pytest.raises(
-        pxpool.ProfileError, match=r"controller.location = 'job' is not supported by the sge"
-    ):
-        pxpool.Pool.from_profile("sge", controller_location="job")

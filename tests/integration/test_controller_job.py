@@ -1,13 +1,17 @@
 """``controller.location = "job"`` on the real SLURM of ``infra/slurm.sh``: the
 controller runs inside a SLURM job of its own, engines in theirs; a controller job
 that fails or cannot start is reported within a bounded wait; after every stop squeue
-lists none of the pool's jobs (and the leak check finds no controller process)."""
+lists none of the pool's jobs (and the leak check finds no controller process).
+The same on the other batch systems: real SGE, PBS (an emulation: slurm-wlm-torque's
+qsub/qstat/qdel over that SLURM), and LSF and HTCondor through the stand-ins of
+tests/standins (they cannot be installed here; the stand-ins run each job script on
+this machine and print what the real commands print)."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psutil
@@ -17,7 +21,15 @@ import pxpool
 from pxpool import _runtime
 from pxpool.engines.batch_controller import ControllerJob
 
-from .batch_helpers import SLURM_PARTITION, need, slurm_jobs
+from .batch_helpers import (
+    PBS_BIN,
+    SLURM_PARTITION,
+    STANDINS,
+    need,
+    slurm_jobs,
+    standin_jobs,
+)
+from .test_provider_sge import SGE_QUEUE, need_sge, sge_jobs
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +125,53 @@ def test_controller_job_still_queued_at_the_timeout_says_why(slurm_pool: Any) ->
         pool.start_sync()
     assert time.monotonic() - began < 15
     assert pool.state == "failed"
+
+
+# system -> (profile overrides, the pool's jobs the scheduler still lists)
+OTHER_SYSTEMS: dict[str, tuple[dict[str, Any], Callable[[str], list[str]]]] = {
+    "pbs": ({"queue": SLURM_PARTITION}, slurm_jobs),
+    "sge": ({"queue": SGE_QUEUE}, sge_jobs),
+    "lsf": ({"queue": "normal"}, lambda name: standin_jobs(name, ["bjobs", "-noheader", "{id}"])),
+    "htcondor": ({}, lambda name: standin_jobs(name, ["condor_q", "{id}", "-af", "JobStatus"])),
+}
+
+
+@pytest.fixture
+def system_on_path(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> str:
+    """The system's commands on PATH (skipped, with the reason, when they are missing)."""
+    name = request.param
+    if name == "pbs":
+        need("qsub", "run `bash infra/pbs.sh install` first", path=PBS_BIN)
+        need("sbatch", "run `bash infra/up.sh` first")
+        monkeypatch.setenv("PATH", f"{PBS_BIN}{os.pathsep}{os.environ['PATH']}")
+    elif name == "sge":
+        need_sge()
+    else:
+        monkeypatch.setenv("PATH", f"{STANDINS}{os.pathsep}{os.environ['PATH']}")
+        monkeypatch.setenv("PXPOOL_STANDIN_DIR", str(tmp_path))
+    return str(name)
+
+
+@pytest.mark.parametrize("system_on_path", list(OTHER_SYSTEMS), indirect=True)
+def test_controller_runs_in_its_own_job_on_every_batch_system(system_on_path: str) -> None:
+    overrides, queued = OTHER_SYSTEMS[system_on_path]
+    pool = pxpool.Pool.from_profile(
+        system_on_path, engines=2, controller_location="job", start_timeout=60, **overrides
+    )
+    try:
+        pool.start_sync()
+        job = pool.provider.controller_job
+        assert isinstance(job, ControllerJob) and job.job_id
+        engine_jobs = {pool.provider.job_id_of(i) for i in pool.ids}
+        assert len(engine_jobs) == 2 and job.job_id not in engine_jobs
+        assert len(queued(pool.name)) == 3  # the controller's job and the engines' two
+        controllers = controller_processes(pool)
+        assert controllers and all(p.pid != os.getpid() for p in controllers)
+        assert sorted(pool.view().apply_sync(lambda: 6 * 7)) == [42, 42]
+        pool.push({"k": 3})
+        assert pool.pull("k") == [3, 3]
+    finally:
+        pool.stop_sync()
+    assert queued(pool.name) == [] and controller_processes(pool) == []
