@@ -199,7 +199,7 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, EngineAccess, SyncTwins):
             self._client = None
         stop_timeout = self.profile.timeouts.stop
         cluster, self._cluster = self._cluster, None
-        if cluster is not None and self._controller_alive():
+        if cluster is not None and _runtime.controller_alive(self.name, jobs=False):
             engine_processes = local_process_tree(cluster, "engines")
             try:
                 # engines first: their nannies exit promptly only while the hub answers
