@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -95,19 +96,58 @@ def remove_pool_dir(name: str) -> None:
     shutil.rmtree(pool_dir(name), ignore_errors=True)
 
 
-def controller_alive(name: str) -> bool:
-    """Whether the pool's controller process (from its cluster file) still runs."""
+JOB_STATUS_TIMEOUT = 5.0  # seconds the scheduler gets to say whether a controller job runs
+
+
+def controller_alive(name: str, jobs: bool = True) -> bool:
+    """Whether the pool's controller (from its cluster file) still runs: its local
+    process, or with ``jobs`` a controller running in a batch job
+    (``controller.location = "job"``, see :func:`controller_job_alive`)."""
     record = read_record(name)
     if record is None:
         return False
     try:
         with open(record["cluster_file"]) as handle:
-            pid = json.load(handle)["controller"]["state"]["pid"]
+            controller = json.load(handle)["controller"]
+        state = controller["state"]
     except (OSError, KeyError, TypeError, ValueError):
         return False
+    if isinstance(state, dict) and state.get("job_id") and state.get("provider_name"):
+        return jobs and controller_job_alive(state)
+    pid = state.get("pid") if isinstance(state, dict) else None
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def controller_job_alive(state: dict[str, Any]) -> bool:
+    """A controller in a batch job runs while its connection files exist and the
+    scheduler still lists its job as queued or running. A scheduler that gives no
+    answer within JOB_STATUS_TIMEOUT cannot prove the pool gone: that counts as
+    alive (attaching then fails on the connection, with the reason)."""
+    from .engines import PROVIDER_CLASSES
+    from .engines.batch import FINISHED, GONE, BatchProvider
+
+    system = PROVIDER_CLASSES.get(str(state["provider_name"]))
+    if not isinstance(system, type) or not issubclass(system, BatchProvider):
+        return False
+    folder = Path(str(state.get("profile_dir", ""))) / "security"
+    stem = f"ipcontroller-{state.get('cluster_id', '')}"
+    if not all((folder / f"{stem}-{part}.json").exists() for part in ("client", "engine")):
+        return False
+    job_id = str(state["job_id"])
+    try:
+        done = subprocess.run(
+            system.status_argv(job_id),
+            capture_output=True,
+            text=True,
+            timeout=JOB_STATUS_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    status = system.parse_status(job_id, done.returncode, done.stdout, done.stderr)
+    return status.kind not in (FINISHED, GONE)

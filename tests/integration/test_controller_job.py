@@ -175,3 +175,27 @@ def test_controller_runs_in_its_own_job_on_every_batch_system(system_on_path: st
     finally:
         pool.stop_sync()
     assert queued(pool.name) == [] and controller_processes(pool) == []
+
+
+def test_pool_with_its_controller_in_a_job_is_running_for_attach_and_list(
+    slurm_pool: Any,
+) -> None:
+    import subprocess
+    import sys
+
+    pool = slurm_pool(engines=1)
+    pool.start_sync()
+    assert _runtime.controller_alive(pool.name)  # no local controller process, but its job
+    attached = pxpool.Pool.attach(pool.name)
+    try:
+        assert attached.apply(sum, [6, 36]) == 42
+    finally:
+        attached.disconnect()
+    listed = subprocess.run(
+        [sys.executable, "-m", "pxpool.cli", "list"], capture_output=True, text=True, timeout=60
+    )
+    assert [pool.name, "slurm", "slurm", "running", "1"] in [
+        line.split() for line in listed.stdout.splitlines()
+    ], listed.stdout
+    pool.stop_sync()
+    assert not _runtime.controller_alive(pool.name)
