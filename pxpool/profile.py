@@ -438,6 +438,14 @@ def _engine_settings(values: dict[str, Any]) -> EngineSettings:
 def _check_provider_needs(profile: Profile, layers: _Layers) -> None:
     """Cross-key rules: what each provider cannot start without."""
     origin = layers.origins.get(("", "engines"), profile.source)
+    if profile.controller.location == "job" and profile.provider not in schema.BATCH_PROVIDERS:
+        raise ProfileValidationError(
+            layers.origins.get(("controller", "location"), profile.source),
+            "controller.location",
+            f'"job" runs the controller in a batch job, which provider {profile.provider!r} '
+            f"does not submit; use it with {', '.join(schema.BATCH_PROVIDERS)}, or set "
+            'location = "local"',
+        )
     if profile.provider == "ssh":
         if not profile.ssh.hosts:
             raise ProfileValidationError(

@@ -17,7 +17,14 @@ from .sge import SGEProvider
 from .slurm import SlurmProvider
 from .ssh import SSHProvider
 
-__all__ = ["Provider", "LocalProvider", "SSHProvider", "MPIProvider", "provider_for", "PROVIDER_CLASSES"]
+__all__ = [
+    "Provider",
+    "LocalProvider",
+    "SSHProvider",
+    "MPIProvider",
+    "provider_for",
+    "PROVIDER_CLASSES",
+]
 
 PROVIDER_CLASSES: dict[str, type[Provider]] = {
     LocalProvider.name: LocalProvider,

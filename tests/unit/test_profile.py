@@ -1117,3 +1117,12 @@ def test_bad_boolean_and_restart_policy_name_the_allowed_values() -> None:
         load_profile("local", encrypt="maybe")
     with pytest.raises(ProfileValidationError, match="did you mean 'on-failure'"):
         load_profile("local", restart="on-failur")
+
+
+@pytest.mark.parametrize("provider", ["local", "mpi"])
+def test_controller_in_a_job_needs_a_batch_provider(provider: str) -> None:
+    with pytest.raises(
+        ProfileValidationError,
+        match=r'controller.location: "job" runs the controller in a batch job',
+    ):
+        load_profile(provider, controller_location="job")
