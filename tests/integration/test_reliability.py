@@ -130,8 +130,11 @@ def test_dead_engine_comes_back_under_its_id_with_the_setup_replayed(pool: pxpoo
     pool.setup("import math\ntau_twice = 2 * math.tau")
     victim = pids(pool)[1]
     os.kill(victim, signal.SIGKILL)
+    # replaced: registered under id 1 and done replaying (registration alone comes first)
     wait_until(
-        lambda: 1 in pool.ids and pids(pool)[1] != victim, REPLACE_WAIT, "engine 1's replacement"
+        lambda: 1 in pool.ids and not pool._supervisor._replacing and pids(pool)[1] != victim,
+        REPLACE_WAIT,
+        "engine 1's replacement",
     )
     assert pool.client[1].pull("answer", block=True) == 42
     assert pool.client[1].pull("tau_twice", block=True) == pytest.approx(4 * 3.141592653589793)
