@@ -34,6 +34,9 @@ from .test_provider_sge import SGE_QUEUE, need_sge, sge_jobs
 pytestmark = pytest.mark.integration
 
 
+QUEUE_DRAIN_SECONDS = 10.0
+
+
 def controller_job_settings(**overrides: Any) -> dict[str, Any]:
     return {
         "engines": 2,
@@ -174,6 +177,10 @@ def test_controller_runs_in_its_own_job_on_every_batch_system(system_on_path: st
         assert pool.pull("k") == [3, 3]
     finally:
         pool.stop_sync()
+    # a cancelled job may be listed a moment longer while the scheduler completes it
+    deadline = time.monotonic() + QUEUE_DRAIN_SECONDS
+    while queued(pool.name) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert queued(pool.name) == [] and controller_processes(pool) == []
 
 
