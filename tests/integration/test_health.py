@@ -70,6 +70,7 @@ def test_health_has_the_documented_columns_and_one_idle_row_per_engine(
 
 
 def test_a_running_task_shows_busy_with_its_function_and_is_counted(pool: pxpool.Pool) -> None:
+    time.sleep(1.0)  # agents report every 0.5 s: let tasks of earlier tests be counted first
     before = pool.health().set_index("engine_id")
     result = pool.client[0].apply_async(time.sleep, 2.5)
     wait_for(lambda: states(pool)[0] == "busy", 2.0)
