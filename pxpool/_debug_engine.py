@@ -29,6 +29,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from ._debug_wire import DebugConnectionError, DebugError, SignedConn
+from ._engine_net import local_address
 from .errors import PxpoolError
 
 log = logging.getLogger("pxpool.debug")
@@ -370,7 +371,7 @@ def install(controller_ip: str, timeout: float) -> tuple[str, int]:
         key = kernel.session.key
         if not key:
             raise DebugError("this pool's engines have no message key; remote debugging needs one")
-        _AGENT = Agent(int(kernel.engine_id), key, _local_address(controller_ip), timeout)
+        _AGENT = Agent(int(kernel.engine_id), key, local_address(controller_ip), timeout)
         _watch_failures(shell, _AGENT)
     _AGENT.timeout = timeout
     sys.breakpointhook = breakpointhook
@@ -386,20 +387,6 @@ def _watch_failures(shell: Any, agent: Agent) -> None:
         return shown(*args, **kwargs)
 
     shell.showtraceback = showtraceback
-
-
-def _local_address(controller_ip: str) -> str:
-    """The address this host uses to reach the controller: the engines' interface."""
-    if controller_ip.startswith("127.") or controller_ip == "localhost":
-        return controller_ip
-    if controller_ip in ("*", "0.0.0.0", ""):
-        return socket.gethostbyname(socket.gethostname())
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        probe.connect((controller_ip, 9))  # no packet is sent for UDP connect
-        return str(probe.getsockname()[0])
-    finally:
-        probe.close()
 
 
 def run_cell(code: str) -> None:

@@ -26,6 +26,8 @@ import threading
 import time
 from typing import Any
 
+from ._engine_net import local_address
+
 log = logging.getLogger("pxpool.health")
 FINGERPRINT_PACKAGES = (
     "pxpool",
@@ -241,17 +243,3 @@ def install(ip: str, interval: float) -> dict[str, Any]:
             _AGENT = Agent(int(kernel.engine_id), local_address(ip), interval, kernel)
         _AGENT.interval = min(_AGENT.interval, interval)
         return {"address": _AGENT.address, "pid": os.getpid(), "host": _AGENT.host}
-
-
-def local_address(controller_ip: str) -> str:
-    """The address this host uses to reach the controller: the engines' interface."""
-    if controller_ip.startswith("127.") or controller_ip == "localhost":
-        return controller_ip
-    if controller_ip in ("*", "0.0.0.0", ""):
-        return socket.gethostbyname(socket.gethostname())
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        probe.connect((controller_ip, 9))  # no packet is sent for UDP connect
-        return str(probe.getsockname()[0])
-    finally:
-        probe.close()
