@@ -55,6 +55,10 @@ class EngineSettings:
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     prologue: tuple[str, ...] = ()  # shell lines run before the engine (batch and ssh)
     args: tuple[str, ...] = ()  # extra ipengine arguments
+    memory_limit: str = ""  # per engine, e.g. "512M": a cgroup locally, else RLIMIT_AS
+    memory_limit_bytes: int | None = None
+    max_result_size: str = "1G"  # largest apply result an engine sends; "0": no limit
+    max_result_bytes: int = 1024**3
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class SSHSettings:
     identity_file: str = ""
     options: tuple[str, ...] = ()
     command: str = "ssh"
+    tunnel: bool = True  # engines reach the controller through reverse SSH tunnels
 
 
 @dataclass(frozen=True)
@@ -417,7 +422,9 @@ def _build(name: str, layers: _Layers, source: str) -> Profile:
         name=name,
         source=source,
         controller=ControllerSettings(**section("controller")),
-        engine=_engine_settings(section("engine")),
+        engine=_engine_settings(
+            section("engine"), {k: o for (s, k), o in layers.origins.items() if s == "engine"}
+        ),
         timeouts=Timeouts(**section("timeouts")),
         ssh=SSHSettings(**ssh_values),
         batch=batch,
@@ -428,10 +435,20 @@ def _build(name: str, layers: _Layers, source: str) -> Profile:
     return profile
 
 
-def _engine_settings(values: dict[str, Any]) -> EngineSettings:
-    """Engine settings with a read-only ``env``, so a frozen profile stays unchanged."""
+def _engine_settings(values: dict[str, Any], origins: dict[str, str]) -> EngineSettings:
+    """Engine settings with a read-only ``env``, so a frozen profile stays unchanged,
+    and the sizes read into bytes ("0" memory_limit: none; "0" max_result_size: no limit)."""
     if "env" in values:
         values["env"] = MappingProxyType(dict(values["env"]))
+    if values.get("memory_limit"):
+        limit = schema.parse_memory(
+            values["memory_limit"], origins["memory_limit"], "engine.memory_limit"
+        )
+        values["memory_limit_bytes"] = limit or None
+    if "max_result_size" in values:
+        values["max_result_bytes"] = schema.parse_memory(
+            values["max_result_size"], origins["max_result_size"], "engine.max_result_size"
+        )
     return EngineSettings(**values)
 
 
