@@ -72,6 +72,8 @@ KEYS: tuple[Key, ...] = (
     Key("batch", "directives", "list", "directives"),
     Key("batch", "launcher", "str", "launcher", choices=LAUNCHERS),
     Key("batch", "pe", "str", "pe"),
+    Key("batch", "walltime_signal", "int", "walltime_signal", minimum=0),
+    Key("batch", "replace_on_walltime", "bool", "replace_on_walltime"),
     Key("mpi", "mpiexec", "str", "mpiexec"),
     Key("mpi", "args", "list", "mpi_args"),
 )

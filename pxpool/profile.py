@@ -101,6 +101,8 @@ class BatchSettings:
     directives: tuple[str, ...] = ()
     launcher: str = "plain"
     pe: str = ""  # SGE parallel environment
+    walltime_signal: int = 60  # seconds before the walltime engines are told to drain; 0: off
+    replace_on_walltime: bool = False  # submit a replacement job when engines start draining
 
 
 @dataclass(frozen=True)
