@@ -9,7 +9,10 @@ as one exits, quoting what it printed.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import time
+from typing import Any
 
 import ipyparallel as ipp
 
@@ -22,6 +25,24 @@ POLL_INTERVAL = 0.02
 class EngineIdReserved(EngineStartError):
     """An engine registered under a new id: the controller still reserves the requested
     one for an engine that died while registering (``registration_timeout``)."""
+
+
+def engine_file(cluster: ipp.Cluster) -> str:
+    """Where engines that start before the controller is listening find its address.
+
+    ipyparallel's controller writes ``ipcontroller-*-engine.json`` in place, so an
+    engine polling for it can read it half written; pxpool publishes a copy with an
+    atomic rename once the controller's own file is complete."""
+    return os.path.join(cluster.profile_dir, "security", f"pxpool-{cluster.cluster_id}-engine.json")
+
+
+def publish_engine_file(cluster: ipp.Cluster, info: dict[str, Any]) -> None:
+    path = engine_file(cluster)
+    partial = f"{path}.partial"
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        json.dump(info, file)
+    os.replace(partial, path)
 
 
 def _launcher_exited(launcher: object) -> bool:
@@ -55,14 +76,21 @@ class StartupWatch:
         controller = self.cluster.controller
         return controller.get_output() if controller is not None else ""
 
-    async def controller_started(self) -> None:
+    async def launch_controller(self) -> None:
+        """Run the controller's process without waiting for it to listen."""
         try:
             await self.cluster.start_controller()
         except OSError as exc:
             raise ControllerStartError(f"Could not run the controller: {exc}") from exc
+
+    async def controller_started(self) -> None:
+        """Run the controller (unless :meth:`launch_controller` did) and wait until it
+        wrote its connection files; then publish the engines' copy of them."""
+        if self.cluster.controller is None:
+            await self.launch_controller()
         controller = self.cluster.controller
         try:
-            await controller.get_connection_info(timeout=self._left())
+            info = await controller.get_connection_info(timeout=self._left())
         except RuntimeError as exc:  # the controller exited
             raise ControllerStartError(
                 f"The controller of pool {self.cluster.cluster_id!r} exited while starting ({exc}). "
@@ -76,6 +104,7 @@ class StartupWatch:
                 f"{self.profile.name!r} if the machine is slow.",
                 self._controller_output(),
             ) from None
+        publish_engine_file(self.cluster, info["engine"])
 
     async def engines_registered(
         self,

@@ -126,15 +126,21 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, EngineAccess, SyncTwins):
             delay=0,
             n=0,
             controller_args=self._controller_args(),
+            send_engines_connection_env=not self.provider.starts_before_controller,
             engine_launcher_class=self.provider.engine_launcher_class,
             **_controller_launcher(self.provider),
         )
         watch = StartupWatch(cluster, self.profile, timeout)
+        early = self.provider.starts_before_controller
         try:
+            ids = self._take_ids(count)
+            if early:  # engines import while the controller starts, then read its file
+                await watch.launch_controller()
+                self._engine_sets.update(await self.provider.start_engines(cluster, ids))
             await watch.controller_started()
             self._client = await cluster.connect_client()
-            ids = self._take_ids(count)
-            self._engine_sets.update(await self.provider.start_engines(cluster, ids))
+            if not early:
+                self._engine_sets.update(await self.provider.start_engines(cluster, ids))
             self._write_record()
             if wait:
                 await watch.engines_registered(self._client, ids, self._engine_sets)

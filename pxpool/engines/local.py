@@ -9,6 +9,7 @@ import sys
 import ipyparallel as ipp
 from ipyparallel.cluster.launcher import LocalEngineSetLauncher
 
+from .._startup import engine_file
 from ..errors import EngineStartError
 from .base import Provider
 
@@ -16,6 +17,7 @@ from .base import Provider
 class LocalProvider(Provider):
     name = "local"
     engine_launcher_class = LocalEngineSetLauncher
+    starts_before_controller = True
 
     def environment(self) -> dict[str, str]:
         """The profile's variables, plus this process's ``sys.path`` when the engines run
@@ -36,6 +38,11 @@ class LocalProvider(Provider):
     ) -> dict[str, list[int]]:
         started: dict[str, list[int]] = {}
         command = [self.python(), "-m", "ipyparallel.engine"]
+        # engines may start before the controller listens: they wait for its address
+        connection = [
+            f"--IPEngine.url_file={engine_file(cluster)}",
+            f"--IPEngine.wait_for_url_file={self.profile.timeouts.start:g}",
+        ]
         for engine_id in engine_ids:
             set_id = f"engine-{engine_id}"
             try:
@@ -43,7 +50,7 @@ class LocalProvider(Provider):
                     1,
                     engine_set_id=set_id,
                     engine_cmd=command,
-                    engine_args=self.engine_args(engine_id),
+                    engine_args=connection + self.engine_args(engine_id),
                     environment=self.environment(),
                 )
             except OSError as exc:
