@@ -28,7 +28,7 @@ class Key:
 
     section: str  # "" for top level, "batch" for the provider's own table
     name: str
-    kind: str  # str, int, float, bool, list, table, hosts
+    kind: str  # str, int, float, duration, bool, list, table, hosts
     flat: str  # name used by keyword arguments, PXPOOL_* variables and `key=value`
     minimum: float | None = None
     choices: tuple[str, ...] = ()
@@ -41,6 +41,7 @@ KEYS: tuple[Key, ...] = (
     Key("", "restart", "str", "restart", choices=RESTART_POLICIES),
     Key("", "max_restarts", "int", "max_restarts", minimum=0),
     Key("", "restart_backoff", "float", "restart_backoff", minimum=0),
+    Key("", "idle_timeout", "duration", "idle_timeout", minimum=0),
     Key("controller", "ip", "str", "controller_ip"),
     Key("controller", "port", "int", "controller_port", minimum=0),
     Key("controller", "location", "str", "controller_location", choices=CONTROLLER_LOCATIONS),
@@ -121,6 +122,20 @@ def check_value(key: Key, value: Any, source: str, where: str) -> Any:
                 source, where, f"must be >= {key.minimum:g}; got {value!r}"
             )
         return float(value) if kind == "float" else value
+    if kind == "duration":  # seconds, or text as walltimes are written
+        if isinstance(value, str):
+            value = parse_duration(value, source, where)
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            raise ProfileValidationError(
+                source, where, f"must be seconds or 'HH:MM:SS', e.g. 600 or '00:10:00'; {bad}"
+            )
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ProfileValidationError(source, where, f"must be a finite number; {bad}")
+        if key.minimum is not None and value < key.minimum:
+            raise ProfileValidationError(
+                source, where, f"must be >= {key.minimum:g} seconds; got {value!r}"
+            )
+        return float(value)
     if kind == "list":
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise ProfileValidationError(source, where, f"must be a list of strings; {bad}")
@@ -179,6 +194,23 @@ def parse_walltime(text: str, source: str, where: str) -> int:
         )
     days = int(match["days"] or 0)
     return ((days * 24 + int(match["h"])) * 60 + int(match["m"])) * 60 + int(match["s"] or 0)
+
+
+def parse_duration(text: str, source: str, where: str) -> float:
+    """'600' (seconds), 'HH:MM:SS', 'HH:MM' or 'D-HH:MM:SS' to seconds."""
+    try:
+        return float(text.strip())
+    except ValueError:
+        pass
+    try:
+        return float(parse_walltime(text, source, where))
+    except ProfileValidationError:
+        raise ProfileValidationError(
+            source,
+            where,
+            f"cannot read duration {text!r}; write seconds or 'HH:MM:SS', "
+            "e.g. 600 or '00:10:00' for 10 minutes",
+        ) from None
 
 
 _MEMORY_RE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT]?)(?:i?B)?$", re.IGNORECASE)

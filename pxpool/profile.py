@@ -123,6 +123,7 @@ class Profile:
     restart: str = "never"  # "on-failure": a dead engine is replaced under the same id
     max_restarts: int = 3  # per engine id, over the pool's life
     restart_backoff: float = 1.0  # seconds before the first restart, doubling after
+    idle_timeout: float = 0.0  # seconds without work before the engines are released; 0: never
     controller: ControllerSettings = field(default_factory=ControllerSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     timeouts: Timeouts = field(default_factory=Timeouts)

@@ -412,7 +412,7 @@ def test_unknown_top_level_key_suggests_the_close_one(user_dir: Path) -> None:
         match=msg(
             f"{path}: engnes: unknown key; did you mean 'engines'? "
             "allowed: description, provider, engines, restart, max_restarts, restart_backoff, "
-            "[controller], [engine]"
+            "idle_timeout, [controller], [engine]"
         ),
     ) as info:
         load_profile("local")
