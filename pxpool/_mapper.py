@@ -20,10 +20,11 @@ import ipyparallel as ipp
 from ipyparallel.serialize import PrePickled
 
 from . import _chunking as ch
-from . import _timeouts
+from . import _shared_parts, _shm, _timeouts
 from ._data_errors import MapError, UnpicklableFunctionError, function_name
 from ._fault_errors import TaskTimeout
 from ._progress import Progress
+from ._shared_parts import SharedInputs, run_shared_part
 from .errors import PoolStateError
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class _Source:
         self.kind = kind
         self.values = values
         self.more = more
+        self.shared: SharedInputs | None = None  # partitions from shared memory, if set
         self.position = 0
         self.total: int | None = None
         self._iterator: Iterator[Any] | None = None
@@ -91,6 +93,8 @@ class _Source:
         if stop <= start:
             return None
         self.position = stop
+        if self.shared is not None:
+            return start, stop - start, (run_shared_part, self.shared.spec(start, stop))
         if self.kind in ("numpy", "pandas"):
             parts = [ch.part_of(v, start, stop) for v in (self.values, *self.more)]
             return start, stop - start, (ch.run_part, len(parts), *ch.flat_args(parts))
@@ -145,6 +149,11 @@ def pool_map(
         )
     source = _Source(kind, values, more)
     partitions = source.kind in ("numpy", "pandas")
+    if partitions and _shared_parts.eligible(source.kind, (values, *more)):
+        from .data import local_engines  # data imports this module
+
+        if local_engines(pool, list(client.ids)) == set(client.ids):
+            source.shared = SharedInputs((values, *more), _shm.pool_prefix(pool.name))
     sizer = ch.ChunkSizer(
         engines,
         source.total,
@@ -215,6 +224,8 @@ def pool_map(
                 bar.update(chunk.count)
     finally:
         bar.close()
+        if source.shared is not None:
+            source.shared.close()
     order = sorted(results) if ordered else arrival
     if partitions:
         return ch.combine(source.kind, [results[n] for n in order])

@@ -190,6 +190,64 @@ def test_map_with_second_array_slices_both_alike(pool: pxpool.Pool) -> None:
         pool.map(np.add, a, b[:10])
 
 
+def _segments_during_map(part: object) -> list[str]:
+    """Run on an engine inside a map: the pxpool segments that exist right now."""
+    return sorted(n for n in os.listdir("/dev/shm") if n.startswith("pxpool-"))
+
+
+def test_large_numeric_frame_is_mapped_through_shared_memory_keeping_index_and_dtypes(
+    pool: pxpool.Pool,
+) -> None:
+    n = 200_000  # 4.8 MB: above the shared-memory threshold
+    df = pd.DataFrame(
+        {
+            "x": np.arange(n, dtype=np.int64),
+            "y": np.linspace(0, 1, n),
+            "when": pd.date_range("2020-01-01", periods=n, freq="s"),
+        },
+        index=pd.Index(np.arange(n)[::-1] * 3, name="key"),
+    )
+    before = shm_segments()
+    out = pool.map(lambda p: p.assign(z=p["x"] * 2), df)
+    assert out.index.equals(df.index) and list(out.columns) == ["x", "y", "when", "z"]
+    assert out.dtypes["when"] == df.dtypes["when"] and out["z"].equals(df["x"] * 2)
+    # while the map runs, its input lives in one segment per column and one for the index
+    seen = pool.map(lambda p: [_segments_during_map(p)], df, chunksize=n // 2)
+    assert [len(set(s[0]) - before) for s in seen] == [4, 4]
+    assert shm_segments() == before  # unlinked when the map returned
+
+
+def test_shared_partitions_are_private_writable_copies(pool: pxpool.Pool) -> None:
+    array = np.zeros((300_000, 2))
+
+    def fill(part: np.ndarray) -> np.ndarray:
+        part += 1  # in place: the partition must be the engine's own memory
+        return part
+
+    assert np.array_equal(pool.map(fill, array), array + 1)
+    assert not array.any()  # the caller's array is untouched
+    series = pd.Series(np.arange(500_000.0), name="s")  # RangeIndex, named
+    out = pool.map(lambda p: p + 1, series)
+    assert out.equals(series + 1) and out.name == "s"
+
+
+def test_object_columns_take_the_network_path_and_still_map(pool: pxpool.Pool) -> None:
+    n = 100_000
+    df = pd.DataFrame({"x": np.arange(n), "label": ["a"] * n})  # object column: pickled
+    before = shm_segments()
+    out = pool.map(lambda p: p["x"] + p["label"].str.len(), df)
+    assert out.equals(df["x"] + 1)
+    assert shm_segments() == before
+
+
+def test_failure_in_a_shared_partition_names_rows_and_frees_segments(pool: pxpool.Pool) -> None:
+    df = pd.DataFrame({"x": np.arange(400_000.0)})
+    before = shm_segments()
+    with pytest.raises(MapError, match=r"partition of rows 200000\.\.399999"):
+        pool.map(lambda p: 1 / 0 if p.index[0] >= 200_000 else p, df, chunksize=200_000)
+    assert shm_segments() == before
+
+
 # ---------------------------------------------------------------- push / pull
 
 
