@@ -24,11 +24,17 @@ States (see :mod:`pxpool._health_collect` for the exact rules):
     ``pool.restart(k)`` is replacing it, until the new process reports
 ``stopped``
     the pool stopped, or ``pool.scale`` removed the engine
+``released``
+    the pool had no work for ``idle_timeout`` and stopped its engines (their batch jobs
+    cancelled); the next use of the pool starts them again (see :mod:`pxpool._idle`)
+
+``health_summary()`` counts engines per state and adds ``core_hours``: the cores the
+pool's engines held (``cores_per_engine``, 1 outside batch profiles) times how long.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
@@ -40,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["COLUMNS", "STATES", "EngineSnapshot", "HealthAccess", "format_health", "health_frame"]
 
-STATES = ("starting", "idle", "busy", "unresponsive", "dead", "restarting", "stopped")
+STATES = ("starting", "idle", "busy", "unresponsive", "dead", "restarting", "stopped", "released")
 COLUMNS = (
     "engine_id",
     "host",
@@ -101,7 +107,7 @@ def health_frame(snapshots: list[EngineSnapshot]) -> pandas.DataFrame:
 def summarize(snapshots: list[EngineSnapshot]) -> dict[str, int]:
     counts = dict.fromkeys(STATES, 0)
     for snapshot in snapshots:
-        counts[snapshot.state] += 1
+        counts[snapshot.state] = counts.get(snapshot.state, 0) + 1
     return counts
 
 
@@ -112,14 +118,24 @@ class HealthAccess:
         """One row per engine ever started in this pool, columns :data:`COLUMNS` first."""
         return health_frame(self.health_snapshots())
 
-    def health_summary(self) -> dict[str, int]:
-        """How many engines are in each state (every state listed, zeros included)."""
-        return summarize(self.health_snapshots())
+    def health_summary(self) -> dict[str, float]:
+        """How many engines are in each state (every state listed, zeros included), and
+        ``core_hours``: core-hours the pool's engines used so far."""
+        from ._idle import core_hours
+
+        counts: dict[str, float] = dict(summarize(self.health_snapshots()))
+        counts["core_hours"] = core_hours(cast("Pool", self))
+        return counts
 
     def health_snapshots(self) -> list[EngineSnapshot]:
         """The snapshots behind :meth:`health`, without building a DataFrame."""
         collector = self._health_collector()
-        return [] if collector is None else collector.snapshots()
+        snapshots = [] if collector is None else collector.snapshots()
+        if cast("Pool", self).state == "idle":  # released after idle_timeout, not stopped
+            snapshots = [
+                replace(s, state="released") if s.state == "stopped" else s for s in snapshots
+            ]
+        return snapshots
 
     def panel(self, refresh: float = 1.0) -> Panel:
         """A live ipywidgets panel of this pool's engines, refreshed every ``refresh`` s."""
