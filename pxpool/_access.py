@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 import ipyparallel as ipp
 
 from . import _timeouts, data
+from ._idle import keeps_awake, wake_if_released
 from ._supervisor import supervisor_of
 from .errors import EngineNotFoundError
 
@@ -29,16 +30,18 @@ class EngineAccess:
 
     @property
     def client(self) -> ipp.Client:
+        wake_if_released(self._pool())  # engines released after idle_timeout start again
         return self._running()[0]
 
     @property
     def ids(self) -> list[int]:
-        return sorted(self.client.ids)
+        return [] if self._pool().state == "idle" else sorted(self._running()[0].ids)
 
     @property
     def engines(self) -> int:
-        return len(self.client.ids)
+        return len(self.ids)
 
+    @keeps_awake
     def view(self, targets: Any = None) -> ipp.DirectView:
         """A blocking DirectView on ``targets`` (default: all engines, also later ones)."""
         client = self.client
@@ -48,6 +51,7 @@ class EngineAccess:
         view.block = True
         return view
 
+    @keeps_awake
     def lbview(self, targets: Any = None, timeout: float | None = None) -> ipp.LoadBalancedView:
         """A blocking LoadBalancedView, which sends each task to the next free engine.
 
@@ -65,6 +69,7 @@ class EngineAccess:
                 if target not in ids:
                     raise EngineNotFoundError(target, ids)
 
+    @keeps_awake
     def push(self, namespace: dict[str, Any], targets: Any = None) -> None:
         """Set names in the engines' namespaces (all engines unless ``targets``).
 
@@ -73,18 +78,22 @@ class EngineAccess:
         if targets is None or targets == "all":
             supervisor_of(self._pool()).setup.record_push(namespace)
 
+    @keeps_awake
     def pull(self, names: str | list[str] | tuple[str, ...], targets: Any = None) -> Any:
         """Read names back: one value per engine, or one value for a single target."""
         return data.pull(self._pool(), names, targets)
 
+    @keeps_awake
     def scatter(self, name: str, values: Any, targets: Any = None) -> None:
         """Split ``values`` (list, numpy array, pandas object) into one part per engine."""
         data.scatter(self._pool(), name, values, targets)
 
+    @keeps_awake
     def gather(self, name: str, targets: Any = None) -> Any:
         """Join the parts of ``name`` from the engines back into one object."""
         return data.gather(self._pool(), name, targets)
 
+    @keeps_awake
     def map(
         self,
         f: Any,
@@ -110,6 +119,7 @@ class EngineAccess:
             retries=retries,
         )
 
+    @keeps_awake
     def apply(
         self, f: Any, *args: Any, timeout: float | None = None, retries: int = 1, **kwargs: Any
     ) -> Any:
@@ -124,12 +134,14 @@ class EngineAccess:
             raise ValueError(f"timeout must be a positive number of seconds; got {timeout!r}")
         return _timeouts.apply(self._pool(), f, args, kwargs, timeout, retries)
 
+    @keeps_awake
     def setup(self, code: str) -> None:
         """Run ``code`` on every engine now, and again on every engine that joins later
         (restarts, replacements, ``scale``): imports, loaded data, configuration."""
         self.execute(code)
         supervisor_of(self._pool()).setup.record_code(code)
 
+    @keeps_awake
     def execute(self, code: str, targets: Any = None) -> None:
         """Run ``code`` on the engines, as a ``%%px`` cell does."""
         self.view(targets).execute(code, block=True)
