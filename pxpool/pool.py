@@ -22,6 +22,7 @@ from . import _runtime, _security
 from ._access import EngineAccess
 from ._async import LoopThread, SyncTwins
 from ._cluster import PxCluster
+from ._idle import IdleAccess, watch_idle
 from ._processes import local_process_tree, local_process_tree_of, processes_of_pool, reap
 from ._startup import StartupWatch
 from ._supervisor import REGISTRATION_HOLD_SECONDS, supervise
@@ -45,7 +46,7 @@ _current: Pool | None = None
 
 def current() -> Pool:
     """The pool most recently started (or attached) in this process."""
-    if _current is None or _current.state != "running":
+    if _current is None or _current.state not in ("running", "idle"):
         raise PoolStateError(
             "No running pool in this process; start one with "
             "`pxpool.Pool.from_profile('local').start_sync()` or `%pool start`."
@@ -53,7 +54,7 @@ def current() -> Pool:
     return _current
 
 
-class Pool(HealthAccess, DoctorAccess, DebugAccess, EngineAccess, SyncTwins):
+class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, SyncTwins):
     """A pool of IPython engines described by a :class:`~pxpool.profile.Profile`."""
 
     def __init__(
@@ -72,6 +73,7 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, EngineAccess, SyncTwins):
         self.add_engine_hook(install_debugger)  # breakpoint() and pool.debug() on engines
         self.add_engine_hook(supervise)  # deaths noticed, engines replaced, setup replayed
         self.add_engine_hook(warn_on_version_mismatch)  # Python/package versions differ
+        self.add_engine_hook(watch_idle)  # core-hours; idle_timeout releases the engines
         self._loop_thread = LoopThread(f"pxpool-{self.name}")
 
     @classmethod
@@ -311,6 +313,11 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, EngineAccess, SyncTwins):
             await asyncio.sleep(0.02)
 
     def _running(self) -> tuple[ipp.Client, ipp.Cluster]:
+        if self.state == "idle":
+            raise PoolStateError(
+                f"Pool {self.name!r} released its engines after idle_timeout; "
+                "`pool.wake_sync()` (or any use of its engines) starts them again."
+            )
         if self.state != "running" or self._client is None or self._cluster is None:
             raise PoolStateError(
                 f"Pool {self.name!r} is {self.state}; call `pool.start_sync()` (or `await pool.start()`) first."
