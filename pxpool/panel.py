@@ -1,8 +1,8 @@
 """A live ipywidgets panel of a pool's engines: ``pool.panel()`` or ``%pxhealth``.
 
 The panel is a ``VBox``: a header (counts per state, tasks done and failed, a sparkline
-of tasks finished per second), controls (auto-refresh toggle, add N engines, stop the
-pool, an error line) and one row per engine (state badge, task, CPU and memory bars,
+of tasks finished per second, core-hours used), controls (auto-refresh toggle, add N
+engines, stop the pool, an error line) and one row per engine (state badge, task, CPU and memory bars,
 heartbeat age, interrupt / restart / stop buttons). A daemon thread refreshes it every
 ``refresh`` seconds from :meth:`Pool.health_snapshots`, which only reads what the engine
 agents reported, so the kernel is never blocked; it stops once the pool stops.
@@ -43,6 +43,7 @@ STATE_COLOURS = {
     "dead": "#c62828",
     "restarting": "#8e24aa",
     "stopped": "#424242",
+    "released": "#757575",
 }
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 30  # refreshes shown in the tasks/s sparkline
@@ -242,9 +243,18 @@ class Panel(widgets.VBox):
             value=(
                 f"tasks done <b>{done}</b>, failed <b>{failed}</b> &nbsp; "
                 f'<span class="pxpool-spark" style="font-family:monospace">'
-                f"{sparkline(list(self.history))}</span> {rate:.1f} tasks/s"
+                f"{sparkline(list(self.history))}</span> {rate:.1f} tasks/s" + self._core_hours()
             ),
         )
+
+    def _core_hours(self) -> str:
+        """Core-hours the pool used so far (idle_timeout releases engines to save them)."""
+        if self.pool is None:
+            return ""
+        from ._idle import core_hours
+
+        released = " &nbsp; engines released (idle)" if self.pool.state == "idle" else ""
+        return f" &nbsp; core-hours <b>{core_hours(self.pool):.3f}</b>{released}"
 
     def _run(self) -> None:
         assert self.pool is not None
@@ -255,7 +265,7 @@ class Panel(widgets.VBox):
                 self.refresh()
             except Exception as exc:  # a refresh must not end the thread silently
                 self._report(f"refresh failed: {exc!r}")
-            if self.pool.state != "running":
+            if self.pool.state not in ("running", "idle"):
                 break  # the last refresh showed every engine stopped
 
     def close(self) -> None:
