@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from . import _runtime
+from ._idle import read_state as read_idle_state
 from ._status import format_table
 from .doctor import DEFAULT_ENV, diagnose, format_differences
 from .engines import provider_for
@@ -85,11 +86,23 @@ def cmd_status(args: argparse.Namespace) -> int:
         try:
             print(
                 f"pool {name!r} (profile {pool.profile.name!r}, {pool.profile.provider}): {pool.engines} engines"
+                + _idle_note(name)
             )
             print(format_health(pool.health_snapshots()))
         finally:
             pool.disconnect()
     return 0
+
+
+def _idle_note(name: str) -> str:
+    """Core-hours so far and an idle release, as the pool's owner recorded them."""
+    state = read_idle_state(name)
+    if state is None:
+        return ""
+    note = f", {state['core_hours']:.3f} core-hours"
+    if state.get("released_ids"):
+        note += f"; engines {state['released_ids']} released (idle), started again on next use"
+    return note
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
