@@ -8,6 +8,7 @@ is the part ipyparallel's Cluster stores and rebuilds from its cluster file.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -20,6 +21,7 @@ from ipyparallel.cluster.launcher import EngineLauncher, LocalProcessLauncher, N
 from traitlets import Bool, Float, Integer, List, Unicode
 
 from ..errors import EngineStartError
+from ._ssh_tunnel import forward_options, tunnel_info
 
 __all__ = ["SSHEngineLauncher", "run_bounded", "remote_command", "REMOTE_TERM_GRACE"]
 
@@ -79,18 +81,38 @@ class SSHEngineLauncher(LocalProcessLauncher, EngineLauncher):
     remote_pid = Integer(-1).tag(to_dict=True)
     remote_stopped = Bool(False).tag(to_dict=True)
     remote_stop_timeout = Float(15.0).tag(to_dict=True)
+    tunnel_forwards = List(
+        help="[remote port, controller port] pairs: reverse tunnels this ssh opens"
+    ).tag(to_dict=True)
+    _forward_options: list[str] = []
 
     def find_args(self) -> list[str]:
-        return [*self.ssh_argv, "--", remote_command(self.remote_script)]
+        *options, destination = self.ssh_argv
+        return [
+            *options,
+            *self._forward_options,
+            destination,
+            "--",
+            remote_command(self.remote_script),
+        ]
 
     def start(self, n: int = 1) -> None:
-        """Like LocalProcessLauncher.start, but the connection info goes to ssh's stdin."""
+        """Like LocalProcessLauncher.start, but the connection info goes to ssh's stdin,
+        rewritten to the tunnel's remote ports when there are forwards."""
         env = os.environ.copy()
         env.update(self.get_env())
         info = env.pop("IPP_CONNECTION_INFO", "")
         if not info:
             with open(self.connection_files["engine"]) as handle:
                 info = handle.read()
+        if self.tunnel_forwards:
+            forwards = [(int(r), int(c)) for r, c in self.tunnel_forwards]
+            self._forward_options = forward_options(json.loads(info), forwards)
+            info = json.dumps(tunnel_info(json.loads(info), forwards))
+        try:  # a set started again appends to the same file: read only this run's part
+            self._output_start = os.path.getsize(self.output_file)
+        except OSError:
+            self._output_start = 0
         with open(self.output_file, "ab") as out:
             proc = self._popen_process = Popen(
                 self.args,
@@ -112,10 +134,17 @@ class SSHEngineLauncher(LocalProcessLauncher, EngineLauncher):
         self.notify_start(proc.pid)
         self._start_waiting()
 
-    def _read_output(self) -> str:
+    _output_start = 0
+
+    def output_since_start(self) -> str:
+        """What ssh and the engine printed since this launcher's start()."""
+        if self._output is not None:  # ipyparallel read the file, then removed it
+            return str(self._output)
         try:
-            with open(self.output_file, errors="replace") as handle:
-                return handle.read()
+            with open(self.output_file, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                handle.seek(self._output_start if self._output_start <= size else 0)
+                return handle.read().decode(errors="replace")
         except OSError:
             return ""
 
@@ -123,7 +152,7 @@ class SSHEngineLauncher(LocalProcessLauncher, EngineLauncher):
         """Wait until the remote shell printed its pid (the engine's, after exec)."""
         deadline = time.monotonic() + timeout
         while True:
-            text = self._read_output()
+            text = self.output_since_start()
             match = _PID_RE.search(text)
             if match:
                 self.remote_pid = int(match.group(1))

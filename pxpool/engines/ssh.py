@@ -32,13 +32,16 @@ import shlex
 import signal
 import socket
 import sys
+import time
 
 import ipyparallel as ipp
 import psutil
 
-from ..errors import PxpoolError
+from ..errors import EngineStartError, PxpoolError
 from ..profile import SSHHost
+from . import _ssh_tunnel
 from ._ssh_launcher import REMOTE_TERM_GRACE, SSHEngineLauncher, remote_command, run_bounded
+from ._ssh_tunnel import choose_ports, controller_ports, failed_forward_port
 from .base import Provider
 from .ssh_errors import RemotePythonError, SSHConnectError
 
@@ -193,10 +196,12 @@ class SSHProvider(Provider):
                 remote_ipyparallel=ripp,
                 **versions,
             )
-        if not _is_local(host.host) and _is_local(self.profile.controller.ip):
+        tunnel = self.profile.ssh.tunnel
+        if not tunnel and not _is_local(host.host) and _is_local(self.profile.controller.ip):
             log.warning(
                 "pxpool: engines on %s connect to the controller at %s, which only this "
-                "machine can reach; set controller_ip in profile %r to an address %s reaches.",
+                "machine can reach; set tunnel = true, or controller_ip in profile %r to an "
+                "address %s reaches.",
                 label,
                 self.profile.controller.ip,
                 self.profile.name,
@@ -216,7 +221,7 @@ class SSHProvider(Provider):
         ]
         return "\n".join(
             [
-                'IPP_CONNECTION_INFO="$(cat)" || exit 70',
+                'IPP_CONNECTION_INFO="$(cat)" && [ -n "$IPP_CONNECTION_INFO" ] || exit 70',
                 "export IPP_CONNECTION_INFO",
                 'echo "__pxpool_pid=$$__"',
                 *self._setup_lines(host),
@@ -227,7 +232,6 @@ class SSHProvider(Provider):
     async def start_engines(
         self, cluster: ipp.Cluster, engine_ids: list[int]
     ) -> dict[str, list[int]]:
-        hosts = self._hosts()
         live = {i for s in cluster.engines if s.startswith("ssh-") for i in [int(s[4:])]}
         for engine_id in engine_ids:
             self._host_of[engine_id] = self._place(engine_id, live)
@@ -236,10 +240,24 @@ class SSHProvider(Provider):
             *(self.probe(i) for i in {self._host_of[e] for e in engine_ids} - self._probed)
         )
         self._probed.update(self._host_of[e] for e in engine_ids)
-        started: dict[str, list[int]] = {}
-        for engine_id in engine_ids:
-            host = hosts[self._host_of[engine_id]]
-            set_id = f"ssh-{engine_id}"
+        # all engines start side by side; none is left starting when one fails
+        results = await asyncio.gather(
+            *(self._start_engine(cluster, e) for e in engine_ids), return_exceptions=True
+        )
+        cluster.update_cluster_file()  # remote pids, for `pxpool stop` from elsewhere
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return {f"ssh-{e}": [e] for e in engine_ids}
+
+    async def _start_engine(self, cluster: ipp.Cluster, engine_id: int) -> None:
+        """Start one engine; with tunnels, again on new ports while one is taken."""
+        host = self._hosts()[self._host_of[engine_id]]
+        set_id = f"ssh-{engine_id}"
+        taken: set[int] = set()
+        output = ""
+        for _attempt in range(_ssh_tunnel.ATTEMPTS if self.profile.ssh.tunnel else 1):
+            forwards = self._plan_forwards(cluster, host, set_id, taken)
             await cluster.start_engines(
                 1,
                 engine_set_id=set_id,
@@ -248,14 +266,69 @@ class SSHProvider(Provider):
                 remote_script=self._engine_script(host, engine_id, cluster.cluster_id),
                 remote_stop_timeout=self.profile.timeouts.stop,
                 stop_seconds_until_kill=REMOTE_TERM_GRACE,
+                tunnel_forwards=[list(pair) for pair in forwards],
             )
-            self._launchers[set_id] = cluster.engines[set_id]
-            started[set_id] = [engine_id]
-        await asyncio.gather(
-            *(self._launchers[s].wait_remote_pid(self.profile.timeouts.start) for s in started)
+            launcher = self._launchers[set_id] = cluster.engines[set_id]
+            try:
+                await launcher.wait_remote_pid(self.profile.timeouts.start)
+                return
+            except EngineStartError:
+                output = launcher.output_since_start()
+                port = failed_forward_port(output) if forwards else None
+                if port is None:
+                    raise
+                log.info("pxpool: port %s taken on %s; new ports for %s", port, host.host, set_id)
+                taken.add(port)
+                await self._discard(cluster, set_id, launcher)
+        low, high = _ssh_tunnel.PORT_RANGE
+        raise SSHConnectError(
+            self.label(host),
+            shlex.join(launcher.args[:-2]),
+            255,
+            output,
+            f"Remote port {port} was taken on {host.host} (the last of "
+            f"{_ssh_tunnel.ATTEMPTS} tries with ports from {low}-{high - 1}): ssh could not "
+            "open the tunnel "
+            f"to the controller. Free ports in that range on {host.host}, or set tunnel = "
+            f"false in [ssh] of profile {self.profile.name!r} ({self.profile.source}) and a "
+            "controller_ip the host reaches.",
         )
-        cluster.update_cluster_file()  # remote pids, for `pxpool stop` from elsewhere
-        return started
+
+    def _plan_forwards(
+        self, cluster: ipp.Cluster, host: SSHHost, set_id: str, taken: set[int]
+    ) -> list[tuple[int, int]]:
+        """[(remote port, controller port)] for one engine's ssh; [] without tunnels."""
+        if not self.profile.ssh.tunnel:
+            return []
+        security = os.path.join(cluster.profile_dir, "security")
+        with open(os.path.join(security, f"ipcontroller-{cluster.cluster_id}-engine.json")) as f:
+            ports = controller_ports(json.loads(f.read()))
+        label = self.label(host)
+        in_use = {  # held by the pool's other engines on this host
+            remote
+            for other, launcher in cluster.engines.items()
+            if other != set_id
+            and isinstance(launcher, SSHEngineLauncher)
+            and launcher.host_label == label
+            and launcher.state == "running"
+            for remote, _ in launcher.tunnel_forwards
+        }
+        remote = choose_ports(len(ports), taken | in_use | set(ports), _is_local(host.host))
+        return list(zip(remote, ports, strict=True))
+
+    async def _discard(
+        self, cluster: ipp.Cluster, set_id: str, launcher: SSHEngineLauncher
+    ) -> None:
+        """Forget a launcher whose ssh failed on purpose-known grounds (no death report)."""
+        expect_exit = getattr(cluster, "expect_exit", None)
+        if expect_exit is not None:
+            expect_exit(set_id)
+        deadline = time.monotonic() + 5.0
+        while launcher.state == "running" and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # ssh exited; its stop report comes on the loop
+        if cluster.engines.get(set_id) is launcher:
+            cluster.engines.pop(set_id)
+        self._launchers.pop(set_id, None)
 
     async def release(self, cluster: ipp.Cluster | None) -> None:
         """Kill every remote engine still known, also when the controller died."""
