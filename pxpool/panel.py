@@ -3,9 +3,10 @@
 The panel is a ``VBox``: a header (counts per state, tasks done and failed, a sparkline
 of tasks finished per second, core-hours used), controls (auto-refresh toggle, add N
 engines, stop the pool, an error line) and one row per engine (state badge, task, CPU
-and memory bars, heartbeat age, interrupt / restart / stop buttons). A daemon thread refreshes it every
-``refresh`` seconds from :meth:`Pool.health_snapshots`, which only reads what the engine
-agents reported, so the kernel is never blocked; it stops once the pool stops.
+and memory bars, heartbeat age, interrupt / restart / stop buttons). A daemon thread
+refreshes it every ``refresh`` seconds from :meth:`Pool.health_snapshots`, which only
+reads what the engine agents reported, so the kernel is never blocked; it stops once the
+pool stops.
 
 Refreshes set a widget trait only when its value changed, so a refresh of a large,
 quiet pool sends few messages. Widgets carry stable CSS classes (``pxpool-panel``,
