@@ -75,6 +75,8 @@ POOL_API = {
     "health",
     "health_summary",
     "health_snapshots",
+    "core_hours",
+    "wake",
     "panel",
     "setup",
     "debug",
