@@ -14,11 +14,21 @@ call that runs the profile's python and reports ``sys.version`` and
 :class:`SSHConnectError`; a missing python or a different Python or ipyparallel
 version raises :class:`RemotePythonError` with both versions.
 
-Reaching the controller: engines connect straight to the address the controller
-listens on (``[controller] ip``, 127.0.0.1 by default), which works for hosts that
-are this machine. For other hosts set ``controller_ip`` to an address they can
-reach (e.g. ``"0.0.0.0"`` on a trusted network); pxpool does not open SSH tunnels
-for engines yet and warns when a non-local host meets a loopback controller.
+Reaching the controller: with ``[ssh] tunnel = true`` (the default) the controller
+keeps listening on loopback and each engine's own ssh client opens reverse forwards
+(``-R``) from loopback ports on the engine's host to every controller port; the
+engine is told ``tcp://127.0.0.1`` and those ports (see :mod:`._ssh_tunnel`). Each
+client has its own ports, so one engine restarts alone; a port already taken on the
+host ends ssh at once (``ExitOnForwardFailure``) and the engine is started again on
+new ports, at most ``_ssh_tunnel.ATTEMPTS`` times, then :class:`SSHConnectError`
+names the port. pxpool's health agent and debugger then listen on the engine host's
+loopback, which the client reaches only when that host is this machine.
+
+With ``tunnel = false`` engines connect straight to ``[controller] ip`` (127.0.0.1
+by default), which works for hosts that are this machine; for other hosts set
+``controller_ip`` to an address they reach (e.g. ``"0.0.0.0"`` on a trusted
+network). pxpool warns when a non-local host meets a loopback controller without
+tunnels, and when tunnels hide a non-local host's agents from the client.
 """
 
 from __future__ import annotations
@@ -206,6 +216,16 @@ class SSHProvider(Provider):
                 self.profile.controller.ip,
                 self.profile.name,
                 host.host,
+            )
+        elif tunnel and not _is_local(host.host):
+            log.warning(
+                "pxpool: engines on %s reach the controller through SSH tunnels; their health "
+                "agent and debugger listen on that host's loopback, so pool.health() gets no "
+                "reports from them and %%pxdebug cannot attach. For both, set tunnel = false "
+                "and a controller_ip %s reaches in profile %r.",
+                label,
+                host.host,
+                self.profile.name,
             )
 
     # ------------------------------------------------------------ engines
