@@ -66,6 +66,7 @@ def choose_ports(count: int, avoid: Iterable[int], host_is_here: bool) -> list[i
     engine's host is this machine, only ports free here right now."""
     low, high = PORT_RANGE
     taken = set(avoid)
+    avoided = len(taken)
     chosen: list[int] = []
     candidates = random.sample(range(low, high), min(high - low, count * 20 + len(taken)))
     for port in candidates:
@@ -76,8 +77,9 @@ def choose_ports(count: int, avoid: Iterable[int], host_is_here: bool) -> list[i
         if len(chosen) == count:
             return chosen
     raise EngineStartError(
-        f"No {count} free ports for an engine's SSH tunnel in {low}-{high - 1}; "
-        f"{len(taken)} are taken or in use by this pool. Stop other pools on that host, or "
+        f"No {count} free ports for an engine's SSH tunnel in {low}-{high - 1} "
+        f"({high - low} ports; {avoided} in use by this pool or found taken). "
+        "Stop other pools on that host, or "
         "set tunnel = false in [ssh] of the profile and a controller_ip the host reaches."
     )
 
