@@ -22,6 +22,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -84,7 +85,10 @@ class IdleWatch:
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
-        self.timeout = pool.profile.idle_timeout
+        # only the process that started the pool releases it and records its core-hours
+        record = _runtime.read_record(pool.name) or {}
+        self.owner = record.get("owner_pid") == os.getpid()
+        self.timeout = pool.profile.idle_timeout if self.owner else 0.0
         self.clock = CoreClock(pool.profile.batch.cores_per_engine)
         self.lock = threading.Lock()  # held while releasing, waking, or starting a call
         self.count_lock = threading.Lock()
@@ -174,6 +178,8 @@ class IdleWatch:
             await asyncio.gather(
                 *(pool._remove_engines(list(s)) for s in pool._engine_sets.values())
             )
+            if pool.state != "running":
+                return  # stopped meanwhile
             pool.state = IDLE
             self.released_ids, self.released_at = ids, time.time()
             self.releases += 1
@@ -250,13 +256,16 @@ class IdleWatch:
                 cluster, pool.profile, pool.profile.timeouts.start
             ).engines_registered(client, ids, new_sets, pool._owner_ids())
         except BaseException:
-            try:
-                await pool._remove_engines(sorted(pool._owner_ids()))
-            except Exception as exc:
-                log.warning("pxpool: cleaning up a failed wake of %r: %r", pool.name, exc)
-            pool.state = IDLE
-            pool._write_record()
+            if pool.state == "running":  # not stopped meanwhile: idle again, as before
+                try:
+                    await pool._remove_engines(sorted(pool._owner_ids()))
+                except Exception as exc:
+                    log.warning("pxpool: cleaning up a failed wake of %r: %r", pool.name, exc)
+                pool.state = IDLE
+                pool._write_record()
             raise
+        if pool.state != "running":
+            raise PoolStateError(f"Pool {pool.name!r} was stopped while its engines started.")
         self.released_ids, self.released_at = [], None
         pool._write_record()
         await pool._engines_ready(ids)  # debugger, setup replay, health agents, this clock
@@ -266,7 +275,7 @@ class IdleWatch:
 
     def write_state(self) -> None:
         directory = _runtime.pool_dir(self.pool.name)
-        if not directory.is_dir():
+        if not self.owner or not directory.is_dir():
             return
         with self.clock.lock:
             closed, opened = self.clock.closed, dict(self.clock.open)
