@@ -34,7 +34,9 @@ class Launcher(ABC):
         """``bash -c`` text that runs the engine whose id sits at this task's rank."""
         ids = " ".join(str(i) for i in engine_ids)
         inner = (
-            f"ids=({ids}); exec {shlex.join(engine_command)} "
+            # SIGUSR1/SIGUSR2 ignored until pxpool's drain handler takes them over on the
+            # engine, so the engine's nanny, which inherits that, survives them
+            f'trap "" USR1 USR2; ids=({ids}); exec {shlex.join(engine_command)} '
             f'"--IPEngine.id=${{ids[{self.rank_variable}]}}"'
         )
         return f"/bin/bash -c {shlex.quote(inner)}"
