@@ -68,6 +68,21 @@ class JobSpec:
     output_file: str
 
 
+def forward_signals(engine_lines: Sequence[str], launcher: str) -> list[str]:
+    """The engine lines of a job whose engines drain on signals: the job's shell starts
+    them in the background and passes SIGUSR1, SIGUSR2 and SIGTERM on to them (bash runs
+    a trap only between commands, so it waits in a loop, not on a foreground srun).
+    Plain engines start with SIGUSR1/SIGUSR2 ignored, so their ipyparallel nannies,
+    which inherit that, survive those signals; pxpool's handler takes them over on each
+    engine (srun and mpiexec ranks do the same in their command, see launchers.py)."""
+    started = [
+        line if line.endswith("&") else f"{line} &" for line in engine_lines if line != "wait"
+    ]
+    forward = [f"trap 'kill -{s} $(jobs -p) 2>/dev/null' {s}" for s in ("USR1", "USR2", "TERM")]
+    ignore = ["trap '' USR1 USR2"] if launcher == "plain" else []
+    return [*ignore, *started, *forward, 'while [ -n "$(jobs -rp)" ]; do wait; done']
+
+
 async def run_command(
     argv: Sequence[str], timeout: float, stdin: str | None = None
 ) -> tuple[int | None, str, str]:
@@ -348,8 +363,10 @@ class BatchProvider(Provider):
         batch = self.profile.batch
         prefix = self.directive_prefix
         lines = ["#!/bin/bash"]
+        drain = self.drain_directives(batch.walltime_signal) if self.drains(commands) else []
         if prefix:  # HTCondor keeps its settings in the submit description instead
-            lines += [f"{prefix} {d}" for d in [*self.directives(spec), *batch.directives]]
+            found = [*self.directives(spec), *drain, *batch.directives]
+            lines += [f"{prefix} {d}" for d in found]
         what = f"engines {list(spec.engine_ids)}" if commands is None else "the controller"
         lines.append(
             f"# pxpool: {what} of pool {spec.cluster_id} "
@@ -366,8 +383,19 @@ class BatchProvider(Provider):
             lines += commands
             return "\n".join(lines) + "\n"
         command = [self.python(), "-m", "ipyparallel.engine", *self.engine_args(None)]
-        lines += self.launcher.lines(command, spec.engine_ids, batch.cores_per_engine)
+        engines = self.launcher.lines(command, spec.engine_ids, batch.cores_per_engine)
+        lines += forward_signals(engines, batch.launcher) if self.drains(commands) else engines
         return "\n".join(lines) + "\n"
+
+    def drains(self, commands: Sequence[str] | None) -> bool:
+        """True for an engine job (not the controller's) of a profile with walltime_signal."""
+        return commands is None and self.profile.batch.walltime_signal > 0
+
+    def drain_directives(self, lead: int) -> list[str]:
+        """Directives that make the scheduler signal the job ``lead`` seconds before its
+        walltime (see :mod:`pxpool._walltime`); none where the system has no such option
+        (PBS sends SIGTERM at the walltime, which engines drain on too)."""
+        return []
 
     def job_script(self, pool_name: str | None = None) -> str:
         """The script for the first job of a pool named ``pool_name``, as it would be

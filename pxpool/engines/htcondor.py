@@ -49,6 +49,8 @@ class HTCondorProvider(ControllerJobProvider):
                 "periodic_remove = (JobStatus == 2) && "
                 f"(time() - EnteredCurrentStatus > {batch.walltime_seconds})"
             )
+        if batch.walltime_signal > 0:  # SIGTERM on removal, then this long until SIGKILL
+            lines += ["kill_sig = SIGTERM", f"job_max_vacate_time = {batch.walltime_signal}"]
         lines += list(batch.directives)
         lines.append("queue 1")
         return "\n".join(lines) + "\n"

@@ -36,6 +36,11 @@ class LSFProvider(ControllerJobProvider):
             found.append(f"-M {memory}MB")
         return found
 
+    def drain_directives(self, lead: int) -> list[str]:
+        # the warning action (SIGUSR1) comes this long before the run limit or a
+        # bkill; LSF counts it in whole minutes
+        return ["-wa USR1", f"-wt {max(1, -(-lead // 60))}"]
+
     def write_job_files(
         self, spec: JobSpec, commands: Sequence[str] | None = None
     ) -> tuple[list[str], str | None]:

@@ -84,6 +84,16 @@ class SGEProvider(ControllerJobProvider):
             found.append(f"-l mem_free={memory}M")
         return found
 
+    def drain_directives(self, lead: int) -> list[str]:
+        # SIGUSR1 when the soft runtime limit s_rt (lead seconds before h_rt) passes,
+        # SIGKILL the queue's `notify` time later; -notify: SIGUSR2 before a qdel's
+        # SIGKILL and SIGUSR1 before a suspension
+        found = ["-notify"]
+        walltime = self.profile.batch.walltime_seconds
+        if walltime is not None and walltime > lead:
+            found.append(f"-l s_rt={self.walltime_text(walltime - lead)}")
+        return found
+
     @classmethod
     def status_argv(cls, job_id: str) -> list[str]:
         # The user's jobs (a job that ended is no longer listed), then `qstat -j` for

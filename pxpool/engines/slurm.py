@@ -41,6 +41,12 @@ class SlurmProvider(ControllerJobProvider):
             found.append(f"--mem={memory}M")
         return found
 
+    def drain_directives(self, lead: int) -> list[str]:
+        # B: signals the job's shell only, which passes it on to the engines (without
+        # B:, SLURM signals srun steps but not engines started plainly by the shell);
+        # SLURM may send it up to a minute early (its event loop's resolution)
+        return [f"--signal=B:USR1@{lead}"]
+
     @classmethod
     def status_argv(cls, job_id: str) -> list[str]:
         # scontrol, not squeue: squeue forgets a failed job at once, scontrol keeps its

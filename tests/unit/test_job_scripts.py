@@ -218,3 +218,92 @@ def test_controller_job_script_shows_the_pools_controller_arguments() -> None:
     # a local controller has no job script
     with pytest.raises(pxpool.PxpoolError, match=r"no controller job script"):
         batch_provider("slurm").controller_job_script()
+
+
+# ------------------------------------------------------------ walltime / preemption signals
+
+
+def test_each_system_asks_for_a_signal_before_the_walltime() -> None:
+    def script(name: str, **overrides: object) -> set[str]:
+        provider = batch_provider(name, walltime="00:10:00", **overrides)
+        return set(provider.show_job(provider.first_job_spec("p")).splitlines())
+
+    assert "#SBATCH --signal=B:USR1@45" in script("slurm", walltime_signal=45)
+    assert {"#$ -notify", "#$ -l s_rt=0:09:15", "#$ -l h_rt=0:10:00"} <= script(
+        "sge", walltime_signal=45
+    )
+    assert {"#BSUB -wa USR1", "#BSUB -wt 2"} <= script("lsf", walltime_signal=90)
+    assert {"kill_sig = SIGTERM", "job_max_vacate_time = 45"} <= script(
+        "htcondor", walltime_signal=45
+    )
+    assert "#SBATCH --signal=B:USR1@60" in script("slurm")  # the default lead
+    for name in BATCH:  # 0 turns it off: no directive, no trap
+        lines = script(name, walltime_signal=0)
+        assert not any("signal" in line or "notify" in line or "-wa " in line for line in lines)
+        assert not any(line.startswith("trap 'kill") for line in lines)
+
+
+def test_the_controller_job_is_not_signalled() -> None:
+    provider = batch_provider("slurm", controller_location="job", walltime_signal=45)
+    assert "--signal" not in provider.controller_job_script("p")
+
+
+STUB_ENGINE = """#!{python}
+import signal, sys, time
+ignored = signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+def leave(number, frame):
+    print(sys.argv[-1], "got", signal.Signals(number).name, "ignored at start:", ignored, flush=True)
+    time.sleep(0.3)  # finishing a task: the job's shell must wait for it
+    print(sys.argv[-1], "left", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGUSR1, leave)
+print(sys.argv[-1], "ready", flush=True)
+time.sleep(20)
+"""
+
+
+def test_job_shell_passes_the_signal_to_its_engines_and_waits_for_them(tmp_path: Path) -> None:
+    """Run a plain job script whose 'python' is a stub engine, signal the job's shell
+    as SLURM's --signal=B: does, and check both engines drain and the job waits."""
+    import signal
+    import sys
+    import time
+
+    stub = tmp_path / "engine"
+    stub.write_text(STUB_ENGINE.format(python=sys.executable))
+    stub.chmod(0o755)
+    provider = batch_provider(
+        "slurm", python=str(stub), engines=2, engines_per_job=2, launcher="plain"
+    )
+    spec = provider.job_spec(str(tmp_path), "pool-x", [0, 1])
+    os.makedirs(os.path.dirname(spec.output_file))
+    script = tmp_path / "job.sh"
+    script.write_text(provider.render(spec))
+    output = tmp_path / "out.txt"
+    with output.open("w") as sink:
+        job = subprocess.Popen(["bash", str(script)], stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 15
+            while output.read_text().count("ready") < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            job.send_signal(signal.SIGUSR1)
+            assert job.wait(timeout=15) == 0
+        finally:
+            job.kill()
+    text = output.read_text()
+    for engine_id in (0, 1):
+        assert f"--IPEngine.id={engine_id} got SIGUSR1 ignored at start: True" in text
+        assert f"--IPEngine.id={engine_id} left" in text
+    assert text.rstrip().endswith("pxpool: job script exited with status 0")
+
+
+def test_task_launchers_start_engines_with_the_drain_signals_ignored(tmp_path: Path) -> None:
+    import sys
+
+    code = "import signal; print(signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN)"
+    probe = [sys.executable, "-c", code]
+    text = SrunLauncher().ranked_command(probe, [0])
+    output = subprocess.run(
+        shlex.split(text), env={**os.environ, "SLURM_PROCID": "0"}, capture_output=True, text=True
+    )
+    assert output.stdout.strip() == "True", output.stderr
