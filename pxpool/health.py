@@ -22,6 +22,11 @@ States (see :mod:`pxpool._health_collect` for the exact rules):
     within milliseconds, so a killed engine is ``dead`` well within 5 s
 ``restarting``
     ``pool.restart(k)`` is replacing it, until the new process reports
+``draining``
+    told to leave by the scheduler (SIGUSR1/SIGUSR2 before the walltime) or SIGTERM: it
+    finishes its task, hands new ones back, then leaves (see :mod:`pxpool._walltime`)
+``stopped (walltime)``
+    left the pool after draining; not a failure, so not restarted
 ``stopped``
     the pool stopped, or ``pool.scale`` removed the engine
 ``released``
@@ -47,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["COLUMNS", "STATES", "EngineSnapshot", "HealthAccess", "format_health", "health_frame"]
 
 STATES = ("starting", "idle", "busy", "unresponsive", "dead", "restarting", "stopped", "released")
+STATES += ("draining", "stopped (walltime)")  # leaving, or left, on a scheduler's signal
 COLUMNS = (
     "engine_id",
     "host",
