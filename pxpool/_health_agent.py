@@ -206,6 +206,7 @@ class Agent:
             "tasks_failed": failed,
             "fingerprint": self.fingerprint,
             "interval": self.interval,
+            "draining": _draining_since(),
         }
 
     def _publish(self) -> None:
@@ -230,6 +231,12 @@ class Agent:
             except Exception:  # a report must never take the engine down
                 log.exception("pxpool: health report on engine %s failed", self.engine_id)
                 time.sleep(self.interval)
+
+
+def _draining_since() -> float | None:
+    """When this engine started draining on a walltime/preemption signal, if it did."""
+    walltime = sys.modules.get("pxpool._walltime")
+    return None if walltime is None else walltime.draining_since()
 
 
 def install(ip: str, interval: float) -> dict[str, Any]:

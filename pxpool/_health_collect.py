@@ -11,7 +11,10 @@ derived when asked (:meth:`Collector.snapshots`), from what is known at that mom
   milliseconds) and its process is gone;
 - ``unresponsive``: its agent missed ``MISSED_REPORTS`` reports in a row, or the hub
   dropped it for missed heartbeats while its process still exists (e.g. SIGSTOP);
-- ``busy`` / ``idle``: registered and reporting, with or without a running task.
+- ``busy`` / ``idle``: registered and reporting, with or without a running task;
+- ``draining``: told to leave (a walltime or preemption signal, see
+  :mod:`pxpool._walltime`), still registered or still finishing; then
+  ``stopped (walltime)`` once it left.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import _health_agent
+from ._walltime import drain_records
 from .health import EngineSnapshot
 
 if TYPE_CHECKING:
@@ -222,6 +226,7 @@ class Collector:
         registered = set(self._registered()) if running else set()
         owned = pool._owner_ids() if running else set()
         operations = pending_operations(pool) if running else {}
+        drains = drain_records(pool.name) if running else {}
         now = time.time()
         limit = (MISSED_REPORTS + 1) * self.interval
         with self.lock:
@@ -240,6 +245,8 @@ class Collector:
                 ):
                     record.restarting = False  # the restart is over and did not bring it back
                 state = self._state(record, running, registered, owned, operation, now, limit)
+                if state not in ("stopped", "restarting"):  # pxpool's own stops say so
+                    state = _drain_state(record, drains.get(record.engine_id), registered) or state
                 rows.append(self._snapshot(record, state, now))
         return rows
 
@@ -275,8 +282,8 @@ class Collector:
 
     def _snapshot(self, record: _Record, state: str, now: float) -> EngineSnapshot:
         report = record.report or {}
-        task = report.get("task") if state in ("busy", "unresponsive", "dead") else None
-        gone = state in ("dead", "stopped", "restarting")
+        task = report.get("task") if state in ("busy", "unresponsive", "dead", "draining") else None
+        gone = state in ("dead", "stopped", "restarting", "stopped (walltime)")
         age = now - record.received if record.report is not None else None
         uptime = None
         if record.report is not None:
@@ -308,6 +315,22 @@ class Collector:
             return self.pool.provider.job_id_of(engine_id)
         except Exception:
             return None
+
+
+def _drain_state(record: _Record, drain: dict[str, Any] | None, registered: set[int]) -> str | None:
+    """``draining`` or ``stopped (walltime)`` for an engine that was told to leave by a
+    signal (its agent says so, or its drain record, unless a later process under the
+    same id reported since); None otherwise."""
+    report = record.report or {}
+    if record.engine_id in registered and report.get("draining"):
+        return "draining"
+    if drain is None or (report and report.get("pid") != drain.get("pid")):
+        return None
+    if record.engine_id in registered:
+        return "draining"
+    if drain.get("state") == "draining" and _process_alive(record.report):
+        return "draining"
+    return "stopped (walltime)"
 
 
 def _process_alive(report: dict[str, Any] | None) -> bool:
