@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._startup import EngineIdReserved
+from ._walltime import walltime_exit
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -135,12 +136,14 @@ class Supervisor:
         oom_now = oom_kills()
         how = describe_exit(stop_data.get("exit_code"), self._oom_seen, oom_now)
         self._oom_seen = oom_now
+        drained = walltime_exit(self.pool, ids)  # left on a walltime or preemption signal
+        how = drained or how
         death = Death(ids, how, stop_data.get("exit_code"), time.time())
         for engine_id in ids:
             self.deaths[engine_id] = death
         log.warning("pxpool: engines %s of pool %r died: %s", list(ids), self.pool.name, how)
-        if self.pool.profile.restart != "on-failure":
-            return
+        if drained or self.pool.profile.restart != "on-failure":
+            return  # a drained engine did not fail: replace_on_walltime replaces it
         if ids[0] in self._replacing:
             self._died_again.add(ids[0])  # while being replaced: that replacement goes again
         else:
