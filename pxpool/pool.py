@@ -26,6 +26,7 @@ from ._idle import IdleAccess, watch_idle
 from ._processes import local_process_tree, local_process_tree_of, processes_of_pool, reap
 from ._startup import StartupWatch
 from ._supervisor import REGISTRATION_HOLD_SECONDS, supervise
+from ._walltime import prepare_drain
 from .debug import DebugAccess, install_debugger
 from .doctor import DoctorAccess, warn_on_version_mismatch
 from .engines import provider_for
@@ -71,6 +72,7 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
         self._next_id = 0
         self._engine_hooks: list[EngineHook] = []
         self.add_engine_hook(install_debugger)  # breakpoint() and pool.debug() on engines
+        self.add_engine_hook(prepare_drain)  # SIGUSR1/SIGUSR2/SIGTERM: finish, leave cleanly
         self.add_engine_hook(supervise)  # deaths noticed, engines replaced, setup replayed
         self.add_engine_hook(warn_on_version_mismatch)  # Python/package versions differ
         self.add_engine_hook(watch_idle)  # core-hours; idle_timeout releases the engines
