@@ -9,6 +9,7 @@ import sys
 import ipyparallel as ipp
 from ipyparallel.cluster.launcher import LocalEngineSetLauncher
 
+from .._memory_limit import confine_engine_set, release_pool
 from .._startup import engine_file
 from ..errors import EngineStartError
 from .base import Provider
@@ -60,4 +61,10 @@ class LocalProvider(Provider):
                     f"Check `python` in profile {self.profile.name!r} ({self.profile.source})."
                 ) from exc
             started[set_id] = [engine_id]
+            confine_engine_set(cluster, set_id, self.profile.engine.memory_limit_bytes)
         return started
+
+    async def release(self, cluster: ipp.Cluster | None) -> None:
+        """Remove the engines' memory cgroups (``[engine] memory_limit``)."""
+        if cluster is not None:
+            release_pool(str(cluster.cluster_id))
