@@ -15,7 +15,7 @@ from typing import Any
 import ipyparallel as ipp
 from ipyparallel.serialize import PrePickled, serialize_object
 
-from . import _chunking
+from . import _chunking, _result_limit
 from ._data_errors import UnpicklableArgumentError, UnpicklableFunctionError, function_name
 
 SEND_ERRORS = (TypeError, AttributeError, pickle.PicklingError, RecursionError)
@@ -63,3 +63,7 @@ class PxClient(ipp.Client):
             if error is None:
                 raise
             raise error from exc
+
+    def _unwrap_exception(self, content: dict[str, Any]) -> Any:
+        """An engine's refusal to send a too large result arrives as ResultTooLarge."""
+        return _result_limit.unwrap(content, super()._unwrap_exception(content))
