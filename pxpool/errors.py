@@ -23,14 +23,16 @@ Each message says what failed, the values involved, and the next step::
     ├── UnpicklableArgumentError     an argument or item cannot be sent to the engines
     ├── EngineNameError              pull of a name an engine does not have
     ├── TaskTimeout                  a task ran past its timeout=; its engine was stopped
+    ├── ResultTooLarge               a result over [engine] max_result_size (not sent)
     ├── EngineDied                   the engine running a task died (says how)
     │   └── TaskLost                 ...and the task's retries are used up
     └── DebugError                   a debugger session could not open or broke
         (DebuggerQuit: `q` in a breakpoint session ended the task)
 
 The errors of one feature live beside it (MapError in ``pxpool._data_errors``, batch
-errors in ``pxpool.engines.batch_errors``, TaskTimeout in ``pxpool._fault_errors``) and
-subclass these; ``pxpool`` exports every public one.
+errors in ``pxpool.engines.batch_errors``, TaskTimeout in ``pxpool._fault_errors``,
+ResultTooLarge in ``pxpool._result_limit``) and subclass these; ``pxpool`` exports every
+public one.
 
 Errors that carry a process's output keep it in ``.output`` and also quote its tail
 in the message, so a notebook user sees the cause without opening a log file.
