@@ -17,6 +17,7 @@ from ._data_errors import (
     UnpicklableFunctionError,
 )
 from ._fault_errors import EngineDied, TaskLost, TaskTimeout
+from ._result_limit import ResultTooLarge
 from ._version import __version__
 from .debug import DebugAuthError, DebugError, DebuggerQuit, DebugSession
 from .doctor import EnvironmentMismatchWarning
@@ -69,6 +70,7 @@ __all__ = [
     "TaskTimeout",
     "EngineDied",
     "TaskLost",
+    "ResultTooLarge",
     "DebugSession",
     "DebugError",
     "DebugAuthError",
