@@ -4,6 +4,7 @@ Every test runs with its own pxpool runtime directory and an empty user profile
 directory, and without the developer's PXPOOL_* settings. After each test, any
 ipyparallel controller, engine or nanny process that was not there before the test
 is a leak: the test fails and the processes are killed so the next test starts clean.
+So is a memory cgroup (``[engine] memory_limit``) of a pool that has stopped.
 """
 
 from __future__ import annotations
@@ -93,6 +94,23 @@ def no_leaked_processes() -> Iterator[None]:
         _kill(leaked)
         lines = "\n".join(f"  {pid}: {cmd[:160]}" for pid, (cmd, _) in sorted(leaked.items()))
         pytest.fail(f"test left {len(leaked)} pool process(es) running (killed now):\n{lines}")
+    groups = _leaked_memory_groups()
+    if groups:
+        pytest.fail(f"test left the memory cgroups of stopped pools (removed now): {groups}")
+
+
+def _leaked_memory_groups(pools_gone_only: bool = True) -> list[str]:
+    """Memory cgroups (``[engine] memory_limit``) of this session's pools that stopped;
+    removed on the way, so the next test starts clean."""
+    from pxpool import _memory_limit, _runtime
+
+    leaked = []
+    for name, group in _memory_limit.pool_groups().items():
+        if pools_gone_only and _runtime.pool_dir(name).is_dir():
+            continue  # a running pool (a module fixture's)
+        leaked.append(str(group))
+        _memory_limit.release_pool(name)
+    return leaked
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -117,4 +135,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         print(f"\npxpool tests: {len(leftover)} pool process(es) left at session end (killed):")
         for pid, (cmd, _) in sorted(leftover.items()):
             print(f"  {pid}: {cmd[:160]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    groups = _leaked_memory_groups(pools_gone_only=False)
+    if groups:
+        print(f"\npxpool tests: memory cgroups left at session end (removed): {groups}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
