@@ -22,6 +22,7 @@ from . import _runtime, _security
 from ._access import EngineAccess
 from ._async import LoopThread, SyncTwins
 from ._cluster import PxCluster
+from ._engine_limits import apply_engine_limits
 from ._idle import IdleAccess, watch_idle
 from ._processes import local_process_tree, local_process_tree_of, processes_of_pool, reap
 from ._startup import StartupWatch
@@ -70,7 +71,7 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
         self._client: ipp.Client | None = None
         self._engine_sets: dict[str, list[int]] = {}
         self._next_id = 0
-        self._engine_hooks: list[EngineHook] = []
+        self._engine_hooks: list[EngineHook] = [apply_engine_limits]  # before setup replays
         self.add_engine_hook(install_debugger)  # breakpoint() and pool.debug() on engines
         self.add_engine_hook(prepare_drain)  # SIGUSR1/SIGUSR2/SIGTERM: finish, leave cleanly
         self.add_engine_hook(supervise)  # deaths noticed, engines replaced, setup replayed
