@@ -22,9 +22,9 @@ import signal
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._memory_limit import engine_group, oom_kills, oom_kills_since_joined
 from ._startup import EngineIdReserved
 from ._walltime import walltime_exit
 
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from .pool import Pool
 
 log = logging.getLogger("pxpool.supervisor")
-OOM_EVENTS = Path("/sys/fs/cgroup/memory.events")
 # the controller reserves the id of an engine that died while registering this long;
 # a big pool on a busy machine needs that long to register (32 engines on 2 cores: 16 s)
 REGISTRATION_HOLD_SECONDS = 30
@@ -43,21 +42,9 @@ REPLAY_TIMEOUT = 120.0  # seconds for a new engine to replay the pool's setup
 @dataclass(frozen=True)
 class Death:
     engine_ids: tuple[int, ...]
-    how: str  # "killed by SIGKILL", "exited with code 3", "killed by the OOM killer"
+    how: str  # "killed by SIGKILL", "exited with code 3", "out of memory: ..."
     exit_code: int | None
     when: float
-
-
-def oom_kills() -> int:
-    """How many processes the kernel's OOM killer has killed in this cgroup (0 if unknown)."""
-    try:
-        for line in OOM_EVENTS.read_text().splitlines():
-            name, _, value = line.partition(" ")
-            if name == "oom_kill":
-                return int(value)
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def describe_exit(exit_code: int | None, oom_before: int, oom_after: int) -> str:
@@ -69,7 +56,7 @@ def describe_exit(exit_code: int | None, oom_before: int, oom_after: int) -> str
         except ValueError:
             name = f"signal {-exit_code}"
         if -exit_code == signal.SIGKILL and oom_after > oom_before:
-            return "killed by the kernel's OOM killer (out of memory)"
+            return "out of memory: the kernel's OOM killer ended it with SIGKILL"
         return f"killed by {name}"
     return f"exited with code {exit_code}"
 
@@ -133,9 +120,13 @@ class Supervisor:
         ids = tuple(self.pool._engine_sets.get(set_id, ()))
         if not ids or self.pool.state != "running":
             return  # a replacement that died while starting: its _replace goes on
-        oom_now = oom_kills()
-        how = describe_exit(stop_data.get("exit_code"), self._oom_seen, oom_now)
-        self._oom_seen = oom_now
+        group = engine_group(self.pool.name, set_id)  # its own memory cgroup, if any
+        if group is not None:
+            how = describe_exit(stop_data.get("exit_code"), 0, oom_kills_since_joined(group))
+        else:  # engines that share this process's cgroup: any new OOM kill there
+            oom_now = oom_kills()
+            how = describe_exit(stop_data.get("exit_code"), self._oom_seen, oom_now)
+            self._oom_seen = oom_now
         drained = walltime_exit(self.pool, ids)  # left on a walltime or preemption signal
         how = drained or how
         death = Death(ids, how, stop_data.get("exit_code"), time.time())
