@@ -41,6 +41,7 @@ EXPECTED_PUBLIC_NAMES = {
     "TaskTimeout",
     "EngineDied",
     "TaskLost",
+    "ResultTooLarge",
     "DebugSession",
     "DebugError",
     "DebugAuthError",
