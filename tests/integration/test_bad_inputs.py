@@ -32,7 +32,7 @@ CASE_SECONDS = 15.0  # no case may take longer: a hang is a failure, not a slow 
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[pxpool.Pool]:
-    with pxpool.Pool.from_profile("local", engines=2) as started:
+    with pxpool.Pool.from_profile("local", engines=2, max_result_size="16M") as started:
         yield started
 
 
@@ -167,6 +167,27 @@ CASES: list[tuple[str, Callable[[pxpool.Pool], Any], type[BaseException], str]] 
         r"walltime: cannot read walltime '90 minutes'; write 'HH:MM:SS' .* '01:30:00'",
     ),
     (
+        "result-over-the-configured-limit",
+        lambda p: p.apply(bytes, 64 * 1024**2),
+        pxpool.ResultTooLarge,
+        r"The result of a task on engine \d is 64.0 MiB \(\d+ bytes\) serialised, larger than "
+        r"the limit of 16.0 MiB \(16777216 bytes\) set by \[engine\] max_result_size = '16M' "
+        r"in profile 'local'; it was not sent .* raise max_result_size in the profile",
+    ),
+    (
+        "result-over-the-limit-from-a-view",
+        lambda p: p.view().apply_sync(bytes, 20 * 1024**2),
+        ipp.CompositeError,
+        r"(?s)raised in: bytes.*\[0:apply\]ResultTooLarge: The result of a task on engine 0",
+    ),
+    (
+        "map-result-over-the-limit",
+        lambda p: p.map(bytes, [20 * 1024**2, 1]),
+        pxpool.MapError,
+        r"pool.map: bytes failed on engine \d for one of items 0..0: ResultTooLarge: .* larger "
+        r"than the limit of 16.0 MiB",
+    ),
+    (
         "stale-connection-file",
         _stale_record,
         pxpool.PoolStateError,
@@ -190,15 +211,6 @@ def test_bad_input_gives_a_clear_error_and_the_pool_keeps_working(
     assert time.monotonic() - started < CASE_SECONDS
     assert pool.view().apply_sync(lambda: 1) == [1, 1]
     assert pool.ids == [0, 1]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="pxpool has no configured result-size limit yet: a large result is sent whole",
-)
-def test_result_larger_than_the_configured_limit_is_refused(pool: pxpool.Pool) -> None:
-    with pytest.raises(pxpool.PxpoolError, match="result .* larger than"):
-        pool.apply(bytes, 64 * 1024 * 1024)
 
 
 def test_engine_whose_pythonpath_breaks_an_import_is_named(tmp_path: Path) -> None:
