@@ -1,0 +1,136 @@
+"""Engines drain on walltime and preemption signals: they finish their task, hand new
+ones back, leave the pool cleanly, show ``draining`` then ``stopped (walltime)``, and
+are not restarted as failures. On real SLURM, a job with a 1-minute walltime drains
+and a replacement job (``replace_on_walltime``) takes over a running ``pool.map``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import pxpool
+from pxpool import _walltime
+
+from .batch_helpers import SLURM_PARTITION, need, slurm_jobs
+
+pytestmark = pytest.mark.integration
+
+
+def slow_square(x: int) -> tuple[int, int, str]:
+    import os
+    import time
+
+    time.sleep(0.25)
+    return x * x, os.getpid(), os.environ.get("SLURM_JOB_ID", "")
+
+
+def watch_states(pool: pxpool.Pool, engine_id: int, stop: threading.Event) -> list[str]:
+    """Collect the distinct states ``engine_id`` goes through, in order, until ``stop``."""
+    seen: list[str] = []
+
+    def run() -> None:
+        while not stop.is_set():
+            for snapshot in pool.health_snapshots():
+                if snapshot.engine_id == engine_id and (not seen or seen[-1] != snapshot.state):
+                    seen.append(snapshot.state)
+            time.sleep(0.02)
+
+    threading.Thread(target=run, daemon=True).start()
+    return seen
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g}s: {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM])
+def test_a_signalled_engine_finishes_its_task_and_leaves_without_a_restart(
+    signum: signal.Signals,
+) -> None:
+    pool = pxpool.Pool.from_profile("local", engines=2, restart="on-failure", restart_backoff=0.1)
+    with pool:
+        pids = dict(zip(pool.ids, pool.view().apply(os.getpid), strict=True))
+        pool.health()  # agents report from here on
+        stop = threading.Event()
+        states = watch_states(pool, 0, stop)
+        results: list[Any] = []
+        mapper = threading.Thread(
+            target=lambda: results.append(pool.map(slow_square, range(12), chunksize=1))
+        )
+        mapper.start()
+        wait_for(lambda: "busy" in states, 10, "engine 0 runs a task")
+        os.kill(pids[0], signum)
+        mapper.join(timeout=30)
+        assert not mapper.is_alive()
+        wait_for(lambda: states[-1] == "stopped (walltime)", 10, f"engine 0 stopped: {states}")
+        time.sleep(0.5)  # a restart would have begun by now (restart_backoff = 0.1)
+        stop.set()
+
+        squares = [square for square, _, _ in results[0]]
+        assert squares == [x * x for x in range(12)]  # every result, once, in order
+        assert {pid for _, pid, _ in results[0]} == {pids[0], pids[1]}  # both ran some
+        assert states[states.index("draining") - 1] == "busy"
+        assert states[-2:] == ["draining", "stopped (walltime)"], states
+        assert pool.ids == [1]
+        record = _walltime.drain_records(pool.name)[0]
+        assert (record["signal"], record["state"]) == (signum.name, "left")
+        assert pool._supervisor.deaths[0].how == f"stopped (walltime): drained on {signum.name}"
+        assert pool.apply(slow_square, 3)[0] == 9  # the pool goes on with engine 1
+
+
+def test_a_slurm_job_drains_before_its_walltime_and_a_replacement_takes_over() -> None:
+    """One engine in a job with a 1-minute walltime, signalled 20 s before it (SLURM's
+    30-s timer sends it up to ~30 s sooner: 10-40 s into the job, after the engine has
+    registered): a map over a stream of items runs across the drain, and its last
+    items run on the replacement job's engine."""
+    need("sbatch", "run `bash infra/up.sh` first")
+    pool = pxpool.Pool.from_profile(
+        "slurm",
+        engines=1,
+        partition=SLURM_PARTITION,
+        walltime="00:01:00",
+        walltime_signal=20,
+        replace_on_walltime=True,
+        start_timeout=60,
+    )
+    with pool:
+        first_job = pool.provider.job_id_of(0)
+        pool.health()
+        stop = threading.Event()
+        states = watch_states(pool, 0, stop)
+
+        def items() -> Any:  # until 20 items after engine 0 left, at most ~100 s of work
+            left_at = None
+            for x in range(400):
+                if left_at is None and "stopped (walltime)" in states:
+                    left_at = x
+                if left_at is not None and x >= left_at + 20:
+                    return
+                yield x
+
+        results = pool.map(slow_square, items(), chunksize=1)
+        stop.set()
+
+        count = len(results)
+        assert [square for square, _, _ in results] == [x * x for x in range(count)]
+        jobs = [job for _, _, job in results]
+        assert jobs[0] == first_job and jobs[-1] != first_job, jobs  # finished elsewhere
+        assert states[-2:] == ["draining", "stopped (walltime)"], states
+        record = _walltime.drain_records(pool.name)[0]
+        assert (record["signal"], record["state"]) == ("SIGUSR1", "left")
+        assert 0 not in pool.ids and pool.ids  # (the replacement may be draining already)
+        wait_for(
+            lambda: not any(line.split()[0] == first_job for line in slurm_jobs(pool.name)),
+            15,
+            "the drained job left the queue",
+        )
+    assert slurm_jobs(pool.name) == []
