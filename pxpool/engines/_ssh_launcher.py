@@ -82,7 +82,7 @@ class SSHEngineLauncher(LocalProcessLauncher, EngineLauncher):
     remote_stopped = Bool(False).tag(to_dict=True)
     remote_stop_timeout = Float(15.0).tag(to_dict=True)
     tunnel_forwards = List(
-        help="[remote port, controller port] pairs: reverse tunnels this ssh opens"
+        List(Integer()), help="[remote port, controller port] pairs: reverse tunnels this ssh opens"
     ).tag(to_dict=True)
     _forward_options: list[str] = []
 

@@ -306,10 +306,10 @@ class SSHProvider(Provider):
             shlex.join(launcher.args[:-2]),
             255,
             output,
-            f"Remote port {port} was taken on {host.host} (the last of "
-            f"{_ssh_tunnel.ATTEMPTS} tries with ports from {low}-{high - 1}): ssh could not "
-            "open the tunnel "
-            f"to the controller. Free ports in that range on {host.host}, or set tunnel = "
+            f"sshd on {host.host} did not open remote port {port} for the tunnel to the "
+            f"controller, nor other ports on {_ssh_tunnel.ATTEMPTS} tries from {low}-"
+            f"{high - 1}: they are taken there, or its sshd does not allow TCP forwarding "
+            f"(AllowTcpForwarding). Free ports in that range on {host.host}, or set tunnel = "
             f"false in [ssh] of profile {self.profile.name!r} ({self.profile.source}) and a "
             "controller_ip the host reaches.",
         )

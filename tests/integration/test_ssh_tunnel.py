@@ -160,8 +160,9 @@ def test_taken_remote_port_is_retried_then_named(monkeypatch: pytest.MonkeyPatch
         with pytest.raises(
             SSHConnectError,
             match=r"Cannot reach SSH host root@tunnelhost:\d+(.|\n)*remote port forwarding "
-            r"failed for listen port \d+(.|\n)*Remote port \d+ was taken on tunnelhost \(the "
-            r"last of 3 tries(.|\n)*set tunnel = false in \[ssh\]",
+            r"failed for listen port \d+(.|\n)*sshd on tunnelhost did not open remote port \d+ "
+            r"for the tunnel to the controller, nor other ports on 3 tries(.|\n)*"
+            r"set tunnel = false in \[ssh\]",
         ):
             pool.start_sync()
         assert pool.state == "failed"
