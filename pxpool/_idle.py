@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import logging
 import os
@@ -34,12 +35,14 @@ from ._startup import StartupWatch
 from .errors import PoolStateError
 
 if TYPE_CHECKING:
+    from .health import EngineSnapshot
     from .pool import Pool
 
 __all__ = [
     "IdleAccess",
     "core_hours",
     "keeps_awake",
+    "mark_released",
     "read_state",
     "wake_if_released",
     "watch_idle",
@@ -97,6 +100,7 @@ class IdleWatch:
         self.released_ids: list[int] = []
         self.released_at: float | None = None  # time.time() of the last release
         self.releases = 0
+        self._lost: set[int] = set()  # stopped by a release that failed part way
         self._timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ engine hook (any thread)
@@ -165,13 +169,14 @@ class IdleWatch:
         pool = self.pool
         if not self.lock.acquire(blocking=False):
             return  # a call or a wake is starting: not idle
+        ids: list[int] = []
         try:
             if pool.state != "running" or self.idle_for() < self.timeout:
                 return
             if await self._hub_busy():
                 self.last_use = time.monotonic()
                 return
-            ids = sorted(pool._owner_ids())
+            ids = sorted(pool._owner_ids() | self._lost)
             if not ids or self.calls:
                 return
             # every engine set at once: a batch system cancels its jobs in parallel
@@ -181,7 +186,7 @@ class IdleWatch:
             if pool.state != "running":
                 return  # stopped meanwhile
             pool.state = IDLE
-            self.released_ids, self.released_at = ids, time.time()
+            self.released_ids, self.released_at, self._lost = ids, time.time(), set()
             self.releases += 1
             self.clock.close(set(ids), time.time())
             pool._write_record()
@@ -196,8 +201,10 @@ class IdleWatch:
                 if pool.profile.provider in BATCH_PROVIDERS
                 else "",
             )
-        except Exception as exc:
-            log.warning("pxpool: releasing idle pool %r failed: %r", pool.name, exc)
+        except Exception as exc:  # the pool runs on; the next release also covers these
+            if pool.state == "running":  # (a pool stopped meanwhile needs no word)
+                self._lost |= set(ids) - pool._owner_ids()
+                log.warning("pxpool: releasing idle pool %r failed: %r", pool.name, exc)
         finally:
             self.lock.release()
 
@@ -331,6 +338,18 @@ def wake_if_released(pool: Pool) -> None:
     """Start ``pool``'s released engines again (blocking); a no-op when it has them."""
     watch = watch_of(pool)
     watch.leave(watch.enter())
+
+
+def mark_released(name: str, snapshots: list[EngineSnapshot]) -> list[EngineSnapshot]:
+    """``pxpool status`` in another process: engines pool ``name``'s owner released
+    after idle_timeout show as ``released`` rather than ``stopped``."""
+    released = set((read_state(name) or {}).get("released_ids") or ())
+    return [
+        dataclasses.replace(s, state="released")
+        if s.engine_id in released and s.state == "stopped"
+        else s
+        for s in snapshots
+    ]
 
 
 def keeps_awake(method: F) -> F:

@@ -84,6 +84,11 @@ def test_local_pool_releases_idle_engines_and_the_next_map_starts_them_again() -
         )
         assert status.returncode == 0, status.stderr
         assert "core-hours" in status.stdout and "released (idle)" in status.stdout
+        header, *rows = status.stdout.splitlines()[1:]
+        assert [dict(zip(header.split(), row.split(), strict=False))["state"] for row in rows] == [
+            "released",
+            "released",
+        ]
 
         assert pool.map(scaled, range(6)) == [100.0 + 3 * x for x in range(6)]
         assert pool.state == "running" and pool.ids == [0, 1]
