@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from . import _runtime
+from ._idle import mark_released
 from ._idle import read_state as read_idle_state
 from ._status import format_table
 from .doctor import DEFAULT_ENV, diagnose, format_differences
@@ -88,7 +89,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"pool {name!r} (profile {pool.profile.name!r}, {pool.profile.provider}): {pool.engines} engines"
                 + _idle_note(name)
             )
-            print(format_health(pool.health_snapshots()))
+            print(format_health(mark_released(name, pool.health_snapshots())))
         finally:
             pool.disconnect()
     return 0
