@@ -88,10 +88,8 @@ class IdleWatch:
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
-        # only the process that started the pool releases it and records its core-hours
-        record = _runtime.read_record(pool.name) or {}
-        self.owner = record.get("owner_pid") == os.getpid()
-        self.timeout = pool.profile.idle_timeout if self.owner else 0.0
+        self.owner = False  # set when engines join: True in the process that started the pool
+        self.timeout = 0.0
         self.clock = CoreClock(pool.profile.batch.cores_per_engine)
         self.lock = threading.Lock()  # held while releasing, waking, or starting a call
         self.count_lock = threading.Lock()
@@ -106,6 +104,10 @@ class IdleWatch:
     # ------------------------------------------------------------ engine hook (any thread)
 
     def engines_joined(self, pool: Pool, engine_ids: list[int]) -> None:
+        # only the process that started the pool releases it and records its core-hours
+        record = _runtime.read_record(pool.name) or {}
+        self.owner = record.get("owner_pid") == os.getpid()
+        self.timeout = pool.profile.idle_timeout if self.owner else 0.0
         self.clock.opened(engine_ids, time.time())
         self.last_use = time.monotonic()
         self.write_state()
