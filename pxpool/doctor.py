@@ -3,9 +3,9 @@
 Two parts:
 
 - ``pool.doctor()`` (and ``pxpool doctor NAME``) asks every engine, in one apply, for its
-  Python version, ``sys.prefix``, platform, working directory, selected environment
-  variables and the versions of the packages imported in the client, and returns one row
-  per difference (``engine_id, check, client, engine``).
+  Python version, interpreter path, ``sys.prefix``, platform, working directory,
+  selected environment variables and the versions of the packages imported in the
+  client, and returns one row per difference (``engine_id, check, client, engine``).
 - At pool start, and whenever engines join later (an engine hook), pxpool compares the
   Python minor version and the versions of ipyparallel, pxpool and cloudpickle, and
   emits one :class:`EnvironmentMismatchWarning` per difference. Functions and objects
@@ -122,6 +122,7 @@ def _facts(packages: list[str], env: list[str]) -> dict[str, Any]:
 
     return {
         "python": platform.python_version(),
+        "executable": sys.executable,
         "prefix": sys.prefix,
         "platform": f"{sys.platform} {platform.machine()}",
         "cwd": os.getcwd(),
@@ -204,7 +205,7 @@ def differences(
     for engine_id, facts in sorted(engines.items()):
         pairs: list[tuple[str, Any, Any]] = [
             (check, client[check], facts.get(check))
-            for check in ("python", "prefix", "platform", "cwd")
+            for check in ("python", "executable", "prefix", "platform", "cwd")
         ]
         engine_packages = facts.get("packages", {})
         for name, wanted in sorted(client["packages"].items()):
@@ -250,7 +251,8 @@ def diagnose(
     """Rows of differences between this client and every engine of ``pool``."""
     env = list(env)
     client = _facts([], env)
-    client["packages"] = client_packages(packages)
+    # the start check's packages too, also when this process has not imported them
+    client["packages"] = client_packages([*START_PACKAGES, *packages])
     engines = gather(pool, pool.ids, list(client["packages"]), env, timeout)
     return differences(client, engines, env)
 
@@ -266,10 +268,11 @@ class DoctorAccess:
     ) -> pandas.DataFrame:
         """Compare every engine with this client; one row per difference.
 
-        Checks: ``python`` (version), ``prefix`` (``sys.prefix``: another venv or
-        conda env), ``platform``, ``cwd``, ``package NAME`` for the packages imported
-        here and those in ``packages`` (``missing`` when an engine cannot import one),
-        and ``env NAME`` for the variables in ``env``. With ``show``, prints the table
+        Checks: ``python`` (version), ``executable`` (the interpreter's path),
+        ``prefix`` (``sys.prefix``: another venv or conda env), ``platform``, ``cwd``,
+        ``package NAME`` for the packages imported here, ipyparallel, pxpool and
+        cloudpickle, and those in ``packages`` (``missing`` when an engine cannot import
+        one), and ``env NAME`` for the variables in ``env``. With ``show``, prints the table
         (or ``no differences``). Columns: ``engine_id, check, client, engine``.
         """
         import pandas
