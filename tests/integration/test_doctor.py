@@ -4,6 +4,10 @@ One local pool whose engine runs from a virtual environment (``--system-site-pac
 so the same packages import), in another working directory, with an extra variable, a
 package only the engines can import, and a stand-in ``cloudpickle`` 0.0.1 earlier on the
 engines' path (a real package shadowed the way a stray install would shadow it).
+
+Last, an SSH engine (the test sshd, this machine) whose host runs the interpreter of a
+virtual environment with another release of cloudpickle, installed by pip during the test
+session.
 """
 
 from __future__ import annotations
@@ -148,3 +152,73 @@ def test_cli_doctor_exits_0_when_alike_1_with_differences_2_on_error(
     missing = pxpool_cli("doctor", "doc")
     assert missing.returncode == 2
     assert "pxpool: error: No running pool named 'doc'" in missing.stderr
+
+
+# ---------------------------------------------------------------- an SSH engine
+
+
+@pytest.fixture(scope="module")
+def ssh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv over this interpreter's packages with another cloudpickle, installed by pip
+    from the package index (the client imports cloudpickle; the start check warns on it)."""
+    installed = importlib.metadata.version("cloudpickle")
+    venv = tmp_path_factory.mktemp("ssh-doctor") / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        check=True,
+        timeout=60,
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--no-deps",
+            "--quiet",
+            f"cloudpickle!={installed}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return venv
+
+
+def test_doctor_flags_an_ssh_engine_on_another_venv_and_the_start_warns(
+    ssh_venv: Path,
+) -> None:
+    # imported here: at module level pytest would collect its test class a second time
+    from .test_provider_ssh import ssh_overrides
+
+    python = str(ssh_venv / "bin" / "python")
+    theirs = subprocess.run(
+        [python, "-c", "import cloudpickle; print(cloudpickle.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.strip()
+    ours = importlib.metadata.version("cloudpickle")
+    assert theirs != ours
+    pool = pxpool.Pool.from_profile("ssh", **ssh_overrides(engines=1, python=python))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pool.start_sync()
+    try:
+        lines = [str(w.message) for w in caught if w.category is pxpool.EnvironmentMismatchWarning]
+        assert lines == [
+            f"pxpool: engine 0 runs cloudpickle {theirs}, this client runs cloudpickle {ours}; "
+            "objects may not unpickle alike. See `pool.doctor()`."
+        ]
+        rows = _rows(pool.doctor(env=[], show=False))
+        assert rows[0, "executable"] == (sys.executable, python)
+        assert Path(rows[0, "prefix"][1]).resolve() == ssh_venv.resolve()
+        assert rows[0, "package cloudpickle"] == (ours, theirs)
+        assert (0, "python") not in rows  # the same interpreter underneath
+        assert pool.apply(abs, -2) == 2
+    finally:
+        pool.stop_sync()
