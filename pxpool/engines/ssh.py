@@ -330,7 +330,7 @@ class SSHProvider(Provider):
             if other != set_id
             and isinstance(launcher, SSHEngineLauncher)
             and launcher.host_label == label
-            and launcher.state == "running"
+            and launcher.state != "after"  # starting ones too
             for remote, _ in launcher.tunnel_forwards
         }
         remote = choose_ports(len(ports), taken | in_use | set(ports), _is_local(host.host))
