@@ -138,19 +138,26 @@ def confine_engine_set(cluster: Any, set_id: str, limit: int | None) -> Path | N
     pids = [process.pid for process in _launcher_processes(launcher)]
     group = confine(str(cluster.cluster_id), set_id, pids, limit)
     if group is not None:
-        launcher.on_stop(lambda _data: _release_soon(group, RELEASE_TRIES))
+        inode = group.stat().st_ino  # a replacement's group has the same path, not inode
+        launcher.on_stop(lambda _data: _release_soon(group, inode, RELEASE_TRIES))
     return group
 
 
-def _release_soon(group: Path, tries: int) -> None:
-    """Remove ``group``; while processes are still leaving it, try again shortly."""
+def _release_soon(group: Path, inode: int, tries: int) -> None:
+    """Remove ``group`` (if it is still the one made for that engine); while processes
+    are still leaving it, try again shortly."""
+    try:
+        if group.stat().st_ino != inode:
+            return
+    except OSError:
+        return  # gone already
     if release_group(group) or tries <= 0:
         return
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return  # the pool's stop sweeps it
-    loop.call_later(RELEASE_INTERVAL, _release_soon, group, tries - 1)
+    loop.call_later(RELEASE_INTERVAL, _release_soon, group, inode, tries - 1)
 
 
 def release_group(group: Path, evict: bool = False) -> bool:
