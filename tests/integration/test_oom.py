@@ -128,6 +128,15 @@ def test_engine_past_its_limit_is_reported_out_of_memory_and_replaced(pool: pxpo
 
 
 @needs_cgroup
+def test_a_task_retried_elsewhere_that_runs_out_of_memory_again_is_lost(pool: pxpool.Pool) -> None:
+    with pytest.raises(
+        pxpool.TaskLost, match=r"after 1 retry on other engines: engine \d died .*\(out of memory"
+    ):
+        pool.apply(hog, 1024)  # retries=1: the second engine runs out of memory too
+    wait_for(lambda: pool.ids == [0, 1] and pool.apply(abs, -1) == 1, WAIT, "replacements")
+
+
+@needs_cgroup
 def test_a_removed_engines_group_goes(pool: pxpool.Pool) -> None:
     base = _memory_limit.pool_group(pool.name)
     assert base is not None
