@@ -1,7 +1,7 @@
 """Engines drain on walltime and preemption signals: they finish their task, hand new
 ones back, leave the pool cleanly, show ``draining`` then ``stopped (walltime)``, and
-are not restarted as failures. On real SLURM, a job with a 1-minute walltime drains
-and a replacement job (``replace_on_walltime``) takes over a running ``pool.map``."""
+are not restarted as failures. On real SLURM and SGE, a job with a 1-minute walltime
+drains and a replacement job (``replace_on_walltime``) takes over a running ``pool.map``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pxpool
 from pxpool import _walltime
 
 from .batch_helpers import SLURM_PARTITION, need, slurm_jobs
+from .test_provider_sge import SGE_QUEUE, need_sge, sge_jobs
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,7 @@ def slow_square(x: int) -> tuple[int, int, str]:
     import time
 
     time.sleep(0.25)
-    return x * x, os.getpid(), os.environ.get("SLURM_JOB_ID", "")
+    return x * x, os.getpid(), os.environ.get("SLURM_JOB_ID", os.environ.get("JOB_ID", ""))
 
 
 def watch_states(pool: pxpool.Pool, engine_id: int, stop: threading.Event) -> list[str]:
@@ -52,55 +53,78 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM])
-def test_a_signalled_engine_finishes_its_task_and_leaves_without_a_restart(
-    signum: signal.Signals,
-) -> None:
-    pool = pxpool.Pool.from_profile("local", engines=2, restart="on-failure", restart_backoff=0.1)
+def test_signalled_engines_finish_their_task_and_leave_without_a_restart() -> None:
+    """Engine 0 gets SIGUSR1 (a walltime warning), engine 1 SIGTERM (preemption), both
+    while running a task of a map; engine 2 is left to finish it."""
+    pool = pxpool.Pool.from_profile("local", engines=3, restart="on-failure", restart_backoff=0.1)
     with pool:
         pids = dict(zip(pool.ids, pool.view().apply(os.getpid), strict=True))
         pool.health()  # agents report from here on
         stop = threading.Event()
-        states = watch_states(pool, 0, stop)
+        states = {i: watch_states(pool, i, stop) for i in (0, 1)}
         results: list[Any] = []
         mapper = threading.Thread(
             target=lambda: results.append(pool.map(slow_square, range(12), chunksize=1))
         )
         mapper.start()
-        wait_for(lambda: "busy" in states, 10, "engine 0 runs a task")
-        os.kill(pids[0], signum)
+        wait_for(lambda: all("busy" in s for s in states.values()), 10, "engines 0, 1 run tasks")
+        os.kill(pids[0], signal.SIGUSR1)
+        os.kill(pids[1], signal.SIGTERM)
         mapper.join(timeout=30)
         assert not mapper.is_alive()
-        wait_for(lambda: states[-1] == "stopped (walltime)", 10, f"engine 0 stopped: {states}")
+        for seen in states.values():
+            wait_for(lambda s=seen: s[-1] == "stopped (walltime)", 10, f"stopped: {states}")
         time.sleep(0.5)  # a restart would have begun by now (restart_backoff = 0.1)
         stop.set()
 
         squares = [square for square, _, _ in results[0]]
         assert squares == [x * x for x in range(12)]  # every result, once, in order
-        assert {pid for _, pid, _ in results[0]} == {pids[0], pids[1]}  # both ran some
-        assert states[states.index("draining") - 1] == "busy"
-        assert states[-2:] == ["draining", "stopped (walltime)"], states
-        assert pool.ids == [1]
-        record = _walltime.drain_records(pool.name)[0]
-        assert (record["signal"], record["state"]) == (signum.name, "left")
-        assert pool._supervisor.deaths[0].how == f"stopped (walltime): drained on {signum.name}"
-        assert pool.apply(slow_square, 3)[0] == 9  # the pool goes on with engine 1
+        ran_on = {pid for _, pid, _ in results[0]}
+        assert {pids[0], pids[1], pids[2]} == ran_on  # the tasks in flight finished
+        records = _walltime.drain_records(pool.name)
+        deaths = pool._supervisor.deaths
+        for engine_id, signum in ((0, signal.SIGUSR1), (1, signal.SIGTERM)):
+            seen = states[engine_id]
+            assert seen[seen.index("draining") - 1] == "busy", seen
+            assert seen[-2:] == ["draining", "stopped (walltime)"], seen
+            assert (records[engine_id]["signal"], records[engine_id]["state"]) == (
+                signum.name,
+                "left",
+            )
+            assert deaths[engine_id].how == f"stopped (walltime): drained on {signum.name}"
+        assert pool.ids == [2]
+        assert pool.apply(slow_square, 3)[0] == 9  # the pool goes on with engine 2
 
 
-def test_a_slurm_job_drains_before_its_walltime_and_a_replacement_takes_over() -> None:
-    """One engine in a job with a 1-minute walltime, signalled 20 s before it (SLURM's
-    30-s timer sends it up to ~30 s sooner: 10-40 s into the job, after the engine has
-    registered): a map over a stream of items runs across the drain, and its last
-    items run on the replacement job's engine."""
-    need("sbatch", "run `bash infra/up.sh` first")
+BATCH_CASES = {
+    # SLURM's 30-s timer sends --signal up to ~30 s before the lead: 10-40 s into the
+    # job, after its engine registered
+    "slurm": {"partition": SLURM_PARTITION, "walltime_signal": 20},
+    # SGE sends SIGUSR1 when s_rt (walltime - lead) passes: 15 s into the job
+    "sge": {"queue": SGE_QUEUE, "walltime_signal": 45},
+}
+
+
+def batch_jobs(system: str, pool_name: str) -> list[str]:
+    return slurm_jobs(pool_name) if system == "slurm" else sge_jobs(pool_name)
+
+
+@pytest.mark.parametrize("system", sorted(BATCH_CASES))
+def test_a_job_drains_before_its_walltime_and_a_replacement_takes_over(system: str) -> None:
+    """One engine in a job with a 1-minute walltime, signalled before it: a map over a
+    stream of items runs across the drain, and its last items run on the engine of the
+    replacement job (``replace_on_walltime``)."""
+    if system == "slurm":
+        need("sbatch", "run `bash infra/up.sh` first")
+    else:
+        need_sge()
     pool = pxpool.Pool.from_profile(
-        "slurm",
+        system,
         engines=1,
-        partition=SLURM_PARTITION,
         walltime="00:01:00",
-        walltime_signal=20,
         replace_on_walltime=True,
         start_timeout=60,
+        **BATCH_CASES[system],
     )
     with pool:
         first_job = pool.provider.job_id_of(0)
@@ -129,8 +153,8 @@ def test_a_slurm_job_drains_before_its_walltime_and_a_replacement_takes_over() -
         assert (record["signal"], record["state"]) == ("SIGUSR1", "left")
         assert 0 not in pool.ids and pool.ids  # (the replacement may be draining already)
         wait_for(
-            lambda: not any(line.split()[0] == first_job for line in slurm_jobs(pool.name)),
+            lambda: not any(line.split()[0] == first_job for line in batch_jobs(system, pool.name)),
             15,
             "the drained job left the queue",
         )
-    assert slurm_jobs(pool.name) == []
+    assert batch_jobs(system, pool.name) == []
