@@ -9,17 +9,22 @@ anyone who reads them run code on the engines.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
 import subprocess
+import typing
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import psutil
 
 from .errors import PxpoolError
+from .profile import Profile, load_profile
 
 __all__ = [
     "runtime_dir",
@@ -28,6 +33,8 @@ __all__ = [
     "read_record",
     "record_names",
     "check_pool_name",
+    "profile_record",
+    "record_profile",
 ]
 
 RECORD_FILE = "pool.json"
@@ -86,6 +93,55 @@ def read_record(name: str) -> dict[str, Any] | None:
         return json.loads((pool_dir(name) / RECORD_FILE).read_text())
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
+
+
+def profile_record(profile: Profile) -> dict[str, Any]:
+    """The pool's whole profile as JSON values, for its record: a pool stopped or
+    attached from another process uses the settings it was started with (keyword
+    and environment overrides too, such as ``hosts=[...]``), not the profile file."""
+    return dict(_plain(profile))
+
+
+def record_profile(record: dict[str, Any]) -> Profile:
+    """The profile a record was written with (see :func:`profile_record`); records
+    without one load the named profile."""
+    settings = record.get("profile_settings")
+    if not isinstance(settings, dict):
+        return load_profile(record["profile"])
+    return typing.cast(Profile, _rebuild(Profile, settings))
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _rebuild(cls: type, data: dict[str, Any]) -> Any:
+    """A profile dataclass from :func:`_plain` output; keys it does not know are skipped."""
+    hints = typing.get_type_hints(cls)
+    values = {
+        f.name: _typed(hints[f.name], data[f.name])
+        for f in dataclasses.fields(cls)
+        if f.name in data
+    }
+    return cls(**values)
+
+
+def _typed(hint: Any, value: Any) -> Any:
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return _rebuild(hint, value)
+    origin = typing.get_origin(hint)
+    if origin is tuple and isinstance(value, list):
+        item = typing.get_args(hint)[0]
+        return tuple(_typed(item, v) for v in value)
+    if origin is Mapping and isinstance(value, dict):
+        return MappingProxyType(dict(value))
+    return value
 
 
 def record_names() -> list[str]:
