@@ -334,6 +334,7 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
             {
                 "name": self.name,
                 "profile": self.profile.name,
+                "profile_settings": _runtime.profile_record(self.profile),  # with overrides
                 "provider": self.profile.provider,
                 "cluster_file": self._cluster.cluster_file,
                 "owner_pid": os.getpid(),
@@ -374,7 +375,7 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
         record = _runtime.read_record(name)
         if record is None:
             raise PoolNotFoundError(name, _runtime.record_names())
-        pool = cls(load_profile(record["profile"]), name, detached=bool(record.get("detached")))
+        pool = cls(_runtime.record_profile(record), name, detached=bool(record.get("detached")))
         pool._engine_sets = {k: list(v) for k, v in record.get("engine_sets", {}).items()}
         pool._next_id = int(record.get("next_id", 0))
         pool._cluster = pool._loop_thread.submit(_load_cluster(record["cluster_file"])).result()
