@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 import pxpool
@@ -134,3 +135,26 @@ def test_script_of_a_direct_provider_says_which_providers_have_scripts() -> None
     result = pxpool_cli("script", "local")
     assert result.returncode == 1
     assert "submits no job script; job scripts exist for batch providers" in result.stderr
+
+
+def test_stop_from_another_process_uses_the_hosts_the_ssh_pool_was_given() -> None:
+    from .test_provider_ssh import remote_engines, ssh_overrides
+
+    # hosts only as a keyword: the built-in ssh profile lists none
+    pool = pxpool.Pool.from_profile("ssh", pool_name="cli-ssh", **ssh_overrides(engines=1))
+    pool.start_sync()
+    try:
+        attached = pxpool.Pool.attach("cli-ssh")
+        assert attached.profile.ssh.hosts == pool.profile.ssh.hosts
+        assert attached.apply(sum, [6, 36]) == 42
+        attached.disconnect()
+        clients = [p for p in psutil.Process().children() if p.name() == "ssh"]
+        stopped = pxpool_cli("stop", "cli-ssh")
+        assert stopped.returncode == 0, stopped.stderr
+        assert "stopped pool 'cli-ssh'" in stopped.stdout
+        assert remote_engines("cli-ssh") == []
+        _, alive = psutil.wait_procs(clients, 5)
+        assert not alive, f"the engines' ssh clients still run: {alive}"
+    finally:
+        pool.stop_sync()
+    assert pxpool_cli("list").stdout.strip() == "no pools"
