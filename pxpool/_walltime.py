@@ -244,8 +244,13 @@ class Replacer:
             time.sleep(WATCH_INTERVAL)
 
     def check(self) -> None:
+        from ._health_collect import pending_operations
+
         records = drain_records(self.pool.name)
+        busy = pending_operations(self.pool)  # engines pxpool itself restarts or removes
         for ids in list(self.pool._engine_sets.values()):
+            if any(i in busy for i in ids):
+                continue
             draining = [
                 (i, int(records[i].get("pid", 0)))
                 for i in ids
