@@ -15,6 +15,7 @@ import re
 import shlex
 import time
 from subprocess import PIPE, STDOUT, Popen
+from typing import Any
 
 import psutil
 from ipyparallel.cluster.launcher import EngineLauncher, LocalProcessLauncher, NotRunning
@@ -85,6 +86,20 @@ class SSHEngineLauncher(LocalProcessLauncher, EngineLauncher):
         List(Integer()), help="[remote port, controller port] pairs: reverse tunnels this ssh opens"
     ).tag(to_dict=True)
     _forward_options: list[str] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.agent_forwards: list[Any] = []  # _ssh_reach.Forward to agents on this engine
+
+    def close_agent_forwards(self) -> None:
+        """Close the local forwards to this engine's agents (it stopped or is replaced)."""
+        forwards, self.agent_forwards = self.agent_forwards, []
+        for forward in forwards:
+            forward.close()
+
+    def notify_stop(self, data: Any) -> Any:
+        self.close_agent_forwards()  # the engine (its ssh client) is gone
+        return super().notify_stop(data)
 
     def find_args(self) -> list[str]:
         *options, destination = self.ssh_argv
@@ -197,6 +212,7 @@ class SSHEngineLauncher(LocalProcessLauncher, EngineLauncher):
         )
 
     async def stop(self) -> None:
+        self.close_agent_forwards()
         await self.kill_remote()
         await super().stop()  # the ssh client ends with its engine; SIGTERM if not
 

@@ -31,6 +31,7 @@ __all__ = [
     "tunnel_info",
     "forward_options",
     "failed_forward_port",
+    "is_local_host",
 ]
 
 PORT_RANGE = (20000, 32000)  # [low, high): below the ephemeral ports of Linux (32768+)
@@ -50,6 +51,11 @@ def controller_ports(info: dict[str, Any]) -> list[int]:
         values = value if isinstance(value, list) else [value]
         ports += [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
     return list(dict.fromkeys(ports))
+
+
+def is_local_host(host: str) -> bool:
+    """Whether ``host`` names this machine (then its loopback is ours too)."""
+    return host in ("localhost", "::1", socket.gethostname()) or host.startswith("127.")
 
 
 def _free_here(port: int) -> bool:

@@ -22,13 +22,15 @@ client has its own ports, so one engine restarts alone; a port already taken on 
 host ends ssh at once (``ExitOnForwardFailure``) and the engine is started again on
 new ports, at most ``_ssh_tunnel.ATTEMPTS`` times, then :class:`SSHConnectError`
 names the port. pxpool's health agent and debugger then listen on the engine host's
-loopback, which the client reaches only when that host is this machine.
+loopback; for a host that is not this machine the client reaches each of them through
+a local forward (``ssh -N -L``) with the same ssh options (see :mod:`._ssh_reach`),
+closed when the engine stops or is replaced and when the pool stops.
 
 With ``tunnel = false`` engines connect straight to ``[controller] ip`` (127.0.0.1
 by default), which works for hosts that are this machine; for other hosts set
 ``controller_ip`` to an address they reach (e.g. ``"0.0.0.0"`` on a trusted
 network). pxpool warns when a non-local host meets a loopback controller without
-tunnels, and when tunnels hide a non-local host's agents from the client.
+tunnels.
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import sys
 import time
 
@@ -51,7 +52,7 @@ from ..errors import EngineStartError, PxpoolError
 from ..profile import SSHHost
 from . import _ssh_tunnel
 from ._ssh_launcher import REMOTE_TERM_GRACE, SSHEngineLauncher, remote_command, run_bounded
-from ._ssh_tunnel import choose_ports, controller_ports, failed_forward_port
+from ._ssh_tunnel import choose_ports, controller_ports, failed_forward_port, is_local_host
 from .base import Provider
 from .ssh_errors import RemotePythonError, SSHConnectError
 
@@ -67,12 +68,6 @@ _PROBE_CODE = (
     "print('__pxpool_probe__' + json.dumps("
     "{'python': sys.version.split()[0], 'ipyparallel': v, 'executable': sys.executable}))\n"
 )
-
-
-def _is_local(host: str) -> bool:
-    if host in ("localhost", "::1", socket.gethostname()) or host.startswith("127."):
-        return True
-    return False
 
 
 class SSHProvider(Provider):
@@ -207,7 +202,11 @@ class SSHProvider(Provider):
                 **versions,
             )
         tunnel = self.profile.ssh.tunnel
-        if not tunnel and not _is_local(host.host) and _is_local(self.profile.controller.ip):
+        if (
+            not tunnel
+            and not is_local_host(host.host)
+            and is_local_host(self.profile.controller.ip)
+        ):
             log.warning(
                 "pxpool: engines on %s connect to the controller at %s, which only this "
                 "machine can reach; set tunnel = true, or controller_ip in profile %r to an "
@@ -216,16 +215,6 @@ class SSHProvider(Provider):
                 self.profile.controller.ip,
                 self.profile.name,
                 host.host,
-            )
-        elif tunnel and not _is_local(host.host):
-            log.warning(
-                "pxpool: engines on %s reach the controller through SSH tunnels; their health "
-                "agent and debugger listen on that host's loopback, so pool.health() gets no "
-                "reports from them and %%pxdebug cannot attach. For both, set tunnel = false "
-                "and a controller_ip %s reaches in profile %r.",
-                label,
-                host.host,
-                self.profile.name,
             )
 
     # ------------------------------------------------------------ engines
@@ -333,7 +322,7 @@ class SSHProvider(Provider):
             and launcher.state != "after"  # starting ones too
             for remote, _ in launcher.tunnel_forwards
         }
-        remote = choose_ports(len(ports), taken | in_use | set(ports), _is_local(host.host))
+        remote = choose_ports(len(ports), taken | in_use | set(ports), is_local_host(host.host))
         return list(zip(remote, ports, strict=True))
 
     async def _discard(
@@ -357,6 +346,8 @@ class SSHProvider(Provider):
             launchers.update(
                 (s, e) for s, e in cluster.engines.items() if isinstance(e, SSHEngineLauncher)
             )
+        for launcher in launchers.values():
+            launcher.close_agent_forwards()
         await asyncio.gather(*(e.kill_remote() for e in launchers.values()))
         for launcher in launchers.values():
             if launcher.process is not None and launcher.process.is_running():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ import pxpool
 from pxpool.engines import _ssh_tunnel
 from pxpool.engines.ssh_errors import SSHConnectError
 
+from .test_debug import fails_with_local
 from .test_provider_ssh import remote_engines, ssh_overrides
 
 pytestmark = pytest.mark.integration
@@ -108,12 +110,80 @@ def test_tasks_and_pushed_data_travel_through_the_tunnel(pool: pxpool.Pool) -> N
     assert pool.pull("payload") == [payload, payload]
 
 
+def agent_forwards() -> dict[int, tuple[psutil.Process, int]]:
+    """This process's ``ssh -N -L`` children: local port -> (process, target port)."""
+    found = {}
+    for child in psutil.Process().children():
+        try:
+            argv = child.cmdline()
+        except psutil.Error:
+            continue
+        if "-N" in argv and "-L" in argv and child.status() != psutil.STATUS_ZOMBIE:
+            _, local, _, target = argv[argv.index("-L") + 1].split(":")
+            found[int(local)] = (child, int(target))
+    return found
+
+
+def connected_ports() -> set[int]:
+    """Remote ports of this process's established TCP connections."""
+    return {
+        c.raddr.port
+        for c in psutil.Process().net_connections("tcp")
+        if c.raddr and c.status == psutil.CONN_ESTABLISHED
+    }
+
+
+def wait_states(pool: pxpool.Pool, states: list[str], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = pool.health()
+        if list(frame["state"]) == states or time.monotonic() > deadline:
+            return frame
+        time.sleep(0.1)
+
+
+def test_health_reports_arrive_through_local_forwards_to_the_agents(pool: pxpool.Pool) -> None:
+    frame = wait_states(pool, ["idle", "idle"])
+    assert list(frame["state"]) == ["idle", "idle"]
+    assert (frame["rss_bytes"] > 0).all() and frame["cpu_percent"].notna().all()
+    engine_pids = dict(zip(pool.ids, pool.view().apply_sync(os.getpid), strict=True))
+    forwarded = agent_forwards()
+    collector = pool._health  # type: ignore[attr-defined]
+    for engine_id, pid in engine_pids.items():
+        url = collector.records[engine_id].address
+        local = int(url.rsplit(":", 1)[1])
+        assert url.startswith("tcp://127.0.0.1:") and local in forwarded
+        # the forward's far end is the engine's own agent socket on its host
+        assert listeners({forwarded[local][1]}) == {forwarded[local][1]: pid}
+        assert local in connected_ports()
+    busy = pool.view(1).apply_async(time.sleep, 1.5)
+    assert list(wait_states(pool, ["idle", "busy"])["state"]) == ["idle", "busy"]
+    busy.get(10)
+
+
+def test_post_mortem_debugger_attaches_through_a_local_forward(pool: pxpool.Pool) -> None:
+    with pytest.raises(Exception, match="bad input 6"):
+        pool.view(1).apply_sync(fails_with_local, 6)
+    engine_pid = pool.view(1).apply_sync(os.getpid)
+    with pool.debug(1) as session:
+        assert session.kind == "postmortem"
+        assert session.send("p secret").strip() == "42"
+        local = session._conn.sock.getpeername()[1]
+        forward, target = agent_forwards()[local]
+        assert listeners({target}) == {target: engine_pid}
+    assert session.ended
+    assert pool.view(1).apply_sync(lambda: 7) == 7
+
+
 def test_restarted_engine_gets_a_new_tunnel_and_the_old_session_ends(
     pool: pxpool.Pool,
 ) -> None:
     old = forwards(pool, 0)
     sessions = set(listeners(set(old)).values())
     assert sessions
+    launcher = pool._cluster.engines["ssh-0"]  # type: ignore[attr-defined]
+    old_agents = [f.process.pid for f in launcher.agent_forwards]
+    assert old_agents, "engine 0's health agent is reached through a forward"
     pool.restart_sync(0)
     new = forwards(pool, 0)
     assert new != old and set(new.values()) == set(old.values())
@@ -122,6 +192,10 @@ def test_restarted_engine_gets_a_new_tunnel_and_the_old_session_ends(
     assert ended == sessions
     _, alive = psutil.wait_procs([psutil.Process(p) for p in ended if psutil.pid_exists(p)], 5)
     assert not alive, f"the old engine's sshd session still runs: {alive}"
+    assert not set(old_agents) & {p.pid for p, _ in agent_forwards().values()}
+    assert list(wait_states(pool, ["idle", "idle"])["state"]) == ["idle", "idle"]
+    new_agents = pool._cluster.engines["ssh-0"].agent_forwards  # type: ignore[attr-defined]
+    assert len(new_agents) == 1 and new_agents[0].process.pid not in old_agents
 
 
 def test_stop_ends_the_sshd_sessions_and_their_listeners(pool: pxpool.Pool) -> None:
@@ -133,6 +207,7 @@ def test_stop_ends_the_sshd_sessions_and_their_listeners(pool: pxpool.Pool) -> N
     gone = psutil.wait_procs([psutil.Process(p) for p in sessions if psutil.pid_exists(p)], 5)
     assert not gone[1], f"sshd sessions still running: {gone[1]}"
     assert listeners(ports) == {}
+    assert agent_forwards() == {}, "the forwards to the engines' agents are closed"
 
 
 def hold_block(count: int) -> list[socket.socket]:
