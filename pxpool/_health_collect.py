@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _health_agent
 from ._walltime import drain_records
+from .engines._ssh_reach import reach_url
 from .health import EngineSnapshot
 
 if TYPE_CHECKING:
@@ -191,6 +192,7 @@ class Collector:
                 continue
             try:
                 answer = result.get(0)
+                answer["address"] = reach_url(self.pool, record.engine_id, answer["address"])
             except Exception as exc:
                 log.warning(
                     "pxpool: health agent on engine %s did not start: %r", record.engine_id, exc
