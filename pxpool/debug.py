@@ -25,7 +25,8 @@ from . import _debug_engine
 from ._debug_client import DebugSession, open_session, request
 from ._debug_engine import DebuggerQuit
 from ._debug_wire import DebugAuthError, DebugConnectionError, DebugError, SignedConn
-from .errors import EngineNotFoundError
+from .engines._ssh_reach import reach
+from .errors import EngineNotFoundError, PxpoolError
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -209,7 +210,10 @@ class DebugAccess:
                 ) from exc
             with state.lock:
                 address = state.addresses[engine_id]
-        return address
+        try:
+            return reach(self._pool(), engine_id, address)  # a local forward behind SSH tunnels
+        except PxpoolError as exc:
+            raise DebugConnectionError(f"No way to engine {engine_id}'s debugger: {exc}") from exc
 
     def _debug_request(self, engine_id: int, body: dict[str, Any]) -> dict[str, Any]:
         """One request on the engine's kept-open connection (reconnecting once)."""
