@@ -34,7 +34,7 @@ from ..errors import ProfileError
 from ..profile import Profile
 from .base import Provider
 from .batch_errors import EnginesMissingError, JobFailedError, SubmitCommandNotFound, SubmitRejected
-from .launchers import launcher_named
+from .launchers import forward_signals, launcher_named
 
 __all__ = ["BatchProvider", "BatchJob", "JobSpec", "JobStatus", "run_command"]
 
@@ -66,21 +66,6 @@ class JobSpec:
     cluster_id: str
     script_file: str
     output_file: str
-
-
-def forward_signals(engine_lines: Sequence[str], launcher: str) -> list[str]:
-    """The engine lines of a job whose engines drain on signals: the job's shell starts
-    them in the background and passes SIGUSR1, SIGUSR2 and SIGTERM on to them (bash runs
-    a trap only between commands, so it waits in a loop, not on a foreground srun).
-    Plain engines start with SIGUSR1/SIGUSR2 ignored, so their ipyparallel nannies,
-    which inherit that, survive those signals; pxpool's handler takes them over on each
-    engine (srun and mpiexec ranks do the same in their command, see launchers.py)."""
-    started = [
-        line if line.endswith("&") else f"{line} &" for line in engine_lines if line != "wait"
-    ]
-    forward = [f"trap 'kill -{s} $(jobs -p) 2>/dev/null' {s}" for s in ("USR1", "USR2", "TERM")]
-    ignore = ["trap '' USR1 USR2"] if launcher == "plain" else []
-    return [*ignore, *started, *forward, 'while [ -n "$(jobs -rp)" ]; do wait; done']
 
 
 async def run_command(

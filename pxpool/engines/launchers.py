@@ -14,7 +14,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar
 
-__all__ = ["Launcher", "PlainLauncher", "SrunLauncher", "MpiexecLauncher", "launcher_named"]
+__all__ = [
+    "Launcher",
+    "PlainLauncher",
+    "SrunLauncher",
+    "MpiexecLauncher",
+    "forward_signals",
+    "launcher_named",
+]
 
 
 class Launcher(ABC):
@@ -91,3 +98,22 @@ LAUNCHERS: dict[str, type[Launcher]] = {
 
 def launcher_named(name: str) -> Launcher:
     return LAUNCHERS[name]()
+
+
+def forward_signals(engine_lines: Sequence[str], launcher: str) -> list[str]:
+    """The engine lines of a job whose engines drain on signals: the job's shell sets
+    traps that pass SIGUSR1, SIGUSR2 and SIGTERM on to its background jobs, then starts
+    the engines in the background (bash runs a trap only between commands, so it waits
+    in a loop, not on a foreground srun). Traps come first, so a signal that arrives
+    while the engines start is passed on, not lost. Plain engines start with
+    SIGUSR1/SIGUSR2 ignored (a subshell that ignores them, then ``exec``s the engine, so
+    the job's pid is the engine's): their ipyparallel nannies inherit that and survive
+    those signals; pxpool's handler takes them over on each engine (srun and mpiexec
+    ranks do the same in their command, see above)."""
+    commands = [line.removesuffix("&").rstrip() for line in engine_lines if line != "wait"]
+    if launcher == "plain":
+        started = [f"( trap '' USR1 USR2; exec {command} ) &" for command in commands]
+    else:
+        started = [f"{command} &" for command in commands]
+    forward = [f"trap 'kill -{s} $(jobs -p) 2>/dev/null' {s}" for s in ("USR1", "USR2", "TERM")]
+    return [*forward, *started, 'while [ -n "$(jobs -rp)" ]; do wait; done']
