@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._memory_limit import engine_group, oom_kills, oom_kills_since_joined
-from ._startup import EngineIdReserved
+from ._startup import REGISTRATION_HOLD_SECONDS, EngineIdReserved
 from ._walltime import walltime_exit
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("pxpool.supervisor")
 # the controller reserves the id of an engine that died while registering this long;
 # a big pool on a busy machine needs that long to register (32 engines on 2 cores: 16 s)
-REGISTRATION_HOLD_SECONDS = 30
 MAX_BACKOFF = 30.0  # seconds: the longest wait before trying to replace an engine again
 REPLAY_TIMEOUT = 120.0  # seconds for a new engine to replay the pool's setup
 

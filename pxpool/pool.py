@@ -18,15 +18,15 @@ from typing import Any
 
 import ipyparallel as ipp
 
-from . import _runtime, _security
+from . import _runtime, _security, _shm
 from ._access import EngineAccess
 from ._async import LoopThread, SyncTwins
 from ._cluster import PxCluster
 from ._engine_limits import apply_engine_limits
 from ._idle import IdleAccess, watch_idle
 from ._processes import local_process_tree, local_process_tree_of, processes_of_pool, reap
-from ._startup import StartupWatch
-from ._supervisor import REGISTRATION_HOLD_SECONDS, supervise
+from ._startup import StartupWatch, controller_args
+from ._supervisor import supervise
 from ._walltime import prepare_drain
 from .debug import DebugAccess, install_debugger
 from .doctor import DoctorAccess, warn_on_version_mismatch
@@ -130,7 +130,7 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
             shutdown_atexit=not self.detached,
             delay=0,
             n=0,
-            controller_args=self._controller_args(),
+            controller_args=controller_args(self.profile.controller),
             send_engines_connection_env=not self.provider.starts_before_controller,
             engine_launcher_class=self.provider.engine_launcher_class,
             **_controller_launcher(self.provider),
@@ -158,29 +158,6 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
         if wait:
             await self._engines_ready(ids)
         return self
-
-    def _controller_args(self) -> list[str]:
-        settings = self.profile.controller
-        args = [
-            f"--ip={settings.ip}",
-            f"--HeartMonitor.period={settings.heartbeat_ms}",
-            # drop an engine after ~5 s of silence, not after 10 beats: with a 100 ms
-            # beat, 1 s of a loaded machine would unregister healthy engines
-            f"--HeartMonitor.max_heartmonitor_misses={max(10, 5000 // settings.heartbeat_ms)}",
-            # an engine that dies while registering reserves its id this long (default 30 s)
-            f"--IPController.registration_timeout={REGISTRATION_HOLD_SECONDS}",
-            # schedulers as threads: one process to start instead of nine (~0.5 s sooner)
-            "--IPController.use_threads=True",
-            # the hub keeps task buffers for client.get_result(); 64 MB, not 1 GB, so big
-            # pushes and maps do not stay resident in the controller
-            "--DictDB.size_limit=67108864",
-        ]
-        if settings.port:
-            # ipyparallel binds at least 14 sockets; a fixed range keeps them predictable
-            args.append(f"--IPController.ports={settings.port}-{settings.port + 31}")
-        # a trait given twice is an error: the profile's own args replace these defaults
-        given = {arg.split("=", 1)[0] for arg in settings.args}
-        return [a for a in args if a.split("=", 1)[0] not in given] + list(settings.args)
 
     def _take_ids(self, count: int) -> list[int]:
         ids = list(range(self._next_id, self._next_id + count))
@@ -234,6 +211,7 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
         await reap(leftovers, TERMINATE_GRACE_SECONDS, terminate=True)
         self._engine_sets.clear()
         _runtime.remove_pool_dir(self.name)
+        _shm.cleanup(_shm.pool_prefix(self.name))  # segments a crashed transfer left
 
     async def scale(self, n: int) -> list[int]:
         """Grow or shrink the pool to ``n`` engines; returns the engine ids afterwards."""

@@ -13,12 +13,22 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from . import _schema as schema
+from ._settings import (
+    BatchSettings,
+    ControllerSettings,
+    EngineSettings,
+    MPISettings,
+    Profile,
+    ProfileInfo,
+    SSHHost,
+    SSHSettings,
+    Timeouts,
+)
 from .errors import ProfileError, ProfileValidationError, UnknownProfileError
 
 __all__ = [
@@ -36,108 +46,6 @@ __all__ = [
     "builtin_profile_dir",
     "user_profile_dir",
 ]
-
-
-@dataclass(frozen=True)
-class ControllerSettings:
-    ip: str = "127.0.0.1"
-    port: int = 0  # 0: any free port
-    location: str = "local"  # batch providers: "job" runs the controller inside a job
-    heartbeat_ms: int = 500  # engines register on a heartbeat tick; short means fast start
-    encrypt: bool = False  # CurveZMQ on every controller socket (ipyparallel's enable_curve)
-    args: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    python: str = ""  # "": the interpreter running pxpool
-    work_dir: str = ""  # "": the current directory
-    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    prologue: tuple[str, ...] = ()  # shell lines run before the engine (batch and ssh)
-    args: tuple[str, ...] = ()  # extra ipengine arguments
-    memory_limit: str = ""  # per engine, e.g. "512M": a cgroup locally, else RLIMIT_AS
-    memory_limit_bytes: int | None = None
-    max_result_size: str = "1G"  # largest apply result an engine sends; "0": no limit
-    max_result_bytes: int = 1024**3
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    start: float = 60.0  # controller up and all engines registered
-    stop: float = 15.0
-    submit: float = 30.0  # one batch submit command
-
-
-@dataclass(frozen=True)
-class SSHHost:
-    host: str
-    port: int = 22
-    user: str = ""
-    engines: int = 1
-    python: str = ""
-    work_dir: str = ""
-    activate: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class SSHSettings:
-    hosts: tuple[SSHHost, ...] = ()
-    identity_file: str = ""
-    options: tuple[str, ...] = ()
-    command: str = "ssh"
-    tunnel: bool = True  # engines reach the controller through reverse SSH tunnels
-
-
-@dataclass(frozen=True)
-class BatchSettings:
-    queue: str = ""  # SLURM partition, or SGE/PBS/LSF queue
-    account: str = ""
-    walltime: str = ""
-    walltime_seconds: int | None = None
-    memory: str = ""
-    memory_bytes: int | None = None
-    cores_per_engine: int = 1
-    engines_per_job: int = 1
-    directives: tuple[str, ...] = ()
-    launcher: str = "plain"
-    pe: str = ""  # SGE parallel environment
-    walltime_signal: int = 60  # seconds before the walltime engines are told to drain; 0: off
-    replace_on_walltime: bool = False  # submit a replacement job when engines start draining
-
-
-@dataclass(frozen=True)
-class MPISettings:
-    mpiexec: str = "mpiexec"
-    args: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Profile:
-    """A validated profile; build one with :func:`load_profile`."""
-
-    name: str
-    provider: str = "local"
-    engines: int = 0  # 0: one per CPU core (local); batch and ssh need a number
-    description: str = ""
-    source: str = "(defaults)"
-    restart: str = "never"  # "on-failure": a dead engine is replaced under the same id
-    max_restarts: int = 3  # per engine id, over the pool's life
-    restart_backoff: float = 1.0  # seconds before the first restart, doubling after
-    idle_timeout: float = 0.0  # seconds without work before the engines are released; 0: never
-    controller: ControllerSettings = field(default_factory=ControllerSettings)
-    engine: EngineSettings = field(default_factory=EngineSettings)
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    ssh: SSHSettings = field(default_factory=SSHSettings)
-    batch: BatchSettings = field(default_factory=BatchSettings)
-    mpi: MPISettings = field(default_factory=MPISettings)
-
-
-@dataclass(frozen=True)
-class ProfileInfo:
-    name: str
-    origin: str  # "built-in", "user" or "user over built-in"
-    path: str
-    description: str
 
 
 def builtin_profile_dir() -> Path:

@@ -18,7 +18,6 @@ import asyncio
 import os
 import shlex
 import time
-import types
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -26,6 +25,7 @@ import ipyparallel as ipp
 from ipyparallel.cluster.launcher import ControllerLauncher
 
 from .. import _runtime
+from .._startup import controller_args
 from ..errors import ControllerStartError
 from .batch import PENDING, BatchJob, BatchProvider, JobSpec
 from .batch_errors import JobFailedError
@@ -170,12 +170,10 @@ class ControllerJobProvider(BatchProvider):
     def controller_job_script(self, pool_name: str | None = None) -> str:
         """The controller's job script for a pool named ``pool_name``, with the
         controller arguments the pool passes."""
-        from ..pool import Pool  # the arguments come from one place: the Pool
-
         if self.profile.controller.location != "job":
             return super().controller_job_script(pool_name)
         name = pool_name or f"{self.profile.name}-NAME"
-        args = Pool._controller_args(types.SimpleNamespace(profile=self.profile))  # type: ignore[arg-type]
+        args = controller_args(self.profile.controller)
         spec = self.controller_job_spec(str(_runtime.pool_dir(name)), name)
         return self.show_job(spec, self.controller_command(spec, args))
 
