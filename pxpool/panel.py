@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import html
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -45,9 +46,19 @@ STATE_COLOURS = {
     "restarting": "#8e24aa",
     "stopped": "#424242",
     "released": "#757575",
+    "draining": "#f9a825",
+    "stopped (walltime)": "#424242",
 }
+# rows in these states have no running engine to interrupt or stop
+GONE_STATES = ("dead", "stopped", "restarting", "stopped (walltime)", "released")
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 30  # refreshes shown in the tasks/s sparkline
+
+
+def _state_class(state: str) -> str:
+    """``pxpool-state-<state>`` as one CSS class: ``stopped (walltime)`` ->
+    ``pxpool-state-stopped-walltime``."""
+    return "pxpool-state-" + "-".join(re.findall(r"[a-z]+", state))
 
 
 def _badge(state: str) -> str:
@@ -141,11 +152,11 @@ class EngineRow(widgets.HBox):
     def update(self, snapshot: EngineSnapshot, memory_scale: int) -> None:
         if snapshot.state != self._state:
             if self._state:
-                self.state.remove_class(f"pxpool-state-{self._state}")
-            self.state.add_class(f"pxpool-state-{snapshot.state}")
+                self.state.remove_class(_state_class(self._state))
+            self.state.add_class(_state_class(snapshot.state))
             self.state.value = f"<b>{snapshot.engine_id}</b>&nbsp;{_badge(snapshot.state)}"
             self._state = snapshot.state
-            alive = snapshot.state not in ("dead", "stopped", "restarting")
+            alive = snapshot.state not in GONE_STATES
             for button in self.buttons:
                 if button.description != "restart":
                     _set(button, disabled=not alive)

@@ -94,6 +94,13 @@ def test_signalled_engines_finish_their_task_and_leave_without_a_restart() -> No
             assert deaths[engine_id].how == f"stopped (walltime): drained on {signum.name}"
         assert pool.ids == [2]
         assert pool.apply(slow_square, 3)[0] == 9  # the pool goes on with engine 2
+        panel = pool.panel(refresh=60)  # a drained row: its badge, and no live actions
+        try:
+            row = panel.rows[0]
+            assert "pxpool-state-stopped-walltime" in row.state._dom_classes
+            assert [b.disabled for b in row.buttons if b.description != "restart"] == [True, True]
+        finally:
+            panel.close()
 
 
 BATCH_CASES = {
