@@ -10,6 +10,7 @@ So is a memory cgroup (``[engine] memory_limit``) of a pool that has stopped.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -140,3 +141,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if groups:
         print(f"\npxpool tests: memory cgroups left at session end (removed): {groups}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    # the session's runtime and profile dirs: nothing a later run may rely on
+    base = Path(tempfile.gettempdir()) / os.environ.get(SESSION_MARKER, "")
+    if base.name.startswith("pxpool-tests-"):
+        shutil.rmtree(base, ignore_errors=True)
