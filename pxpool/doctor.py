@@ -108,6 +108,11 @@ def _facts(packages: list[str], env: list[str]) -> dict[str, Any]:
             paths = []
         if not paths:
             return "missing"
+        if name == "pxpool":  # its engine side (map runners) needs numpy: it must import
+            try:
+                importlib.import_module("pxpool._chunking")
+            except BaseException as exc:  # noqa: BLE001 - a broken package is a finding
+                return f"import fails ({type(exc).__name__}: {exc})"
         found = metadata_version(name, paths)
         if found is not None:
             return found
