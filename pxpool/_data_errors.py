@@ -43,6 +43,7 @@ class MapError(PxpoolError, RuntimeError):
         chunk: tuple[int, int],
         what: str,
         partition: bool = False,
+        hint: str | None = None,
     ) -> None:
         self.function = function
         self.engine_id = engine_id
@@ -59,9 +60,11 @@ class MapError(PxpoolError, RuntimeError):
             where = f"one of items {start}..{stop - 1}"
             retry = f"run `{function}` here on items {start}..{stop - 1}"
         engine = f"engine {engine_id}" if engine_id is not None else "an engine"
-        super().__init__(
-            f"pool.map: {function} failed on {engine} for {where}: {what}. "
+        advice = hint or (
             f"The engine's traceback is in this error's __cause__; {retry} to reproduce it."
+        )
+        super().__init__(
+            f"pool.map: {function} failed on {engine} for {where}: {what.rstrip('.')}. {advice}"
         )
 
 

@@ -24,6 +24,7 @@ from . import _shared_parts, _shm, _timeouts
 from ._data_errors import MapError, UnpicklableFunctionError, function_name
 from ._fault_errors import TaskTimeout
 from ._progress import Progress
+from ._result_limit import ResultTooLarge
 from ._shared_parts import SharedInputs, run_shared_part
 from .errors import PoolStateError
 
@@ -282,6 +283,7 @@ def _get(ar: ipp.AsyncResult, pool: Pool, f: Any, chunk: _Chunk, token: str, par
         engine_id = ar.engine_id if isinstance(ar.engine_id, int) else None
         what = f"{exc.ename}: {exc.evalue}" if isinstance(exc, ipp.error.RemoteError) else str(exc)
         index = None if part else _failed_index(ar, pool, engine_id, f"{token}:{chunk.number}")
+        too_large = isinstance(exc, ResultTooLarge)
         error = MapError(
             function_name(f),
             engine_id,
@@ -289,6 +291,9 @@ def _get(ar: ipp.AsyncResult, pool: Pool, f: Any, chunk: _Chunk, token: str, par
             (chunk.start, chunk.start + chunk.count),
             what,
             partition=part,
+            hint="Map with a smaller chunksize= so each chunk's results fit."
+            if too_large
+            else None,
         )
         raise error from exc
 
