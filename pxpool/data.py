@@ -211,6 +211,9 @@ def pool_map(
       anything else comes back as a list with one value per partition. Partition
       sizes are chosen from measured cost unless ``chunksize`` (rows) is given. An
       empty input runs ``f`` once on the empty input, so the result has its type.
+      When every engine is on this host and the input is plain numeric data of at
+      least 1 MiB, partitions travel through shared memory instead of the network
+      (:mod:`pxpool._shared_parts`); ``f`` gets the same writable partitions either way.
 
     ``chunksize="auto"`` starts with small chunks and grows them until one takes
     tens of milliseconds on an engine. ``progress`` shows a bar (ipywidgets in a
