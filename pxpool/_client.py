@@ -15,7 +15,7 @@ from typing import Any
 import ipyparallel as ipp
 from ipyparallel.serialize import PrePickled, serialize_object
 
-from . import _chunking, _result_limit
+from . import _chunking, _hold, _result_limit
 from ._data_errors import UnpicklableArgumentError, UnpicklableFunctionError, function_name
 
 SEND_ERRORS = (TypeError, AttributeError, pickle.PicklingError, RecursionError)
@@ -54,15 +54,28 @@ def send_error(f: Any, args: Any, kwargs: Any) -> Exception | None:
 
 class PxClient(ipp.Client):
     def send_apply_request(
-        self, socket: Any, f: Any, args: Any = None, kwargs: Any = None, *rest: Any, **more: Any
+        self,
+        socket: Any,
+        f: Any,
+        args: Any = None,
+        kwargs: Any = None,
+        metadata: Any = None,
+        *rest: Any,
+        **more: Any,
     ) -> Any:
+        metadata = _hold.mark(metadata)  # engine hooks' messages pass held engines
         try:
-            return super().send_apply_request(socket, f, args, kwargs, *rest, **more)
+            return super().send_apply_request(socket, f, args, kwargs, metadata, *rest, **more)
         except SEND_ERRORS as exc:
             error = send_error(f, args or (), kwargs or {})
             if error is None:
                 raise
             raise error from exc
+
+    def send_execute_request(
+        self, socket: Any, code: str, silent: bool = True, metadata: Any = None, **more: Any
+    ) -> Any:
+        return super().send_execute_request(socket, code, silent, _hold.mark(metadata), **more)
 
     def _unwrap_exception(self, content: dict[str, Any]) -> Any:
         """An engine's refusal to send a too large result arrives as ResultTooLarge."""
