@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import ipyparallel as ipp
 
+from .._hold import STARTUP_ARG
 from ..errors import PxpoolError
 from ..profile import Profile
 
@@ -25,6 +26,8 @@ class Provider(ABC):
     # True when engines can start with the controller and wait for its connection file
     # (they share this machine's filesystem): a pool then starts ~1 s sooner
     starts_before_controller: ClassVar[bool] = False
+    # set once the pool's engine hooks ran: engines started later wait for them (_hold)
+    hold_engines: bool = False
 
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
@@ -80,4 +83,6 @@ class Provider(ABC):
         args = [] if engine_id is None else [f"--IPEngine.id={engine_id}"]
         if self.profile.engine.work_dir:
             args.append(f"--work-dir={self.profile.engine.work_dir}")
+        if self.hold_engines:
+            args.append(STARTUP_ARG)
         return args + list(self.profile.engine.args)
