@@ -18,7 +18,7 @@ from typing import Any
 
 import ipyparallel as ipp
 
-from . import _runtime, _security, _shm
+from . import _hold, _runtime, _security, _shm
 from ._access import EngineAccess
 from ._async import LoopThread, SyncTwins
 from ._cluster import PxCluster
@@ -264,11 +264,13 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
             hook(self, self.ids)
 
     async def _engines_ready(self, engine_ids: list[int]) -> None:
-        for hook in list(self._engine_hooks):
-            try:
-                await asyncio.to_thread(hook, self, engine_ids)
-            except Exception:
-                log.exception("pxpool: engine hook %r failed for engines %s", hook, engine_ids)
+        with _hold.hooks_running():  # their messages pass engines held until the release
+            for hook in list(self._engine_hooks):
+                try:
+                    await asyncio.to_thread(hook, self, engine_ids)
+                except Exception:
+                    log.exception("pxpool: engine hook %r failed for engines %s", hook, engine_ids)
+            await asyncio.to_thread(_hold.release, self, engine_ids)
 
     def _owner_ids(self) -> set[int]:
         return {i for ids in self._engine_sets.values() for i in ids}
