@@ -48,6 +48,7 @@ import time
 import ipyparallel as ipp
 import psutil
 
+from .._hold import STARTUP_ARG
 from ..errors import EngineStartError, PxpoolError
 from ..profile import SSHHost
 from . import _ssh_tunnel
@@ -226,6 +227,7 @@ class SSHProvider(Provider):
             "ipyparallel.engine",
             f"--IPEngine.id={engine_id}",
             f"--cluster-id={cluster_id}",  # names the pool in the remote process list
+            *([STARTUP_ARG] if self.hold_engines else []),  # joins a running pool: held
             *self.profile.engine.args,
         ]
         return "\n".join(
