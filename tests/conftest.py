@@ -15,9 +15,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import pytest
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 LEAK_PATTERNS = (
     "ipyparallel.engine",
@@ -145,3 +149,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     base = Path(tempfile.gettempdir()) / os.environ.get(SESSION_MARKER, "")
     if base.name.startswith("pxpool-tests-"):
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def shell() -> Iterator[InteractiveShell]:
+    """A real IPython shell with pxpool's extension loaded (one per test module)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.testing.globalipapp import start_ipython
+
+    ip = start_ipython() or InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "pxpool")
+    yield ip
+    ip.run_line_magic("unload_ext", "pxpool")

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
 
 import pxpool
@@ -38,14 +37,6 @@ class Answers:
         if not self.commands:
             raise EOFError
         return self.commands.pop(0)
-
-
-@pytest.fixture(scope="module")
-def shell() -> Iterator[InteractiveShell]:
-    ip = start_ipython() or InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "pxpool")
-    yield ip
-    ip.run_line_magic("unload_ext", "pxpool")
 
 
 @pytest.fixture(scope="module")

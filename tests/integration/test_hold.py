@@ -17,6 +17,8 @@ import pytest
 
 import pxpool
 
+from .waits import wait_until
+
 pytestmark = pytest.mark.integration
 SETUP = "import math, time\ntime.sleep(0.5)\nK = 7"
 WAIT = 60.0  # seconds for a dead engine to be back (an id can stay reserved 30 s)
@@ -34,18 +36,6 @@ def engine_pid() -> int:
     import os
 
     return os.getpid()
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return
-        except Exception:
-            pass  # asking an engine that is dying right now
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:g}s"
-        time.sleep(0.01)
 
 
 def started(engines: int) -> Iterator[pxpool.Pool]:

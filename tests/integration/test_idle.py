@@ -11,13 +11,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import ipyparallel as ipp
 import psutil
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
-from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
 
 import pxpool
@@ -98,14 +97,6 @@ def test_local_pool_releases_idle_engines_and_the_next_map_starts_them_again() -
     time.sleep(1.5)  # one check interval: the idle check ends with the pool
     assert pool.__dict__["_idle"]._timer is None
     assert pool_threads(pool) == []
-
-
-@pytest.fixture(scope="module")
-def shell() -> Iterator[InteractiveShell]:
-    ip = start_ipython() or InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "pxpool")
-    yield ip
-    ip.run_line_magic("unload_ext", "pxpool")
 
 
 def test_work_keeps_engines_a_failed_restart_is_a_start_error_and_px_wakes_the_pool(

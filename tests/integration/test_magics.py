@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
 
 import pxpool
@@ -24,14 +23,6 @@ pytestmark = pytest.mark.integration
 
 PX_MAGICS = {("line", "px"), ("cell", "px"), ("line", "autopx"), ("line", "pxresult")}
 PX_MAGICS |= {("line", "pxconfig")}
-
-
-@pytest.fixture(scope="module")
-def shell() -> Iterator[InteractiveShell]:
-    ip = start_ipython() or InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "pxpool")
-    yield ip
-    ip.run_line_magic("unload_ext", "pxpool")
 
 
 @pytest.fixture(scope="module")

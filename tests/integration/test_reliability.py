@@ -17,6 +17,8 @@ import pytest
 import pxpool
 from pxpool._processes import _launcher_processes
 
+from .waits import wait_until
+
 pytestmark = pytest.mark.integration
 REPLACE_WAIT = 60.0  # seconds for a dead engine to be back (an id can stay reserved 30 s)
 
@@ -50,18 +52,6 @@ def die_once(marker: str) -> str:
         open(marker, "w").close()
         os.kill(os.getpid(), signal.SIGKILL)
     return "answered"
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return
-        except Exception:
-            pass  # e.g. asking an engine that is dying right now
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:g}s"
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
