@@ -63,6 +63,7 @@ class _Record:
     restart_from: int | None = None  # pid of the process a restart replaces
     left_at: float | None = None  # time.time() the hub dropped it
     restart_seen: float = 0.0  # time.time() a restart of it was last seen running
+    restart_token: object = None  # the restart operation that set restart_from
 
 
 class Collector:
@@ -92,7 +93,8 @@ class Collector:
                 record = self.records.setdefault(engine_id, _Record(engine_id))
                 record.install, record.install_sent = result, now
                 if record.report is not None and pool.state == "running":
-                    self._mark_restarting(record)  # a new process under a known id
+                    # a new process under a known id: pool.restart's or a replacement's
+                    self._mark_restarting(record, restart_tokens(pool).get(engine_id))
         self.ensure_running()
 
     def seed(self, engine_ids: list[int]) -> None:
@@ -162,6 +164,7 @@ class Collector:
     def _note_registrations(self, registered: set[int]) -> None:
         now = time.time()
         operations = pending_operations(self.pool)
+        tokens = restart_tokens(self.pool)
         with self.lock:
             for engine_id in registered:
                 record = self.records.setdefault(engine_id, _Record(engine_id))
@@ -171,13 +174,19 @@ class Collector:
                 if record.engine_id not in registered and record.left_at is None:
                     record.left_at = now
                 if operations.get(record.engine_id) == "restarting":
-                    self._mark_restarting(record)
+                    self._mark_restarting(record, tokens.get(record.engine_id))
 
-    def _mark_restarting(self, record: _Record) -> None:
+    def _mark_restarting(self, record: _Record, token: object = None) -> None:
+        """``record`` is being replaced until a process other than the one reporting
+        when the restart ``token`` was first seen reports. The same restart seen again
+        after the new process reported (its hooks still running) does not re-arm it:
+        that would wait for yet another process (``token=None``: a fresh restart)."""
         record.restart_seen = time.time()
-        if not record.restarting:
-            record.restarting = True
-            record.restart_from = (record.report or {}).get("pid")
+        if token is not None and token is record.restart_token:
+            return
+        record.restart_token = token if token is not None else object()
+        record.restarting = True
+        record.restart_from = (record.report or {}).get("pid")
 
     def _registered(self) -> list[int]:
         client = self.pool._client
@@ -228,6 +237,7 @@ class Collector:
         registered = set(self._registered()) if running else set()
         owned = pool._owner_ids() if running else set()
         operations = pending_operations(pool) if running else {}
+        tokens = restart_tokens(pool) if running else {}
         drains = drain_records(pool.name) if running else {}
         now = time.time()
         limit = (MISSED_REPORTS + 1) * self.interval
@@ -239,7 +249,7 @@ class Collector:
             for record in records:
                 operation = operations.get(record.engine_id)
                 if operation == "restarting":
-                    self._mark_restarting(record)
+                    self._mark_restarting(record, tokens.get(record.engine_id))
                 elif (
                     record.restarting
                     and record.engine_id not in registered
@@ -351,15 +361,23 @@ def _process_alive(report: dict[str, Any] | None) -> bool:
 
 
 def pending_operations(pool: Pool) -> dict[int, str]:
-    """Engines a restart or scale of ``pool`` is replacing or removing right now.
+    """Engines a restart or scale of ``pool`` is replacing or removing right now."""
+    return {engine_id: kind for engine_id, (kind, _) in _operations(pool).items()}
 
-    Pool coroutines run on the pool's loop thread; their locals say which engines they
-    act on (``_restart``: ``together`` or ``engine_id``; ``_scale``: ``have[n:]``).
-    """
+
+def restart_tokens(pool: Pool) -> dict[int, object]:
+    """Engines ``pool.restart`` is replacing right now, each with the task doing it: one
+    restart is told from the next by its task."""
+    return {i: task for i, (kind, task) in _operations(pool).items() if kind == "restarting"}
+
+
+def _operations(pool: Pool) -> dict[int, tuple[str, object]]:
+    """Pool coroutines run on the pool's loop thread; their locals say which engines they
+    act on (``_restart``: ``together`` or ``engine_id``; ``_scale``: ``have[n:]``)."""
     loop = getattr(pool._loop_thread, "loop", None)
     if loop is None:
         return {}
-    found: dict[int, str] = {}
+    found: dict[int, tuple[str, object]] = {}
     tasks: set[asyncio.Task[Any]] = set()
     for _ in range(3):  # the loop thread may change its task set while we copy it
         try:
@@ -378,9 +396,9 @@ def pending_operations(pool: Pool) -> dict[int, str]:
             if code.co_name == "_restart":
                 for engine_id in local.get("together") or [local.get("engine_id")]:
                     if isinstance(engine_id, int):
-                        found[engine_id] = "restarting"
+                        found[engine_id] = ("restarting", task)
             elif code.co_name == "_scale" and isinstance(local.get("have"), list):
                 for engine_id in local["have"][local.get("n", len(local["have"])) :]:
-                    found.setdefault(engine_id, "stopped")
+                    found.setdefault(engine_id, ("stopped", task))
             coro = getattr(coro, "cr_await", None)
     return found

@@ -97,6 +97,14 @@ def test_restart_goes_restarting_then_idle_and_stop_marks_every_row_stopped(
 ) -> None:
     old_pid = int(pool.health()["pid"][2])
     seen: list[str] = []
+    slow_once = [2]  # a slow setup replay: the new process reports while the restart runs
+
+    def slow_setup(_pool: pxpool.Pool, engine_ids: list[int]) -> None:
+        if slow_once and engine_ids == slow_once:
+            slow_once.clear()
+            time.sleep(2.5)
+
+    pool.add_engine_hook(slow_setup)
     restart = pool._loop_thread.submit(pool.restart(2))
     while not restart.done():
         seen.append(states(pool)[2])
