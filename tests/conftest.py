@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
 LEAK_PATTERNS = (
+    "pxpool._engine_main",
+    "pxpool._nanny",
     "ipyparallel.engine",
     "ipyparallel.controller",
     "ipengine",

@@ -32,7 +32,7 @@ from traitlets import Float, List, Unicode
 from .. import _runtime
 from ..errors import ProfileError
 from ..profile import Profile
-from .base import Provider
+from .base import ENGINE_MODULE, Provider
 from .batch_errors import EnginesMissingError, JobFailedError, SubmitCommandNotFound, SubmitRejected
 from .launchers import forward_signals, launcher_named
 
@@ -367,7 +367,7 @@ class BatchProvider(Provider):
         if commands is not None:
             lines += commands
             return "\n".join(lines) + "\n"
-        command = [self.python(), "-m", "ipyparallel.engine", *self.engine_args(None)]
+        command = [self.python(), "-m", ENGINE_MODULE, *self.engine_args(None)]
         engines = self.launcher.lines(command, spec.engine_ids, batch.cores_per_engine)
         lines += forward_signals(engines, batch.launcher) if self.drains(commands) else engines
         return "\n".join(lines) + "\n"

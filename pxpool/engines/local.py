@@ -12,7 +12,7 @@ from ipyparallel.cluster.launcher import LocalEngineSetLauncher
 from .._memory_limit import confine_engine_set, release_pool
 from .._startup import engine_file
 from ..errors import EngineStartError
-from .base import Provider
+from .base import ENGINE_MODULE, Provider
 
 
 class LocalProvider(Provider):
@@ -38,7 +38,7 @@ class LocalProvider(Provider):
         self, cluster: ipp.Cluster, engine_ids: list[int]
     ) -> dict[str, list[int]]:
         started: dict[str, list[int]] = {}
-        command = [self.python(), "-m", "ipyparallel.engine"]
+        command = [self.python(), "-m", ENGINE_MODULE]
         # engines may start before the controller listens: they wait for its address
         connection = [
             f"--IPEngine.url_file={engine_file(cluster)}",

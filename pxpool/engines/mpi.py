@@ -15,6 +15,7 @@ import ipyparallel as ipp
 from ipyparallel.cluster.launcher import MPIEngineSetLauncher
 
 from ..errors import EngineStartError
+from .base import ENGINE_MODULE
 from .local import LocalProvider
 
 __all__ = ["MPIProvider", "RankEngineSetLauncher"]
@@ -38,7 +39,7 @@ class MPIProvider(LocalProvider):
 
     def rank_command(self, engine_ids: list[int]) -> list[str]:
         """``sh -c`` that maps this rank to its engine id and execs the engine."""
-        engine = [self.python(), "-m", "ipyparallel.engine", *self.engine_args(None)]
+        engine = [self.python(), "-m", ENGINE_MODULE, *self.engine_args(None)]
         script = "\n".join(
             [
                 f"set -- {' '.join(str(i) for i in engine_ids)}",

@@ -54,7 +54,7 @@ from ..profile import SSHHost
 from . import _ssh_tunnel
 from ._ssh_launcher import REMOTE_TERM_GRACE, SSHEngineLauncher, remote_command, run_bounded
 from ._ssh_tunnel import choose_ports, controller_ports, failed_forward_port, is_local_host
-from .base import Provider
+from .base import ENGINE_MODULE, Provider
 from .ssh_errors import RemotePythonError, SSHConnectError
 
 __all__ = ["SSHProvider", "SSHEngineLauncher"]
@@ -66,8 +66,12 @@ _PROBE_CODE = (
     "import json, sys\n"
     "try:\n    import ipyparallel; v = ipyparallel.__version__\n"
     "except Exception as e:\n    v = None\n"
+    "import importlib.util\n"
+    "try:\n    px = importlib.util.find_spec('pxpool._engine_main') is not None\n"
+    "except Exception:\n    px = False\n"
     "print('__pxpool_probe__' + json.dumps("
-    "{'python': sys.version.split()[0], 'ipyparallel': v, 'executable': sys.executable}))\n"
+    "{'python': sys.version.split()[0], 'ipyparallel': v, 'pxpool': px, "
+    "'executable': sys.executable}))\n"
 )
 
 
@@ -202,6 +206,17 @@ class SSHProvider(Provider):
                 remote_ipyparallel=ripp,
                 **versions,
             )
+        if not remote.get("pxpool", True):
+            raise RemotePythonError(
+                label,
+                python,
+                f"{python} ({remote['executable']}) cannot import pxpool, which runs each "
+                f"engine ({ENGINE_MODULE}) and its health agent: install pxpool there, or "
+                f"point python for host {host.host} {where} at an environment that has it.",
+                remote_version=rv,
+                remote_ipyparallel=ripp,
+                **versions,
+            )
         tunnel = self.profile.ssh.tunnel
         if (
             not tunnel
@@ -224,7 +239,7 @@ class SSHProvider(Provider):
         argv = [
             self.remote_python(host),
             "-m",
-            "ipyparallel.engine",
+            ENGINE_MODULE,
             f"--IPEngine.id={engine_id}",
             f"--cluster-id={cluster_id}",  # names the pool in the remote process list
             *([STARTUP_ARG] if self.hold_engines else []),  # joins a running pool: held

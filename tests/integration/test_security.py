@@ -11,6 +11,8 @@ as ipyparallel does by default under CurveZMQ), and a plaintext socket gets no a
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,19 +42,24 @@ def pool() -> Iterator[pxpool.Pool]:
 
 def forge(pool: pxpool.Pool, key: bytes, marker: Path, socket_name: str) -> None:
     """Send an execute_request that would create ``marker``, signed with ``key``."""
+    code = f"open({str(marker)!r}, 'w').write('ran')"
+    send_raw(pool, key, socket_name, "execute_request", {"code": code, "silent": False})
+    time.sleep(SILENCE_SECONDS)
+
+
+def send_raw(
+    pool: pxpool.Pool, key: bytes, socket_name: str, msg_type: str, content: dict[str, Any]
+) -> None:
+    """A message to engine 0 through the controller's ``socket_name`` port, signed with
+    ``key`` (unsigned when empty)."""
     info = connection(pool, "client")
-    context = zmq.Context.instance()
-    socket = context.socket(zmq.DEALER)
-    socket.linger = 0
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.linger = 1000
     socket.connect(f"{info['interface']}:{info[socket_name]}")
     try:
         session = Session(key=key, signature_scheme="hmac-sha256", username="intruder")
-        code = f"open({str(marker)!r}, 'w').write('ran')"
-        idents = [pool.client._engines[0].encode()] if socket_name == "mux" else []
-        session.send(
-            socket, "execute_request", content={"code": code, "silent": False}, ident=idents
-        )
-        time.sleep(SILENCE_SECONDS)
+        idents = [] if socket_name == "task" else [pool.client._engines[0].encode()]
+        session.send(socket, msg_type, content=content, ident=idents)
     finally:
         socket.close()
 
@@ -84,6 +91,27 @@ def test_correctly_signed_request_through_the_same_path_does_run(
     assert marker.read_text() == "ran"
 
 
+@pytest.mark.parametrize("key", [b"", b"not-the-pool-key"], ids=["unsigned", "wrong-key"])
+def test_forged_signal_request_interrupts_nothing(pool: pxpool.Pool, key: bytes) -> None:
+    """The control port reaches each engine's nanny, which sends signals: it sends
+    none for a request without the pool's signature."""
+    running = pool.client[0].apply_async(time.sleep, 2 * SILENCE_SECONDS)
+    time.sleep(0.3)
+    send_raw(pool, key, "control", "signal_request", {"sig": "SIGINT"})
+    assert running.get(timeout=30) is None  # slept to the end: no KeyboardInterrupt
+    assert pool.view().apply_sync(lambda: "still working") == ["still working"] * 2
+
+
+def test_correctly_signed_signal_request_through_the_control_port_interrupts(
+    pool: pxpool.Pool,
+) -> None:
+    running = pool.client[0].apply_async(time.sleep, 30)
+    time.sleep(0.3)
+    send_raw(pool, connection(pool, "client")["key"].encode(), "control", "signal_request", {"sig": "SIGINT"})
+    with pytest.raises(Exception, match="KeyboardInterrupt"):
+        running.get(timeout=10)
+
+
 def test_encrypted_pool_runs_tasks_signs_messages_and_ignores_plaintext(tmp_path: Path) -> None:
     with pxpool.Pool.from_profile("local", engines=2, encrypt=True) as pool:
         info = connection(pool, "client")
@@ -106,3 +134,17 @@ def test_encrypted_pool_runs_tasks_signs_messages_and_ignores_plaintext(tmp_path
         forge(pool, info["key"].encode(), marker, "mux")  # right key, but no encryption
         assert not marker.exists()
         assert pool.view().apply_sync(lambda: "still working") == ["still working"] * 2
+
+        # the engines' nannies talk CurveZMQ too: an interrupt reaches the engine, and
+        # an engine's death reaches the hub at once (not after missed heartbeats)
+        running = pool.client[1].apply_async(time.sleep, 30)
+        time.sleep(0.3)
+        pool.client.send_signal("SIGINT", targets=[1], block=True)
+        with pytest.raises(Exception, match="KeyboardInterrupt"):
+            running.get(timeout=10)
+        pid = pool.client[1].apply_sync(os.getpid)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 2.0
+        while 1 in pool.client.ids and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pool.client.ids == [0]

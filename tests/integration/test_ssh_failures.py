@@ -100,6 +100,22 @@ def test_other_ipyparallel_version_reports_both_versions(tmp_path: Path) -> None
     assert err.remote_version == err.local_version == sys.version.split()[0]
 
 
+def test_remote_python_without_pxpool_is_named_before_engines_start(tmp_path: Path) -> None:
+    # as above: the real interpreter, with an empty pxpool package first on its path, so
+    # pxpool's engine module cannot be found there
+    (tmp_path / "site" / "pxpool").mkdir(parents=True)
+    (tmp_path / "site" / "pxpool" / "__init__.py").write_text("")
+    python = tmp_path / "python3"
+    python.write_text(f'#!/bin/sh\nPYTHONPATH={tmp_path / "site"} exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    err = start_expecting(
+        RemotePythonError,
+        r"cannot import pxpool, which runs each engine \(pxpool\._engine_main\).*install pxpool there",
+        **ssh_overrides(python=str(python)),
+    )
+    assert isinstance(err, RemotePythonError)
+
+
 def test_stop_kills_remote_engines_after_the_controller_died() -> None:
     pool = pxpool.Pool.from_profile("ssh", **ssh_overrides(engines=1))  # type: ignore[arg-type]
     pool.start_sync()
