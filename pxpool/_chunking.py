@@ -57,6 +57,7 @@ class ChunkSizer:
         probe: int = 1,
         per_engine: int = 4,
         max_size: int = 1 << 16,
+        even: bool = False,
     ) -> None:
         if chunksize is not None and chunksize < 1:
             raise ValueError(f"chunksize must be >= 1 or 'auto'; got {chunksize}")
@@ -68,6 +69,8 @@ class ChunkSizer:
         self.probe = max(probe, 1)
         self.per_engine = per_engine
         self.max_size = max_size
+        self.even = even
+        self._plan: int | None = None  # even: the one size every later chunk has
         self._costs: deque[float] = deque(maxlen=5)
 
     @property
@@ -86,6 +89,8 @@ class ChunkSizer:
 
     def next_size(self, remaining: int | None) -> int:
         """Size of the next chunk; ``remaining`` is ``None`` when the length is unknown."""
+        if self._plan is not None and remaining is not None:
+            return max(min(self._plan, remaining), 0)
         if self.fixed is not None:
             size = self.fixed
         elif self.cost is None:
@@ -102,8 +107,22 @@ class ChunkSizer:
         if self.fixed is None and self.cost is not None and remaining > 0:
             # cut what is left into equal chunks: a short last chunk would cost a whole
             # round trip for a few items while the other engines wait for it
-            size = math.ceil(remaining / math.ceil(remaining / size))
+            chunks = math.ceil(remaining / size)
+            if self.even:
+                chunks = self._even_count(chunks, remaining / size)
+            size = math.ceil(remaining / chunks)
+            if self.even:
+                self._plan = size
         return max(min(size, remaining), 0)
+
+    def _even_count(self, chunks: int, exact: float) -> int:
+        """``even`` (rows that cost alike): a multiple of the engine count, so every
+        engine gets as many chunks as the others and none runs a last one alone.
+        The lower multiple unless its chunks would be over 1.5 times the size."""
+        lower = chunks // self.engines * self.engines
+        if lower >= self.engines and exact / lower <= 1.5:
+            return lower
+        return lower + self.engines
 
 
 # ---------------------------------------------------------------- kinds of input

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -45,6 +47,34 @@ def test_sizer_cuts_the_rest_into_equal_chunks_without_a_short_tail() -> None:
         sizes.append(sizer.next_size(remaining))
         remaining -= sizes[-1]
     assert sizes == [49_500] * 4  # not 65,536 x 3 plus a 1,392-item round trip
+
+
+def test_even_sizer_gives_every_engine_as_many_equal_chunks_and_keeps_the_plan() -> None:
+    # the pool.map of 1M DataFrame rows on 2 engines: ~0.9 us per row, 0.2 s target
+    sizer = ch.ChunkSizer(
+        engines=2, total=1_000_000, target=0.2, floor=0.1, per_engine=2, max_size=1 << 24, even=True
+    )
+    sizer.record(4096, 4096 * 0.9e-6)
+    sizes, remaining = [], 991_808
+    while remaining:
+        sizes.append(sizer.next_size(remaining))
+        remaining -= sizes[-1]
+    assert sizes == [247_952] * 4  # not 5 chunks of ~198k: one engine would run 3
+    uneven = ch.ChunkSizer(
+        engines=2, total=1_000_000, target=0.2, floor=0.1, per_engine=2, max_size=1 << 24
+    )
+    uneven.record(4096, 4096 * 0.9e-6)
+    assert math.ceil(991_808 / uneven.next_size(991_808)) == 5
+
+
+@pytest.mark.parametrize(
+    ("engines", "ideal_chunks", "chunks"), [(2, 5, 4), (2, 7, 6), (4, 7, 8), (3, 4, 3), (4, 2, 4)]
+)
+def test_even_count_is_the_lower_multiple_of_the_engines_unless_chunks_grow_past_1_5x(
+    engines: int, ideal_chunks: int, chunks: int
+) -> None:
+    sizer = ch.ChunkSizer(engines=engines, total=None, even=True)
+    assert sizer._even_count(ideal_chunks, float(ideal_chunks)) == chunks
 
 
 def test_sizer_never_exceeds_what_remains() -> None:
