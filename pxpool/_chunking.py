@@ -119,7 +119,7 @@ class ChunkSizer:
         """``even`` (rows that cost alike): a multiple of the engine count, so every
         engine gets as many chunks as the others and none runs a last one alone.
         The lower multiple unless its chunks would be over 1.5 times the size."""
-        lower = chunks // self.engines * self.engines
+        lower = min(math.floor(exact), chunks) // self.engines * self.engines
         if lower >= self.engines and exact / lower <= 1.5:
             return lower
         return lower + self.engines

@@ -75,6 +75,8 @@ def test_even_count_is_the_lower_multiple_of_the_engines_unless_chunks_grow_past
 ) -> None:
     sizer = ch.ChunkSizer(engines=engines, total=None, even=True)
     assert sizer._even_count(ideal_chunks, float(ideal_chunks)) == chunks
+    # 5.4 chunks' worth: 4 chunks of 1.35 times the size, not 6 (ceil, then even)
+    assert ch.ChunkSizer(engines=2, total=None, even=True)._even_count(6, 5.4) == 4
 
 
 def test_sizer_never_exceeds_what_remains() -> None:
