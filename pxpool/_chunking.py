@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ._blocks import apply_blocks, flatten
+
 __all__ = [
     "ChunkSizer",
     "combine",
@@ -251,8 +253,11 @@ def run_items(
     return time.perf_counter() - began, payload
 
 
-def run_part(f: Callable[..., Any], token: str, start: int, n_args: int, *flat: Any) -> tuple:
-    """Apply ``f`` to one partition (and the matching partitions of further arrays).
+def run_part(
+    f: Callable[..., Any], token: str, start: int, block: int, n_args: int, *flat: Any
+) -> tuple:
+    """Apply ``f`` to one partition (and the matching partitions of further arrays), in
+    blocks of ``block`` rows (:mod:`pxpool._blocks`; 0: the whole partition at once).
 
     Returns ``(seconds, *pack(result))`` so array and pandas results travel as frames.
     """
@@ -260,13 +265,19 @@ def run_part(f: Callable[..., Any], token: str, start: int, n_args: int, *flat: 
     for _ in range(n_args):
         value, at = unpack_from(flat, at)
         args.append(value)
-    began = time.perf_counter()
+    return run_blocks(f, token, start, block, args)
+
+
+def run_blocks(
+    f: Callable[..., Any], token: str, start: int, block: int, args: Sequence[Any]
+) -> tuple:
+    """What :func:`run_part` returns, for partitions already rebuilt."""
     try:
-        result = f(*args)
+        seconds, result = apply_blocks(f, args, block)
     except BaseException:
         _report_failure(token, start)
         raise
-    return (time.perf_counter() - began, *pack(result))
+    return (seconds, *pack(result))
 
 
 def flat_args(parts: Sequence[Any]) -> list[Any]:
@@ -288,4 +299,4 @@ def combine(kind: str, results: list[Any]) -> Any:
         import pandas as pd
 
         return pd.concat(results)
-    return results
+    return flatten(results)

@@ -21,6 +21,7 @@ from ipyparallel.serialize import PrePickled
 
 from . import _chunking as ch
 from . import _shared_parts, _shm, _timeouts
+from ._blocks import block_rows
 from ._data_errors import MapError, UnpicklableFunctionError, function_name
 from ._fault_errors import TaskTimeout
 from ._progress import Progress
@@ -58,6 +59,7 @@ class _Source:
         self.values = values
         self.more = more
         self.shared: SharedInputs | None = None  # partitions from shared memory, if set
+        self.block = 0  # rows per call of f within a partition chunk (0: the whole chunk)
         self.position = 0
         self.total: int | None = None
         self._iterator: Iterator[Any] | None = None
@@ -95,10 +97,10 @@ class _Source:
             return None
         self.position = stop
         if self.shared is not None:
-            return start, stop - start, (run_shared_part, self.shared.spec(start, stop))
+            return start, stop - start, (run_shared_part, self.block, self.shared.spec(start, stop))
         if self.kind in ("numpy", "pandas"):
             parts = [ch.part_of(v, start, stop) for v in (self.values, *self.more)]
-            return start, stop - start, (ch.run_part, len(parts), *ch.flat_args(parts))
+            return start, stop - start, (ch.run_part, self.block, len(parts), *ch.flat_args(parts))
         if self.more:
             items: Any = list(zip(*(v[start:stop] for v in (self.values, *self.more)), strict=True))
         else:
@@ -150,6 +152,8 @@ def pool_map(
         )
     source = _Source(kind, values, more)
     partitions = source.kind in ("numpy", "pandas")
+    if partitions and chunksize == "auto":  # a fixed chunksize is the partition f sees
+        source.block = block_rows((values, *more))
     if partitions and _shared_parts.eligible(source.kind, (values, *more)):
         from .data import local_engines  # data imports this module
 
@@ -192,7 +196,7 @@ def pool_map(
     exhausted = False
     try:
         if partitions and source.total == 0:  # f runs once on the empty input, for its type
-            args = (ch.run_part, packed_f, f"{token}:0", 0, 1 + len(more))
+            args = (ch.run_part, packed_f, f"{token}:0", 0, 0, 1 + len(more))
             empty = _Chunk(0, 0, 0, (*args, *ch.flat_args([values, *more])))
             inflight[view.apply_async(*empty.args)] = empty
             exhausted, number = True, 1

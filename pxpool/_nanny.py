@@ -36,7 +36,7 @@ import subprocess
 import sys
 import traceback
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 DELIMITER = b"<IDS|MSG>"
@@ -105,7 +105,7 @@ class Signer:
             "msg_type": msg_type,
             "username": self.username,
             "session": self.session,
-            "date": datetime.now(timezone.utc).isoformat(),
+            "date": datetime.now(UTC).isoformat(),
             "version": PROTOCOL_VERSION,
         }
         frames = [json.dumps(part).encode() for part in (header, parent or {}, {}, content)]
@@ -120,8 +120,12 @@ class Nanny:
         self.pid = int(settings["pid"])
         self.engine_id = int(settings["engine_id"])
         self.registration_url = settings["registration_url"]
-        self.curve = {k: (settings.get(k) or "").encode() for k in ("serverkey", "publickey", "secretkey")}
-        self.signer = Signer(bytes.fromhex(settings["key"]), settings["scheme"], settings["username"])
+        self.curve = {
+            k: (settings.get(k) or "").encode() for k in ("serverkey", "publickey", "secretkey")
+        }
+        self.signer = Signer(
+            bytes.fromhex(settings["key"]), settings["scheme"], settings["username"]
+        )
         self.context = zmq.Context()
         self.control = self.context.socket(zmq.ROUTER)  # to the control scheduler
         self.control.setsockopt(zmq.IDENTITY, settings["identity"].encode("latin-1"))
@@ -193,7 +197,9 @@ class Nanny:
         socket = self.context.socket(self.zmq.DEALER)
         socket.setsockopt(self.zmq.LINGER, 3000)
         self._connect(socket, self.registration_url)
-        socket.send_multipart(self.signer.message([], "unregistration_request", {"id": self.engine_id}))
+        socket.send_multipart(
+            self.signer.message([], "unregistration_request", {"id": self.engine_id})
+        )
         socket.close()
         self.control.close(linger=0)
         self.parent.close(linger=0)

@@ -15,7 +15,6 @@ path. Lifetime: the segments are unlinked when the map returns or fails (see
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -140,16 +139,12 @@ def _rebuild(layout: tuple, start: int, stop: int) -> Any:
     return frame
 
 
-def run_shared_part(f: Callable[..., Any], token: str, start: int, spec: tuple) -> tuple:
-    """Engine side: rebuild the chunk's partitions from the segments and apply ``f``.
+def run_shared_part(
+    f: Callable[..., Any], token: str, start: int, block: int, spec: tuple
+) -> tuple:
+    """Engine side: rebuild the chunk's partitions from the segments and apply ``f``
+    (in blocks of ``block`` rows, as :func:`pxpool._chunking.run_part` does).
 
     Returns what :func:`pxpool._chunking.run_part` returns."""
     first, stop, layouts = spec
-    args = [_rebuild(layout, first, stop) for layout in layouts]
-    began = time.perf_counter()
-    try:
-        result = f(*args)
-    except BaseException:
-        ch._report_failure(token, start)
-        raise
-    return (time.perf_counter() - began, *ch.pack(result))
+    return ch.run_blocks(f, token, start, block, [_rebuild(part, first, stop) for part in layouts])

@@ -20,6 +20,7 @@ from ..profile import Profile
 # `python -m` this on every host: ipyparallel's engine with pxpool's light nanny
 ENGINE_MODULE = "pxpool._engine_main"
 
+
 class Provider(ABC):
     """Starts and stops engines for one profile; subclasses differ in where."""
 

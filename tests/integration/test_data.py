@@ -13,6 +13,7 @@ import pytest
 
 import pxpool
 from pxpool import _shm
+from pxpool._blocks import BLOCK_BYTES
 from pxpool.data import MapError, UnpicklableFunctionError
 
 pytestmark = pytest.mark.integration
@@ -188,6 +189,25 @@ def test_map_with_second_array_slices_both_alike(pool: pxpool.Pool) -> None:
     assert np.array_equal(pool.map(np.add, a, b, chunksize=128), a + b)
     with pytest.raises(ValueError, match="every input must have 1000 rows"):
         pool.map(np.add, a, b[:10])
+
+
+def test_auto_map_calls_f_on_cache_sized_blocks_and_joins_them_in_order(
+    pool: pxpool.Pool,
+) -> None:
+    # 16 bytes a row: blocks of BLOCK_BYTES / 16 = 65,536 rows, inside chunks of any size
+    block = BLOCK_BYTES // 16
+    rows = 3 * block + 123
+    df = pd.DataFrame(
+        {"x": np.arange(rows, dtype=np.float64), "y": np.ones(rows)}, index=np.arange(rows) * 2
+    )
+    sizes = pool.map(len, df)  # scalars: one per call of f
+    assert sum(sizes) == rows and max(sizes) <= block
+    assert pool.map(len, df, chunksize=rows) == [rows]  # a fixed chunksize is what f sees
+    out = pool.map(frame_score, df)
+    assert out.index.equals(df.index) and out.equals(df["x"] * 10 + df["y"])
+    a = np.arange(rows * 2, dtype=np.int64)  # two inputs, 16 bytes a row together
+    b = a[::-1].copy()
+    assert np.array_equal(pool.map(np.add, a[:rows], b[:rows]), a[:rows] + b[:rows])
 
 
 def _segments_during_map(part: object) -> list[str]:

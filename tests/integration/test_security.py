@@ -107,7 +107,13 @@ def test_correctly_signed_signal_request_through_the_control_port_interrupts(
 ) -> None:
     running = pool.client[0].apply_async(time.sleep, 30)
     time.sleep(0.3)
-    send_raw(pool, connection(pool, "client")["key"].encode(), "control", "signal_request", {"sig": "SIGINT"})
+    send_raw(
+        pool,
+        connection(pool, "client")["key"].encode(),
+        "control",
+        "signal_request",
+        {"sig": "SIGINT"},
+    )
     with pytest.raises(Exception, match="KeyboardInterrupt"):
         running.get(timeout=10)
 

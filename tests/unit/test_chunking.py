@@ -158,7 +158,7 @@ def test_run_items_records_the_global_index_of_the_failing_item() -> None:
 def test_run_part_unpacks_several_inputs_and_packs_the_result() -> None:
     df = pd.DataFrame({"x": np.arange(5)})
     flat = ch.flat_args([df, np.arange(5)])
-    seconds, *packed = ch.run_part(lambda d, a: d.x + a, "t", 0, 2, *flat)
+    seconds, *packed = ch.run_part(lambda d, a: d.x + a, "t", 0, 0, 2, *flat)
     assert ch.unpack(packed).tolist() == [0, 2, 4, 6, 8]
 
 

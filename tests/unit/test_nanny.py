@@ -43,7 +43,9 @@ def test_a_reply_the_nanny_signs_is_accepted_by_a_session_with_the_pool_key() ->
 
 
 @pytest.mark.parametrize(("sent_with", "valid"), [(KEY, True), (b"wrong", False), (b"", False)])
-def test_the_nanny_accepts_only_requests_signed_with_the_pool_key(sent_with: bytes, valid: bool) -> None:
+def test_the_nanny_accepts_only_requests_signed_with_the_pool_key(
+    sent_with: bytes, valid: bool
+) -> None:
     frames = session_frames(sent_with, "signal_request", {"sig": "SIGINT"})
     split = frames.index(DELIMITER)
     signature, parts = frames[split + 1], frames[split + 2 : split + 6]

@@ -1,0 +1,58 @@
+"""Calls of f within a chunk: cache-sized blocks, joined as the client joins chunks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pxpool import _blocks
+from pxpool._blocks import BLOCK_BYTES, MIN_BLOCK_ROWS, BlockResults, apply_blocks, block_rows
+from pxpool._chunking import combine
+
+
+def test_block_rows_come_from_the_bytes_of_a_row_of_every_input() -> None:
+    frame = pd.DataFrame({"x": np.zeros(10), "y": np.zeros(10, dtype=np.float32)})  # 12 B/row
+    assert block_rows([frame]) == BLOCK_BYTES // 12
+    assert block_rows([frame, np.zeros((10, 2))]) == BLOCK_BYTES // 28
+    wide = np.zeros((10, 10_000))  # 80 kB a row: never fewer than MIN_BLOCK_ROWS
+    assert block_rows([wide]) == MIN_BLOCK_ROWS
+    assert block_rows([np.zeros(0)]) == BLOCK_BYTES
+
+
+def test_blocks_of_a_frame_concatenate_in_row_order_with_their_index() -> None:
+    frame = pd.DataFrame({"x": np.arange(10.0)}, index=list("abcdefghij"))
+    seen: list[int] = []
+
+    def f(part: pd.DataFrame) -> pd.Series:
+        seen.append(len(part))
+        return part["x"] * 2
+
+    seconds, out = apply_blocks(f, [frame], 4)
+    assert seen == [4, 4, 2] and seconds >= 0
+    assert out.equals(frame["x"] * 2)
+
+
+def test_blocks_slice_every_input_alike_and_arrays_concatenate() -> None:
+    a, b = np.arange(9), np.arange(9) * 10
+    _, out = apply_blocks(np.add, [a, b], 2)
+    assert np.array_equal(out, a + b)
+
+
+def test_scalar_results_stay_one_per_block_and_the_client_flattens_them() -> None:
+    _, first = apply_blocks(lambda p: int(p.sum()), [np.arange(10)], 4)
+    _, second = apply_blocks(lambda p: int(p.sum()), [np.arange(10, 12)], 4)  # one block
+    assert isinstance(first, BlockResults) and first == [6, 22, 17]
+    assert second == 21 and not isinstance(second, BlockResults)
+    assert combine("numpy", [first, second]) == [6, 22, 17, 21]
+
+
+def test_no_block_size_or_a_short_chunk_is_one_call_on_the_whole() -> None:
+    calls: list[int] = []
+    for block in (0, 100):
+        apply_blocks(lambda p: calls.append(len(p)), [np.arange(10)], block)
+    assert calls == [10, 10]
+
+
+def test_mixed_block_results_stay_one_item_per_block() -> None:
+    mixed = _blocks.join([np.zeros(2), 1])
+    assert isinstance(mixed, BlockResults) and len(mixed) == 2
