@@ -16,7 +16,8 @@ Workloads
   with the same chunk count multiprocessing picks).
 - map over a 1,000,000-row DataFrame: ``score`` below, a vectorised recurrence of
   30 steps of sin/cos per row (real work per row, ~1 s single-process), returning
-  a Series with the frame's index; baseline: ``score(df)`` in this process.
+  a Series with the frame's index; baseline: ``score(df)`` in this process (and,
+  for reference, the same in pxpool's cache-sized blocks, one process).
 - push of 100 MB to every engine; baseline: one ``np.copy`` per engine, measured
   both into reused memory (steady state) and into fresh memory (first touch).
 - start of a pool of 2 (and 32) engines until every engine is registered (stop timed
@@ -295,6 +296,15 @@ def bench_dask(cfg: argparse.Namespace, df: pd.DataFrame, big: np.ndarray) -> di
 
 def bench_baselines(cfg: argparse.Namespace, df: pd.DataFrame, big: np.ndarray) -> dict[str, Any]:
     out: dict[str, Any] = {"map_frame_s": best(lambda: score(df), cfg.repeat)}
+    # the same in one process, in the cache-sized blocks pxpool's engines use: how much
+    # of pxpool's ratio is blocking rather than parallelism
+    from pxpool._blocks import block_rows
+
+    rows = block_rows([df])
+    out["map_frame_blocked_s"] = best(
+        lambda: pd.concat([score(df.iloc[i : i + rows]) for i in range(0, len(df), rows)]),
+        cfg.repeat,
+    )
     out["copy_reused_s"] = best(lambda: np.copy(big), 3)
 
     def fresh_copy() -> None:  # into pages never touched before, as a receiving engine has
@@ -356,6 +366,12 @@ def report(results: dict[str, dict[str, Any]], workers: int) -> list[str]:
         base.get("map_frame_s"),
         px.get("map_frame_s"),
         ">= 1.7",
+    )
+    ratio(
+        "map 1M-row DataFrame: one process in pxpool's blocks / pxpool",
+        base.get("map_frame_blocked_s"),
+        px.get("map_frame_s"),
+        "-",
     )
     ratio(
         "push 100 MB: np.copy per engine (reused memory) / pxpool",
