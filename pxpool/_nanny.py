@@ -39,6 +39,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from ._pids import alive
+
 DELIMITER = b"<IDS|MSG>"
 PROTOCOL_VERSION = "5.3"
 IGNORED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
@@ -162,7 +164,7 @@ class Nanny:
             if self.parent in events:
                 self.control.send_multipart(self.parent.recv_multipart())
             gone = watch in events or pipe.fileno() in events
-            if gone or (watch is None and not _alive(self.pid)):
+            if gone or (watch is None and not alive(self.pid)):
                 break
         self._report_exit()
 
@@ -211,20 +213,6 @@ def _pidfd(pid: int) -> int | None:
         return os.pidfd_open(pid)
     except (AttributeError, OSError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def main() -> None:

@@ -1,6 +1,9 @@
 """Large numpy arrays between the client and engines on the same host, via shared memory.
 
-Lifetime, in one place: the sender creates a POSIX shared-memory segment named
+Pushes mostly go through the reused slots of :mod:`pxpool._arena` instead; this
+module's one-off segments serve pulls, ``pool.map`` input and pushes that do not fit.
+
+Lifetime of a one-off segment: the sender creates a POSIX shared-memory segment named
 ``pxpool-<pool>-<token>``, copies the array into it once, the receivers map it, and
 the sender unlinks the *name* as soon as they have (before ``push``/``pull``
 returns). Nothing stays in ``/dev/shm`` after the call; the memory itself lives as

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _chunking, _mapper, _shm
+from . import _arena, _chunking, _mapper, _shm
 from ._data_errors import EngineNameError, MapError, UnpicklableFunctionError
 
 if TYPE_CHECKING:
@@ -79,33 +79,43 @@ def push(pool: Pool, namespace: dict[str, Any], targets: Any = None) -> None:
 
 
 def _push_each(pool: Pool, per_engine: dict[int, dict[str, Any]]) -> None:
-    """Push a (possibly different) namespace to each engine, sharing one segment per array."""
+    """Push a (possibly different) namespace to each engine, sharing one copy per array:
+    in a reused slot of the pool's arena (:mod:`pxpool._arena`), else a fresh segment."""
     client = pool.client
     big = {id(v): v for ns in per_engine.values() for v in ns.values() if _shm.eligible(v)}
     local = local_engines(pool, list(per_engine)) if big and _shm.available() else set()
     prefix = _shm.pool_prefix(pool.name)
-    segments: dict[int, tuple] = {}
+    arena = _arena.arena_for(prefix)
+    shared: dict[int, tuple[str, tuple]] = {}
+    leased: list[_arena.Slot] = []
     try:
         for key, array in big.items():
-            if any(i in local for i, ns in per_engine.items() if key in map(id, ns.values())):
-                if _shm.can_share(array.nbytes):
-                    segments[key] = _shm.export(array, prefix)
+            holders = [i for i in local if key in map(id, per_engine[i].values())]
+            if not holders or not _shm.can_share(array.nbytes):
+                continue
+            slot = arena.lease(array.nbytes, holders)
+            if slot is not None:
+                leased.append(slot)
+                shared[key] = ("arena", slot.write(array))
+            else:
+                shared[key] = ("shm", _shm.export(array, prefix))
         results = []
         for engine_id, ns in per_engine.items():
-            shared = {
-                k: segments[id(v)]
-                for k, v in ns.items()
-                if engine_id in local and id(v) in segments
+            mine = {
+                k: shared[id(v)] for k, v in ns.items() if engine_id in local and id(v) in shared
             }
-            plain = {k: v for k, v in ns.items() if k not in shared}
+            plain = {k: v for k, v in ns.items() if k not in mine}
             if plain:
                 results.append(client[engine_id].push(plain, block=False))
-            if shared:
-                results.append(client[engine_id].apply_async(_shm.engine_attach, shared))
+            if mine:
+                results.append(client[engine_id].apply_async(_arena.engine_attach, engine_id, mine))
         _wait(pool, results)
     finally:
-        for descriptor in segments.values():
-            _shm.unlink(descriptor[0])
+        for kind, descriptor in shared.values():
+            if kind == "shm":
+                _shm.unlink(descriptor[0])
+        for slot in leased:
+            arena.done(slot)
 
 
 def pull(pool: Pool, names: str | list[str] | tuple[str, ...], targets: Any = None) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 
 import ipyparallel as ipp
 
-from . import _hold, _runtime, _security, _shm
+from . import _arena, _hold, _runtime, _security, _shm
 from ._access import EngineAccess
 from ._async import LoopThread, SyncTwins
 from ._cluster import PxCluster
@@ -211,6 +211,7 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
         await reap(leftovers, TERMINATE_GRACE_SECONDS, terminate=True)
         self._engine_sets.clear()
         _runtime.remove_pool_dir(self.name)
+        _arena.close(_shm.pool_prefix(self.name))  # the slots pushes reuse
         _shm.cleanup(_shm.pool_prefix(self.name))  # segments a crashed transfer left
 
     async def scale(self, n: int) -> list[int]:
