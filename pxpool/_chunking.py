@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ._blocks import apply_blocks, flatten
+from ._blocks import BlockResults, apply_blocks, flatten, join
 
 __all__ = [
     "ChunkSizer",
@@ -293,10 +293,5 @@ def combine(kind: str, results: list[Any]) -> Any:
     row order (their index kept), anything else comes back as a list."""
     if kind not in ("numpy", "pandas") or not results:
         return results
-    if all(isinstance(r, np.ndarray) and r.ndim >= 1 for r in results):
-        return np.concatenate(results, axis=0)
-    if all(type(r).__module__.startswith("pandas") and hasattr(r, "iloc") for r in results):
-        import pandas as pd
-
-        return pd.concat(results)
-    return flatten(results)
+    joined = join(results)  # the rule that joins one chunk's blocks joins the chunks too
+    return flatten(joined) if isinstance(joined, BlockResults) else joined

@@ -85,6 +85,7 @@ class Collector:
         client = pool.client
         controller_ip = client._config["interface"].split("://", 1)[-1]
         now = time.time()
+        tokens = restart_tokens(pool)
         for engine_id in engine_ids:
             result = client[engine_id].apply_async(
                 _health_agent.install, controller_ip, self.interval
@@ -94,7 +95,7 @@ class Collector:
                 record.install, record.install_sent = result, now
                 if record.report is not None and pool.state == "running":
                     # a new process under a known id: pool.restart's or a replacement's
-                    self._mark_restarting(record, restart_tokens(pool).get(engine_id))
+                    self._mark_restarting(record, tokens.get(engine_id))
         self.ensure_running()
 
     def seed(self, engine_ids: list[int]) -> None:
@@ -163,7 +164,6 @@ class Collector:
 
     def _note_registrations(self, registered: set[int]) -> None:
         now = time.time()
-        operations = pending_operations(self.pool)
         tokens = restart_tokens(self.pool)
         with self.lock:
             for engine_id in registered:
@@ -173,8 +173,8 @@ class Collector:
             for record in self.records.values():
                 if record.engine_id not in registered and record.left_at is None:
                     record.left_at = now
-                if operations.get(record.engine_id) == "restarting":
-                    self._mark_restarting(record, tokens.get(record.engine_id))
+                if record.engine_id in tokens:
+                    self._mark_restarting(record, tokens[record.engine_id])
 
     def _mark_restarting(self, record: _Record, token: object = None) -> None:
         """``record`` is being replaced until a process other than the one reporting
@@ -236,8 +236,8 @@ class Collector:
         running = pool.state == "running"
         registered = set(self._registered()) if running else set()
         owned = pool._owner_ids() if running else set()
-        operations = pending_operations(pool) if running else {}
-        tokens = restart_tokens(pool) if running else {}
+        found = _operations(pool) if running else {}
+        operations = {engine_id: kind for engine_id, (kind, _) in found.items()}
         drains = drain_records(pool.name) if running else {}
         now = time.time()
         limit = (MISSED_REPORTS + 1) * self.interval
@@ -249,7 +249,7 @@ class Collector:
             for record in records:
                 operation = operations.get(record.engine_id)
                 if operation == "restarting":
-                    self._mark_restarting(record, tokens.get(record.engine_id))
+                    self._mark_restarting(record, found[record.engine_id][1])
                 elif (
                     record.restarting
                     and record.engine_id not in registered

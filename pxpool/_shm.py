@@ -171,15 +171,6 @@ def engine_host() -> str:
     return _HOST
 
 
-def engine_attach(descriptors: dict[str, tuple]) -> None:
-    """Bind each name in the engine's namespace to a read-only map of its segment."""
-    from IPython import get_ipython
-
-    namespace = get_ipython().user_ns
-    for name, descriptor in descriptors.items():
-        namespace[name] = attach(descriptor, writable=False)
-
-
 def engine_export(
     names: list[str], client_host: str, prefix: str, threshold: int = THRESHOLD
 ) -> list[tuple[str, Any]]:
