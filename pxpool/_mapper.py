@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import math
 import pickle
 import secrets
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +40,11 @@ INDEX_WAIT = 2.0  # how long a failed chunk's item index may take to arrive
 # engine seconds per chunk: partitions run vectorised code with a fixed cost per call,
 # so they get longer chunks; the balance cap in ChunkSizer still leaves 4 per engine
 ITEM_TARGET, PART_TARGET = 0.02, 0.2
+# a map over a range or sequence starts with an equal share per engine (up to this
+# many bytes of items), each run for about ITEM_TARGET before it returns the rest:
+# this measures the cost without a round trip of small probes, and tiny items are
+# done in one chunk per engine
+FIRST_BYTES = 4 << 20
 
 
 class _Chunk:
@@ -62,6 +69,7 @@ class _Source:
         self.block = 0  # rows per call of f within a partition chunk (0: the whole chunk)
         self.position = 0
         self.total: int | None = None
+        self._returned: deque[tuple[int, int]] = deque()  # (start, count) not done yet
         self._iterator: Iterator[Any] | None = None
         if kind in ("numpy", "pandas"):
             self.total = len(values)
@@ -81,9 +89,37 @@ class _Source:
 
     @property
     def remaining(self) -> int | None:
-        return None if self.total is None else self.total - self.position
+        if self.total is None:
+            return None
+        return self.total - self.position + sum(count for _, count in self._returned)
+
+    def first_share(self, engines: int) -> int:
+        """Items per engine in a map's first, budgeted chunks: an equal share of the
+        input, at most about :data:`FIRST_BYTES` of it (a range costs nothing to send)."""
+        assert self.total is not None
+        share = max(math.ceil(self.total / max(engines, 1)), 1)
+        if self.kind == "range" and not self.more:
+            return share
+        sample = self._slice(0, min(self.total, 16))[2][1]
+        try:
+            per_item = len(pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL)) / max(
+                len(sample), 1
+            )
+        except Exception:  # unpicklable: the first chunk names the item (see _client)
+            return 1
+        return max(min(share, int(FIRST_BYTES // per_item)), 1)
+
+    def give_back(self, start: int, count: int) -> None:
+        """Items ``start .. start+count-1`` were sent but not done: hand them out again."""
+        if count > 0:
+            self._returned.append((start, count))
 
     def take(self, size: int) -> tuple[int, int, tuple[Any, ...]] | None:
+        if self._returned:
+            start, count = self._returned.popleft()
+            if count > size:
+                self._returned.appendleft((start + size, count - size))
+            return self._slice(start, start + min(size, count))
         start = self.position
         if self._iterator is not None:
             items = list(itertools.islice(self._iterator, size))
@@ -96,6 +132,9 @@ class _Source:
         if stop <= start:
             return None
         self.position = stop
+        return self._slice(start, stop)
+
+    def _slice(self, start: int, stop: int) -> tuple[int, int, tuple[Any, ...]]:
         if self.shared is not None:
             return start, stop - start, (run_shared_part, self.block, self.shared.spec(start, stop))
         if self.kind in ("numpy", "pandas"):
@@ -159,6 +198,8 @@ def pool_map(
 
         if local_engines(pool, list(client.ids)) == set(client.ids):
             source.shared = SharedInputs((values, *more), _shm.pool_prefix(pool.name))
+    # ranges and sequences: the first chunks are budgeted shares (see FIRST_BYTES)
+    budgeted = chunksize == "auto" and source.kind in ("range", "sequence")
     sizer = ch.ChunkSizer(
         engines,
         source.total,
@@ -181,7 +222,9 @@ def pool_map(
         # the map) but big enough to measure tiny items above the per-chunk noise
         # (partitions: up to 16k rows, so a fixed cost per call weighs little in the
         # first measurement, which fixes the plan of the even chunks)
-        probe=min(
+        probe=source.first_share(engines)
+        if budgeted
+        else min(
             max((source.total or 0) // (engines * (32 if partitions else 64)), 1),
             16384 if partitions else 1024,
         ),
@@ -208,6 +251,8 @@ def pool_map(
                     exhausted = True
                     break
                 start, count, (runner, *args) = taken
+                if budgeted and not sizer.measured:
+                    args.append(ITEM_TARGET)
                 chunk = _Chunk(
                     number, start, count, (runner, packed_f, f"{token}:{number}", start, *args)
                 )
@@ -237,10 +282,14 @@ def pool_map(
                     inflight[view.apply_async(*chunk.args)] = chunk  # its engine is gone
                     continue
                 reply = _get(ar, pool, f, chunk, token, partitions)
-                sizer.record(chunk.count, reply[0])
-                results[chunk.number] = ch.unpack(reply[1:]) if partitions else _loads(reply[1])
-                arrival.append(chunk.number)
-                bar.update(chunk.count)
+                done_count = chunk.count if partitions else reply[2]
+                sizer.record(done_count, reply[0])
+                if done_count < chunk.count:  # a budgeted first chunk: the rest goes out again
+                    source.give_back(chunk.start + done_count, chunk.count - done_count)
+                    exhausted = False
+                results[chunk.start] = ch.unpack(reply[1:]) if partitions else _loads(reply[1])
+                arrival.append(chunk.start)
+                bar.update(done_count)
     finally:
         bar.close()
         if source.shared is not None:

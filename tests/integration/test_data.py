@@ -93,6 +93,33 @@ def test_map_reads_a_generator_lazily_with_bounded_chunks_in_flight(pool: pxpool
     assert len(pulled) == 20_000
 
 
+def pid_after_a_millisecond(x: int) -> tuple[int, int]:
+    import time
+
+    time.sleep(0.001)
+    if x == 250:
+        raise ValueError("cannot take 250")
+    return x, os.getpid()
+
+
+def test_first_chunks_of_slow_items_hand_back_the_rest_to_every_engine(
+    pool: pxpool.Pool,
+) -> None:
+    """The first chunks are an equal share per engine, stopped after ~20 ms of work
+    (150 items of 1 ms would take 0.15 s): what they leave is mapped again, in order."""
+    out = pool.map(pid_after_a_millisecond, range(200))
+    assert [x for x, _ in out] == list(range(200))
+    assert len({pid for _, pid in out}) == 2  # the rest spread over both engines
+    unordered = pool.map(pid_after_a_millisecond, range(200), ordered=False)
+    assert sorted(x for x, _ in unordered) == list(range(200))
+
+
+def test_failure_index_is_exact_after_first_chunks_hand_back(pool: pxpool.Pool) -> None:
+    with pytest.raises(MapError, match="for item 250: ValueError") as info:
+        pool.map(pid_after_a_millisecond, range(300))
+    assert info.value.index == 250
+
+
 def test_unordered_map_returns_every_item(pool: pxpool.Pool) -> None:
     out = pool.map(square, range(3000), ordered=False, chunksize=100)
     assert sorted(out) == [x * x for x in range(3000)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pandas as pd
@@ -136,11 +137,45 @@ def test_pack_keeps_arrays_and_objects_as_they_are() -> None:
 def test_run_items_returns_cost_and_pickled_results() -> None:
     import pickle
 
-    seconds, payload = ch.run_items(lambda x: x + 1, "t", 0, [1, 2], False)
+    seconds, payload, done = ch.run_items(lambda x: x + 1, "t", 0, [1, 2], False)
     assert seconds >= 0
-    assert pickle.loads(payload) == [2, 3]
-    _, payload = ch.run_items(lambda a, b: a * b, "t", 0, [(2, 3)], True)
-    assert pickle.loads(payload) == [6]
+    assert (pickle.loads(payload), done) == ([2, 3], 2)
+    _, payload, done = ch.run_items(lambda a, b: a * b, "t", 0, [(2, 3)], True)
+    assert (pickle.loads(payload), done) == ([6], 1)
+
+
+def test_a_budgeted_chunk_of_tiny_items_runs_to_the_end() -> None:
+    import pickle
+
+    _, payload, done = ch.run_items(lambda x: x * x, "t", 0, range(100_000), False, 0.02)
+    assert done == 100_000
+    assert pickle.loads(payload) == [x * x for x in range(100_000)]
+
+
+def test_a_budgeted_chunk_of_slow_items_stops_early_and_says_how_far_it_got() -> None:
+    import pickle
+
+    def slow(a: int, b: int) -> int:
+        time.sleep(0.01)
+        return a + b
+
+    items = [(i, 1) for i in range(50)]
+    seconds, payload, done = ch.run_items(slow, "t", 0, items, True, 0.02)
+    # stops once over budget, with the whole chunk (0.5 s) over 3x the budget: after
+    # 1+2 items (0.03 s), or a few more on a busy machine
+    assert 2 <= done < 50
+    assert pickle.loads(payload) == [i + 1 for i in range(done)]
+    assert seconds < 0.25
+
+
+def test_a_budgeted_chunk_runs_on_when_it_would_end_within_its_stretch() -> None:
+    def steady(x: int) -> int:
+        time.sleep(0.001)
+        return x
+
+    # 40 items of 1 ms: over the 20 ms budget halfway, but done within 3x of it
+    _, _, done = ch.run_items(steady, "t", 0, list(range(40)), False, 0.02)
+    assert done == 40
 
 
 def test_run_items_records_the_global_index_of_the_failing_item() -> None:
@@ -207,3 +242,28 @@ def test_shm_eligibility_needs_a_large_plain_array() -> None:
     assert not _shm.eligible(np.zeros(10))
     assert not _shm.eligible(np.empty(1 << 18, dtype=object))
     assert not _shm.eligible([0] * (1 << 18))
+
+
+def test_first_share_is_an_equal_share_capped_by_the_bytes_sent() -> None:
+    from pxpool._mapper import FIRST_BYTES, _Source
+
+    assert _Source("range", range(200_000), ()).first_share(2) == 100_000
+    assert _Source("sequence", list(range(10)), ()).first_share(4) == 3
+    big = [bytes([i]) * (1 << 20) for i in range(40)]  # a little over 1 MiB pickled each
+    assert _Source("sequence", big, ()).first_share(2) == FIRST_BYTES // (1 << 20) - 1
+    assert _Source("sequence", [], ()).first_share(2) == 1
+
+
+def test_items_handed_back_are_taken_again_before_new_ones() -> None:
+    from pxpool._mapper import _Source
+
+    source = _Source("range", range(100), ())
+    assert source.take(60)[:2] == (0, 60)
+    source.give_back(20, 40)  # the chunk did items 0..19 only
+    assert source.remaining == 80
+    start, count, (_, items, _) = source.take(30)
+    assert (start, count, list(items)) == (20, 30, list(range(20, 50)))
+    assert source.take(30)[:2] == (50, 10)  # the rest of what came back
+    assert source.take(30)[:2] == (60, 30)
+    assert source.take(30)[:2] == (90, 10)
+    assert source.take(30) is None and source.remaining == 0
