@@ -249,15 +249,17 @@ def test_the_controller_job_is_not_signalled() -> None:
 
 
 STUB_ENGINE = """#!{python}
-import signal, sys, time
+import os, signal, sys, time
 ignored = signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+def say(*words):  # one write per line: both engines share the job's output file
+    os.write(1, (" ".join(map(str, words)) + "\\n").encode())
 def leave(number, frame):
-    print(sys.argv[-1], "got", signal.Signals(number).name, "ignored at start:", ignored, flush=True)
+    say(sys.argv[-1], "got", signal.Signals(number).name, "ignored at start:", ignored)
     time.sleep(0.3)  # finishing a task: the job's shell must wait for it
-    print(sys.argv[-1], "left", flush=True)
+    say(sys.argv[-1], "left")
     sys.exit(0)
 signal.signal(signal.SIGUSR1, leave)
-print(sys.argv[-1], "ready", flush=True)
+say(sys.argv[-1], "ready")
 time.sleep(20)
 """
 
