@@ -107,6 +107,14 @@ class Arena:
             slot.busy = False
             slot.used = time.monotonic()
 
+    def retire(self, slot: Slot) -> None:
+        """Unlink a slot that engines may still read (a failed map's input): no later
+        push or map writes into it while an abandoned chunk reads it."""
+        with self.lock:
+            if slot in self.slots:
+                self.slots.remove(slot)
+            slot.close()
+
     def close(self) -> None:
         with self.lock:
             for slot in self.slots:
@@ -150,6 +158,13 @@ def engine_attach(engine_id: int, descriptors: dict[str, tuple[str, tuple[Any, .
             namespace[name] = _hold(engine_id, *descriptor)
 
 
+def engine_view(descriptor: tuple[Any, ...]) -> np.ndarray:
+    """A read-only array over a slot, not held: for a map's input, which the client
+    keeps leased until the map is over (:mod:`pxpool._shared_parts`)."""
+    slot, capacity, shape, dtype, order = descriptor
+    return np.ndarray(shape, dtype, _maps(slot, capacity)[1], 0, order=order)
+
+
 def _hold(engine_id: int, slot: str, capacity: int, shape: Any, dtype: Any, order: str) -> Any:
     header, data, holders = _maps(slot, capacity)
     array = np.ndarray(shape, dtype, data, 0, order=order)
@@ -161,8 +176,7 @@ def _hold(engine_id: int, slot: str, capacity: int, shape: Any, dtype: Any, orde
 
 def _maps(slot: str, capacity: int) -> tuple[mmap.mmap, mmap.mmap, np.ndarray]:
     if slot not in _MAPS:
-        for gone in [s for s in _MAPS if not _HELD.get(s) and not _exists(s)]:
-            _drop(gone)  # slots the client closed: let their memory go
+        drop_gone()
         fd = _shm._posixshmem.shm_open("/" + slot, os.O_RDWR, mode=0o600)  # type: ignore[union-attr]
         try:
             header = mmap.mmap(fd, HEADER_BYTES)
@@ -171,6 +185,13 @@ def _maps(slot: str, capacity: int) -> tuple[mmap.mmap, mmap.mmap, np.ndarray]:
             os.close(fd)
         _MAPS[slot] = (header, data, np.frombuffer(header, np.int32, HEADER_SLOTS))
     return _MAPS[slot]
+
+
+def drop_gone() -> None:
+    """Unmap slots the client closed or retired that no array here holds: their memory
+    goes only once every process has unmapped them."""
+    for gone in [s for s in _MAPS if not _HELD.get(s) and not _exists(s)]:
+        _drop(gone)
 
 
 def _let_go(slot: str, engine_id: int) -> None:

@@ -24,7 +24,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BLOCK_BYTES", "BlockResults", "apply_blocks", "block_rows", "flatten"]
+from ._budget import spent
+
+__all__ = [
+    "BLOCK_BYTES",
+    "BlockResults",
+    "apply_blocks",
+    "apply_row_blocks",
+    "block_rows",
+    "row_bytes",
+    "flatten",
+]
 
 BLOCK_BYTES = 1 << 20  # input bytes per call of f: about one L2 cache
 MIN_BLOCK_ROWS = 8192  # below this, the cost per call of f (slicing, setup) adds up
@@ -36,8 +46,12 @@ class BlockResults(list):  # type: ignore[type-arg]
 
 def block_rows(values: Sequence[Any]) -> int:
     """Rows per call of ``f`` for these inputs (the first and any further ones)."""
-    row_bytes = sum(_row_bytes(value) for value in values)
-    return max(MIN_BLOCK_ROWS, BLOCK_BYTES // max(row_bytes, 1))
+    return max(MIN_BLOCK_ROWS, BLOCK_BYTES // row_bytes(values))
+
+
+def row_bytes(values: Sequence[Any]) -> int:
+    """Bytes of one row of these inputs together (at least 1)."""
+    return max(sum(_row_bytes(value) for value in values), 1)
 
 
 def _row_bytes(value: Any) -> int:
@@ -51,22 +65,36 @@ def _row_bytes(value: Any) -> int:
     return max(int(total) // rows, 1)
 
 
-def apply_blocks(f: Callable[..., Any], args: Sequence[Any], block: int) -> tuple[float, Any]:
+def apply_blocks(
+    f: Callable[..., Any], args: Sequence[Any], block: int, budget: float = 0.0
+) -> tuple[float, Any, int]:
     """``f`` over consecutive blocks of ``block`` rows of ``args``; returns the seconds
-    spent and the joined result. ``block <= 0`` or a short chunk: one call."""
+    spent, the joined result and the rows done. ``block <= 0`` or a short chunk: one
+    call. A ``budget`` may stop it early (:mod:`pxpool._budget`)."""
     rows = len(args[0]) if args else 0
+    return apply_row_blocks(f, rows, lambda a, b: [_rows(v, a, b) for v in args], block, budget)
+
+
+def apply_row_blocks(
+    f: Callable[..., Any],
+    rows: int,
+    rows_of: Callable[[int, int], Sequence[Any]],
+    block: int,
+    budget: float = 0.0,
+) -> tuple[float, Any, int]:
+    """:func:`apply_blocks` over ``rows`` rows that ``rows_of(start, stop)`` builds,
+    block by block (so shared-memory rows are copied out one block at a time)."""
     began = time.perf_counter()
     if block <= 0 or rows <= block:
-        return _elapsed(began, f(*args))
-    results = [
-        f(*(_rows(value, start, min(start + block, rows)) for value in args))
-        for start in range(0, rows, block)
-    ]
-    return _elapsed(began, join(results))
-
-
-def _elapsed(began: float, result: Any) -> tuple[float, Any]:
-    return time.perf_counter() - began, result
+        result = f(*rows_of(0, rows))
+        return time.perf_counter() - began, result, rows
+    results, done = [], 0
+    while done < rows and not spent(began, budget, done, rows):
+        stop = min(done + block, rows)
+        results.append(f(*rows_of(done, stop)))
+        done = stop
+    joined = join(results)
+    return time.perf_counter() - began, joined, done
 
 
 def _rows(value: Any, start: int, stop: int) -> Any:

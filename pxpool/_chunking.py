@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ._blocks import BlockResults, apply_blocks, flatten, join
+from ._blocks import BlockResults, apply_row_blocks, flatten, join
+from ._budget import spent
 
 __all__ = [
     "ChunkSizer",
@@ -241,10 +242,8 @@ def run_items(
     The results are pickled here so that the measured cost includes it: for tiny
     items, serializing the results costs more than computing them.
 
-    With a ``budget`` (seconds), the engine stops early once it has spent that long
-    and the whole chunk would take over :data:`BUDGET_STRETCH` times as long: the
-    client sends the items not done to the engines again. This is how a map's first
-    chunks measure the cost without a round trip of their own (see ``_mapper``).
+    With a ``budget`` (seconds), the engine may stop early (:mod:`pxpool._budget`):
+    the client sends the items not done to the engines again.
     """
     began = time.perf_counter()
     out: list[Any] = []
@@ -260,7 +259,6 @@ def run_items(
     return time.perf_counter() - began, payload, len(out)
 
 
-BUDGET_STRETCH = 3.0  # a budgeted chunk runs on while it would end within 3x its budget
 _BUDGET_BATCH = 4096  # most items between two looks at the clock
 
 
@@ -284,40 +282,58 @@ def _apply_budgeted(
 ) -> None:
     """:func:`_apply` in batches of doubling size, looking at the clock between them."""
     total, batch = len(items), 1
-    while len(out) < total:
+    while len(out) < total and not spent(began, budget, len(out), total):
         done = len(out)
         _apply(f, items[done : done + batch], star, out)
-        elapsed = time.perf_counter() - began
-        if elapsed >= budget and elapsed * total / len(out) > BUDGET_STRETCH * budget:
-            return
         batch = min(batch * 2, _BUDGET_BATCH)
 
 
 def run_part(
-    f: Callable[..., Any], token: str, start: int, block: int, n_args: int, *flat: Any
+    f: Callable[..., Any],
+    token: str,
+    start: int,
+    block: int,
+    budget: float,
+    n_args: int,
+    *flat: Any,
 ) -> tuple:
     """Apply ``f`` to one partition (and the matching partitions of further arrays), in
-    blocks of ``block`` rows (:mod:`pxpool._blocks`; 0: the whole partition at once).
+    blocks of ``block`` rows (:mod:`pxpool._blocks`; 0: the whole partition at once),
+    stopping early if a ``budget`` is spent (:mod:`pxpool._budget`; 0: no budget).
 
-    Returns ``(seconds, *pack(result))`` so array and pandas results travel as frames.
+    Returns ``(seconds, rows done, *pack(result))`` so array and pandas results travel
+    as frames.
     """
     args, at = [], 0
     for _ in range(n_args):
         value, at = unpack_from(flat, at)
         args.append(value)
-    return run_blocks(f, token, start, block, args)
+    rows = len(args[0]) if args else 0
+    return run_blocks(f, token, start, block, budget, rows, lambda a, b: _rows_of(args, a, b))
+
+
+def _rows_of(args: Sequence[Any], start: int, stop: int) -> list[Any]:
+    if start == 0 and stop == len(args[0]):
+        return list(args)
+    return [part_of(value, start, stop) for value in args]
 
 
 def run_blocks(
-    f: Callable[..., Any], token: str, start: int, block: int, args: Sequence[Any]
+    f: Callable[..., Any],
+    token: str,
+    start: int,
+    block: int,
+    budget: float,
+    rows: int,
+    rows_of: Callable[[int, int], Sequence[Any]],
 ) -> tuple:
-    """What :func:`run_part` returns, for partitions already rebuilt."""
+    """What :func:`run_part` returns, for ``rows`` rows that ``rows_of`` builds."""
     try:
-        seconds, result = apply_blocks(f, args, block)
+        seconds, result, done = apply_row_blocks(f, rows, rows_of, block, budget)
     except BaseException:
         _report_failure(token, start)
         raise
-    return (seconds, *pack(result))
+    return (seconds, done, *pack(result))
 
 
 def flat_args(parts: Sequence[Any]) -> list[Any]:

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import ipyparallel as ipp
 from ipyparallel.serialize import PrePickled
 
+from . import _arena, _shared_parts, _shm, _timeouts
 from . import _chunking as ch
-from . import _shared_parts, _shm, _timeouts
-from ._blocks import block_rows
+from ._blocks import block_rows, row_bytes
 from ._data_errors import MapError, UnpicklableFunctionError, function_name
 from ._fault_errors import TaskTimeout
 from ._progress import Progress
@@ -45,6 +45,10 @@ ITEM_TARGET, PART_TARGET = 0.02, 0.2
 # this measures the cost without a round trip of small probes, and tiny items are
 # done in one chunk per engine
 FIRST_BYTES = 4 << 20
+# rows: the first share runs to its end if that takes under 3 x 0.5 s. A 1M-row frame
+# takes ~0.5-0.6 s per engine here: with the items' 20 ms, or 0.2 s, it was cut in the
+# middle on a busy machine, and three round trips per engine followed instead of none
+PART_BUDGET = 0.5
 
 
 class _Chunk:
@@ -95,11 +99,14 @@ class _Source:
 
     def first_share(self, engines: int) -> int:
         """Items per engine in a map's first, budgeted chunks: an equal share of the
-        input, at most about :data:`FIRST_BYTES` of it (a range costs nothing to send)."""
+        input, at most about :data:`FIRST_BYTES` of it unless sending it costs nothing
+        (a range, or rows in shared memory)."""
         assert self.total is not None
         share = max(math.ceil(self.total / max(engines, 1)), 1)
-        if self.kind == "range" and not self.more:
+        if self.shared is not None or (self.kind == "range" and not self.more):
             return share
+        if self.kind in ("numpy", "pandas"):
+            return max(min(share, FIRST_BYTES // row_bytes((self.values, *self.more))), 1)
         sample = self._slice(0, min(self.total, 16))[2][1]
         try:
             per_item = len(pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL)) / max(
@@ -114,12 +121,15 @@ class _Source:
         if count > 0:
             self._returned.append((start, count))
 
-    def take(self, size: int) -> tuple[int, int, tuple[Any, ...]] | None:
+    def take(self, size: int, budget: float = 0.0) -> tuple[int, int, tuple[Any, ...]] | None:
+        """The next chunk of at most ``size`` items or rows: (start, count, apply args).
+        ``budget``: engine seconds after which the chunk may stop (ranges, sequences
+        and partitions; see :mod:`pxpool._budget`)."""
         if self._returned:
             start, count = self._returned.popleft()
             if count > size:
                 self._returned.appendleft((start + size, count - size))
-            return self._slice(start, start + min(size, count))
+            return self._slice(start, start + min(size, count), budget)
         start = self.position
         if self._iterator is not None:
             items = list(itertools.islice(self._iterator, size))
@@ -132,21 +142,24 @@ class _Source:
         if stop <= start:
             return None
         self.position = stop
-        return self._slice(start, stop)
+        return self._slice(start, stop, budget)
 
-    def _slice(self, start: int, stop: int) -> tuple[int, int, tuple[Any, ...]]:
+    def _slice(self, start: int, stop: int, budget: float = 0.0) -> tuple[int, int, tuple]:
+        count = stop - start
         if self.shared is not None:
-            return start, stop - start, (run_shared_part, self.block, self.shared.spec(start, stop))
+            spec = self.shared.spec(start, stop)
+            return start, count, (run_shared_part, self.block, spec, budget)
         if self.kind in ("numpy", "pandas"):
             parts = [ch.part_of(v, start, stop) for v in (self.values, *self.more)]
-            return start, stop - start, (ch.run_part, self.block, len(parts), *ch.flat_args(parts))
+            flat = ch.flat_args(parts)
+            return start, count, (ch.run_part, self.block, budget, len(parts), *flat)
         if self.more:
             items: Any = list(zip(*(v[start:stop] for v in (self.values, *self.more)), strict=True))
         else:
             items = self.values[start:stop]  # a range stays a range: a few bytes to send
             if self.kind == "sequence" and not isinstance(items, list | tuple):
                 items = list(items)
-        return start, stop - start, (ch.run_items, items, bool(self.more))
+        return start, count, (ch.run_items, items, bool(self.more), budget)
 
 
 def _loads(payload: Any) -> list[Any]:
@@ -197,9 +210,10 @@ def pool_map(
         from .data import local_engines  # data imports this module
 
         if local_engines(pool, list(client.ids)) == set(client.ids):
-            source.shared = SharedInputs((values, *more), _shm.pool_prefix(pool.name))
-    # ranges and sequences: the first chunks are budgeted shares (see FIRST_BYTES)
-    budgeted = chunksize == "auto" and source.kind in ("range", "sequence")
+            prefix = _shm.pool_prefix(pool.name)
+            source.shared = SharedInputs((values, *more), prefix, list(client.ids))
+    # the first chunks are budgeted equal shares (see FIRST_BYTES); not over an iterator
+    budgeted = chunksize == "auto" and source.kind != "iterator"
     sizer = ch.ChunkSizer(
         engines,
         source.total,
@@ -215,19 +229,13 @@ def pool_map(
         # per engine (0.80-0.95x multiprocessing) rather than two (0.69-0.83x)
         max_size=1 << 24 if partitions else 1 << 20,
         # partitions: a chunk count that is a multiple of the engine count, fixed once
-        # measured (1M rows on 2 engines: 4 chunks after the probes, not 5, which left
-        # one engine running the fifth alone for ~20% of the map)
+        # measured (when 1M rows on 2 engines were cut after small probes, 4 chunks
+        # rather than 5, which left one engine running the fifth alone for ~20%)
         even=partitions,
-        # a probe is a small share of the input (so a heavy first chunk cannot unbalance
-        # the map) but big enough to measure tiny items above the per-chunk noise
-        # (partitions: up to 16k rows, so a fixed cost per call weighs little in the
-        # first measurement, which fixes the plan of the even chunks)
-        probe=source.first_share(engines)
-        if budgeted
-        else min(
-            max((source.total or 0) // (engines * (32 if partitions else 64)), 1),
-            16384 if partitions else 1024,
-        ),
+        # the first chunks: an equal share per engine with a time budget; over an
+        # iterator of unknown length, one item per engine (a heavy first item cannot
+        # unbalance the map), then sizes grow from the measured cost
+        probe=source.first_share(engines) if budgeted else 1,
     )
     view = client.load_balanced_view()
     token = secrets.token_hex(4)
@@ -239,20 +247,21 @@ def pool_map(
     exhausted = False
     try:
         if partitions and source.total == 0:  # f runs once on the empty input, for its type
-            args = (ch.run_part, packed_f, f"{token}:0", 0, 0, 1 + len(more))
+            args = (ch.run_part, packed_f, f"{token}:0", 0, 0, 0.0, 1 + len(more))
             empty = _Chunk(0, 0, 0, (*args, *ch.flat_args([values, *more])))
             inflight[view.apply_async(*empty.args)] = empty
             exhausted, number = True, 1
         while True:
             # one probe per engine until a cost is measured, then two chunks per engine
             while not exhausted and len(inflight) < (2 if sizer.measured else 1) * engines:
-                taken = source.take(sizer.next_size(source.remaining))
+                budget = 0.0
+                if budgeted and not sizer.measured:
+                    budget = PART_BUDGET if partitions else ITEM_TARGET
+                taken = source.take(sizer.next_size(source.remaining), budget)
                 if taken is None:
                     exhausted = True
                     break
                 start, count, (runner, *args) = taken
-                if budgeted and not sizer.measured:
-                    args.append(ITEM_TARGET)
                 chunk = _Chunk(
                     number, start, count, (runner, packed_f, f"{token}:{number}", start, *args)
                 )
@@ -282,14 +291,18 @@ def pool_map(
                     inflight[view.apply_async(*chunk.args)] = chunk  # its engine is gone
                     continue
                 reply = _get(ar, pool, f, chunk, token, partitions)
-                done_count = chunk.count if partitions else reply[2]
+                done_count = reply[1] if partitions else reply[2]
                 sizer.record(done_count, reply[0])
                 if done_count < chunk.count:  # a budgeted first chunk: the rest goes out again
                     source.give_back(chunk.start + done_count, chunk.count - done_count)
                     exhausted = False
-                results[chunk.start] = ch.unpack(reply[1:]) if partitions else _loads(reply[1])
+                results[chunk.start] = ch.unpack(reply[2:]) if partitions else _loads(reply[1])
                 arrival.append(chunk.start)
                 bar.update(done_count)
+    except BaseException:
+        if source.shared is not None:  # chunks may still run: their slots are not reused
+            _retire_inputs(client, source.shared)
+        raise
     finally:
         bar.close()
         if source.shared is not None:
@@ -301,6 +314,18 @@ def pool_map(
     for n in order:
         out.extend(results[n])
     return out
+
+
+def _retire_inputs(client: ipp.Client, shared: SharedInputs) -> None:
+    """A failed map's input: unlink its slots, and have each engine unmap them once
+    its queued chunks are over (so their memory goes now, not at the next map)."""
+    retired = bool(shared.slots)
+    shared.close(reuse=False)
+    if retired and client.ids:
+        try:
+            client[list(client.ids)].apply_async(_arena.drop_gone)
+        except Exception:  # engines gone or the pool stopping: the pool's stop unmaps
+            pass
 
 
 def _items(chunk: _Chunk, partitions: bool) -> str:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import pxpool
-from pxpool import _shm
+from pxpool import _arena, _shm
 from pxpool._blocks import BLOCK_BYTES
 from pxpool.data import MapError, UnpicklableFunctionError
 
@@ -237,9 +237,24 @@ def test_auto_map_calls_f_on_cache_sized_blocks_and_joins_them_in_order(
     assert np.array_equal(pool.map(np.add, a[:rows], b[:rows]), a[:rows] + b[:rows])
 
 
-def _segments_during_map(part: object) -> list[str]:
-    """Run on an engine inside a map: the pxpool segments that exist right now."""
-    return sorted(n for n in os.listdir("/dev/shm") if n.startswith("pxpool-"))
+def rows_at_25us(part: pd.DataFrame) -> pd.DataFrame:
+    import time
+
+    time.sleep(len(part) * 25e-6)
+    return part.assign(pid=os.getpid())
+
+
+def test_first_shares_of_slow_rows_hand_back_the_rest_to_every_engine(
+    pool: pxpool.Pool,
+) -> None:
+    """Each engine's first share (80,000 rows, 2 s of work) stops once its 0.5 s budget
+    is spent; what is left of both shares is cut into chunks for both engines."""
+    rows = 160_000  # 16 columns, 128 bytes a row: blocks of 8,192 rows (0.2 s of f)
+    columns = {f"c{i}": np.arange(rows, dtype=np.float64) + i for i in range(16)}
+    df = pd.DataFrame(columns, index=np.arange(rows) * 3)
+    out = pool.map(rows_at_25us, df)
+    assert out.index.equals(df.index) and out.drop(columns="pid").equals(df)
+    assert out["pid"].iloc[: rows // 2].nunique() == 2  # the first share's rest was shared
 
 
 def test_large_numeric_frame_is_mapped_through_shared_memory_keeping_index_and_dtypes(
@@ -258,10 +273,19 @@ def test_large_numeric_frame_is_mapped_through_shared_memory_keeping_index_and_d
     out = pool.map(lambda p: p.assign(z=p["x"] * 2), df)
     assert out.index.equals(df.index) and list(out.columns) == ["x", "y", "when", "z"]
     assert out.dtypes["when"] == df.dtypes["when"] and out["z"].equals(df["x"] * 2)
-    # while the map runs, its input lives in one segment per column and one for the index
-    seen = pool.map(lambda p: [_segments_during_map(p)], df, chunksize=n // 2)
-    assert [len(set(s[0]) - before) for s in seen] == [4, 4]
-    assert shm_segments() == before  # unlinked when the map returned
+    # the input went into slots of the pool's arena, one per column and one for the
+    # index, which the engines map; after the map they are free for the next one
+    arena = _arena.arena_for(_shm.pool_prefix(pool.name))
+    mapped = pool.map(lambda p: [shm_mappings()], df, chunksize=n // 2)
+    slots = {slot.name for slot in arena.slots}
+    for engine_maps in mapped:
+        assert len({os.path.basename(m) for m in engine_maps[0]} & slots) >= 4
+    assert shm_segments() - before <= slots  # nothing else is left
+    assert not any(slot.busy for slot in arena.slots)
+    # a repeated map reuses the slots: no new segment
+    after = shm_segments()
+    assert sum(pool.map(lambda p: p["x"].sum(), df)) == df["x"].sum()
+    assert shm_segments() == after
 
 
 def test_shared_partitions_are_private_writable_copies(pool: pxpool.Pool) -> None:
@@ -292,7 +316,11 @@ def test_failure_in_a_shared_partition_names_rows_and_frees_segments(pool: pxpoo
     before = shm_segments()
     with pytest.raises(MapError, match=r"partition of rows 200000\.\.399999"):
         pool.map(lambda p: 1 / 0 if p.index[0] >= 200_000 else p, df, chunksize=200_000)
-    assert shm_segments() == before
+    # the failed map's slots are unlinked (chunks of it may still run): nothing is new,
+    # and no slot stays leased
+    assert shm_segments() <= before
+    arena = _arena.arena_for(_shm.pool_prefix(pool.name))
+    assert not any(slot.busy for slot in arena.slots)
 
 
 # ---------------------------------------------------------------- push / pull
@@ -309,8 +337,11 @@ def test_large_array_push_is_one_shared_read_only_copy_in_a_slot_of_the_pool(
     pool.execute("checked = (big.flags.writeable, float(big.sum()))")
     assert pool.pull("checked") == [(False, float(big.sum()))] * 2
     mapped = pool.view().apply_sync(shm_mappings)
-    assert all(mapped) and mapped[0] == mapped[1]  # both engines map the same slots
-    assert {os.path.basename(name) for name in mapped[0]} <= shm_segments()
+    arena = _arena.arena_for(_shm.pool_prefix(pool.name))
+    held = {slot.name for slot in arena.slots if all(slot.holders[i] for i in pool.ids)}
+    assert held  # the slot "big" is in, held by both engines
+    for engine_maps in mapped:  # and mapped by both
+        assert held <= {os.path.basename(name) for name in engine_maps} <= shm_segments()
 
 
 def test_a_slot_is_reused_only_once_no_name_holds_it(pool: pxpool.Pool) -> None:

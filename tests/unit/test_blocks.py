@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 
@@ -27,20 +29,20 @@ def test_blocks_of_a_frame_concatenate_in_row_order_with_their_index() -> None:
         seen.append(len(part))
         return part["x"] * 2
 
-    seconds, out = apply_blocks(f, [frame], 4)
-    assert seen == [4, 4, 2] and seconds >= 0
+    seconds, out, done = apply_blocks(f, [frame], 4)
+    assert seen == [4, 4, 2] and seconds >= 0 and done == 10
     assert out.equals(frame["x"] * 2)
 
 
 def test_blocks_slice_every_input_alike_and_arrays_concatenate() -> None:
     a, b = np.arange(9), np.arange(9) * 10
-    _, out = apply_blocks(np.add, [a, b], 2)
+    _, out, _ = apply_blocks(np.add, [a, b], 2)
     assert np.array_equal(out, a + b)
 
 
 def test_scalar_results_stay_one_per_block_and_the_client_flattens_them() -> None:
-    _, first = apply_blocks(lambda p: int(p.sum()), [np.arange(10)], 4)
-    _, second = apply_blocks(lambda p: int(p.sum()), [np.arange(10, 12)], 4)  # one block
+    _, first, _ = apply_blocks(lambda p: int(p.sum()), [np.arange(10)], 4)
+    _, second, _ = apply_blocks(lambda p: int(p.sum()), [np.arange(10, 12)], 4)  # one block
     assert isinstance(first, BlockResults) and first == [6, 22, 17]
     assert second == 21 and not isinstance(second, BlockResults)
     assert combine("numpy", [first, second]) == [6, 22, 17, 21]
@@ -56,3 +58,25 @@ def test_no_block_size_or_a_short_chunk_is_one_call_on_the_whole() -> None:
 def test_mixed_block_results_stay_one_item_per_block() -> None:
     mixed = _blocks.join([np.zeros(2), 1])
     assert isinstance(mixed, BlockResults) and len(mixed) == 2
+
+
+def test_a_budget_stops_after_the_block_that_spends_it_and_says_how_far() -> None:
+    def slow(part: np.ndarray) -> np.ndarray:
+        time.sleep(0.01)
+        return part * 2
+
+    # 10 blocks of 10 ms, budget 15 ms: spent after 2 blocks, with the whole chunk
+    # (0.1 s) over 3x the budget; a busy machine may let it take a block or two more
+    _, out, done = apply_blocks(slow, [np.arange(100)], 10, budget=0.015)
+    assert done in (20, 30, 40)
+    assert np.array_equal(out, np.arange(done) * 2)
+
+
+def test_a_budget_lets_a_chunk_finish_that_ends_within_its_stretch() -> None:
+    def steady(part: np.ndarray) -> np.ndarray:
+        time.sleep(0.002)
+        return part
+
+    # 10 blocks of 2 ms: over a 10 ms budget halfway, done within 3x of it
+    _, out, done = apply_blocks(steady, [np.arange(100)], 10, budget=0.01)
+    assert done == 100 and len(out) == 100

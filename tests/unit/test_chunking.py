@@ -193,8 +193,8 @@ def test_run_items_records_the_global_index_of_the_failing_item() -> None:
 def test_run_part_unpacks_several_inputs_and_packs_the_result() -> None:
     df = pd.DataFrame({"x": np.arange(5)})
     flat = ch.flat_args([df, np.arange(5)])
-    seconds, *packed = ch.run_part(lambda d, a: d.x + a, "t", 0, 0, 2, *flat)
-    assert ch.unpack(packed).tolist() == [0, 2, 4, 6, 8]
+    seconds, done, *packed = ch.run_part(lambda d, a: d.x + a, "t", 0, 0, 0.0, 2, *flat)
+    assert ch.unpack(packed).tolist() == [0, 2, 4, 6, 8] and done == 5
 
 
 def test_combine_concatenates_arrays_and_pandas_but_lists_scalars() -> None:
@@ -261,8 +261,8 @@ def test_items_handed_back_are_taken_again_before_new_ones() -> None:
     assert source.take(60)[:2] == (0, 60)
     source.give_back(20, 40)  # the chunk did items 0..19 only
     assert source.remaining == 80
-    start, count, (_, items, _) = source.take(30)
-    assert (start, count, list(items)) == (20, 30, list(range(20, 50)))
+    start, count, (_, items, _, budget) = source.take(30, 0.02)
+    assert (start, count, list(items), budget) == (20, 30, list(range(20, 50)), 0.02)
     assert source.take(30)[:2] == (50, 10)  # the rest of what came back
     assert source.take(30)[:2] == (60, 30)
     assert source.take(30)[:2] == (90, 10)
