@@ -3,21 +3,57 @@ each can be restarted or stopped alone."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+import time
+from typing import Any
 
 import ipyparallel as ipp
-from ipyparallel.cluster.launcher import LocalEngineSetLauncher
+from ipyparallel.cluster.launcher import LocalEngineLauncher, LocalEngineSetLauncher
 
 from .._memory_limit import confine_engine_set, release_pool
 from .._startup import engine_file
 from ..errors import EngineStartError
 from .base import ENGINE_MODULE, Provider
 
+JOIN_POLL = 0.02  # seconds between looks at a stopping process
+
+
+class NonBlockingJoin:
+    """ipyparallel 9's ``LocalProcessLauncher.join`` waits with ``Thread.join`` inside
+    an ``async def``, which blocks the event loop: ``Cluster.stop_engines`` then sends
+    SIGTERM to an engine only once the one before has exited (32 engines took ~16 s
+    to stop, one at a time, and ran into the stop timeout). Here the wait polls, so
+    every engine is signalled at once and they exit together."""
+
+    _wait_thread: Any
+    process: Any
+
+    async def join(self, timeout: float | None = None) -> None:
+        thread = self._wait_thread
+        if thread is None:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while thread.is_alive():
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"Process {self.process.pid} did not exit in {timeout} seconds.")
+            await asyncio.sleep(JOIN_POLL)
+
+
+class LocalEngine(NonBlockingJoin, LocalEngineLauncher):
+    """One local engine process (see :class:`NonBlockingJoin`)."""
+
+
+class LocalEngines(LocalEngineSetLauncher):
+    """ipyparallel's local engine set, made of :class:`LocalEngine` launchers."""
+
+    launcher_class = LocalEngine
+
 
 class LocalProvider(Provider):
     name = "local"
-    engine_launcher_class = LocalEngineSetLauncher
+    engine_launcher_class = LocalEngines
     starts_before_controller = True
 
     def environment(self) -> dict[str, str]:

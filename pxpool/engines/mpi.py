@@ -16,7 +16,7 @@ from ipyparallel.cluster.launcher import MPIEngineSetLauncher
 
 from ..errors import EngineStartError
 from .base import ENGINE_MODULE
-from .local import LocalProvider
+from .local import LocalProvider, NonBlockingJoin
 
 __all__ = ["MPIProvider", "RankEngineSetLauncher"]
 
@@ -24,9 +24,10 @@ __all__ = ["MPIProvider", "RankEngineSetLauncher"]
 _RANK = "${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-${PMIX_RANK:-0}}}"
 
 
-class RankEngineSetLauncher(MPIEngineSetLauncher):
+class RankEngineSetLauncher(NonBlockingJoin, MPIEngineSetLauncher):
     """ipyparallel's mpiexec launcher without ``--mpi`` (which needs mpi4py): the
-    engine command itself picks the engine id from the rank."""
+    engine command itself picks the engine id from the rank. Its stop waits for
+    mpiexec without blocking the pool's event loop (:class:`NonBlockingJoin`)."""
 
     @property
     def program(self) -> list[str]:
