@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from typing import Any
 
 import ipyparallel as ipp
+from traitlets.config import Config
 
 from .errors import ControllerStartError, EngineStartError
 from .profile import ControllerSettings, Profile
@@ -195,3 +197,13 @@ class StartupWatch:
                     outputs,
                 )
             await asyncio.sleep(POLL_INTERVAL)
+
+
+def controller_launcher(provider: Any) -> dict[str, Any]:
+    """ipyparallel's local controller, started through :mod:`pxpool._controller_main`,
+    unless the provider runs it elsewhere (a job)."""
+    launcher = provider.controller_launcher_class()
+    if launcher is not None:
+        return {"controller_launcher_class": launcher}
+    command = [sys.executable, "-m", "pxpool._controller_main"]
+    return {"config": Config({"LocalControllerLauncher": {"controller_cmd": command}})}

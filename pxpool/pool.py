@@ -25,7 +25,7 @@ from ._cluster import PxCluster
 from ._engine_limits import apply_engine_limits
 from ._idle import IdleAccess, watch_idle
 from ._processes import local_process_tree, local_process_tree_of, processes_of_pool, reap
-from ._startup import StartupWatch, controller_args
+from ._startup import StartupWatch, controller_args, controller_launcher
 from ._supervisor import supervise
 from ._walltime import prepare_drain
 from .debug import DebugAccess, install_debugger
@@ -133,7 +133,7 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
             controller_args=controller_args(self.profile.controller),
             send_engines_connection_env=not self.provider.starts_before_controller,
             engine_launcher_class=self.provider.engine_launcher_class,
-            **_controller_launcher(self.provider),
+            **controller_launcher(self.provider),
         )
         watch = StartupWatch(cluster, self.profile, timeout)
         early = self.provider.starts_before_controller
@@ -411,12 +411,6 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-def _controller_launcher(provider: Any) -> dict[str, Any]:
-    """ipyparallel's local controller, unless the provider runs it elsewhere (a job)."""
-    launcher = provider.controller_launcher_class()
-    return {} if launcher is None else {"controller_launcher_class": launcher}
 
 
 async def _load_cluster(cluster_file: str) -> ipp.Cluster | None:

@@ -6,6 +6,8 @@ import asyncio
 import os
 import socket
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,6 +86,21 @@ def test_controller_listens_on_loopback_only(pool: pxpool.Pool) -> None:
         if c.status == psutil.CONN_LISTEN
     }
     assert addresses == {"127.0.0.1"}
+
+
+def test_the_controller_runs_without_ipythons_terminal(pool: pxpool.Pool) -> None:
+    """Started through pxpool._controller_main, which skips IPython's terminal imports."""
+    controller = psutil.Process(pool._cluster.controller.pid)
+    assert "pxpool._controller_main" in controller.cmdline()
+    probe = (
+        "import sys; from pxpool._controller_main import skip_terminal; skip_terminal(); "
+        "import ipyparallel.controller.app, IPython; "
+        "print(sorted({'prompt_toolkit', 'jedi'} & set(sys.modules)))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert shown.stdout.strip() == "[]"
 
 
 def test_scale_up_and_down_then_restart_keeps_the_id() -> None:
