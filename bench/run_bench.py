@@ -152,7 +152,7 @@ def bench_pxpool(cfg: argparse.Namespace, df: pd.DataFrame, big: np.ndarray) -> 
         controller = [
             p
             for p in psutil.process_iter(["cmdline"])
-            if "ipyparallel.controller" in " ".join(p.info["cmdline"] or [])
+            if "pxpool._controller_main" in " ".join(p.info["cmdline"] or [])
             and pool.name in " ".join(p.info["cmdline"] or [])
         ]
         out["controller_rss_mb"] = rss_mb([p.pid for p in controller]) if controller else None

@@ -28,6 +28,7 @@ LEAK_PATTERNS = (
     "pxpool._nanny",
     "ipyparallel.engine",
     "ipyparallel.controller",
+    "pxpool._controller_main",
     "ipengine",
     "ipcontroller",
     "ipyparallel.cluster",
