@@ -34,6 +34,8 @@ __all__ = [
     "block_rows",
     "row_bytes",
     "flatten",
+    "part_of",
+    "rows_of",
 ]
 
 BLOCK_BYTES = 1 << 20  # input bytes per call of f: about one L2 cache
@@ -72,7 +74,7 @@ def apply_blocks(
     spent, the joined result and the rows done. ``block <= 0`` or a short chunk: one
     call. A ``budget`` may stop it early (:mod:`pxpool._budget`)."""
     rows = len(args[0]) if args else 0
-    return apply_row_blocks(f, rows, lambda a, b: [_rows(v, a, b) for v in args], block, budget)
+    return apply_row_blocks(f, rows, rows_of(args), block, budget)
 
 
 def apply_row_blocks(
@@ -97,8 +99,21 @@ def apply_row_blocks(
     return time.perf_counter() - began, joined, done
 
 
-def _rows(value: Any, start: int, stop: int) -> Any:
-    return value.iloc[start:stop] if hasattr(value, "iloc") else value[start:stop]
+def part_of(values: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of an array or pandas object, keeping the pandas index."""
+    return values.iloc[start:stop] if hasattr(values, "iloc") else values[start:stop]
+
+
+def rows_of(args: Sequence[Any]) -> Callable[[int, int], list[Any]]:
+    """Builds rows ``start:stop`` of every input alike; all rows are the inputs as given
+    (a fixed ``chunksize``: ``f`` sees the partition itself)."""
+
+    def build(start: int, stop: int) -> list[Any]:
+        if args and start == 0 and stop == len(args[0]):
+            return list(args)
+        return [part_of(value, start, stop) for value in args]
+
+    return build
 
 
 def join(results: list[Any]) -> Any:

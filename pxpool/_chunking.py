@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ._blocks import BlockResults, apply_row_blocks, flatten, join
+from ._blocks import BlockResults, apply_row_blocks, flatten, join, rows_of
 from ._budget import spent
 
 __all__ = [
@@ -143,13 +143,6 @@ def kind_of(values: Any) -> str:
     if isinstance(values, Sequence) and not isinstance(values, str | bytes):
         return "sequence"
     return "iterator"
-
-
-def part_of(values: Any, start: int, stop: int) -> Any:
-    """Rows ``start:stop`` of an array or pandas object, keeping the pandas index."""
-    if hasattr(values, "iloc"):
-        return values.iloc[start:stop]
-    return values[start:stop]
 
 
 # ---------------------------------------------------------------- packing
@@ -309,13 +302,7 @@ def run_part(
         value, at = unpack_from(flat, at)
         args.append(value)
     rows = len(args[0]) if args else 0
-    return run_blocks(f, token, start, block, budget, rows, lambda a, b: _rows_of(args, a, b))
-
-
-def _rows_of(args: Sequence[Any], start: int, stop: int) -> list[Any]:
-    if start == 0 and stop == len(args[0]):
-        return list(args)
-    return [part_of(value, start, stop) for value in args]
+    return run_blocks(f, token, start, block, budget, rows, rows_of(args))
 
 
 def run_blocks(

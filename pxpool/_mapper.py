@@ -23,7 +23,7 @@ from ipyparallel.serialize import PrePickled
 
 from . import _arena, _shared_parts, _shm, _timeouts
 from . import _chunking as ch
-from ._blocks import block_rows, row_bytes
+from ._blocks import block_rows, part_of, row_bytes
 from ._data_errors import MapError, UnpicklableFunctionError, function_name
 from ._fault_errors import TaskTimeout
 from ._progress import Progress
@@ -150,7 +150,7 @@ class _Source:
             spec = self.shared.spec(start, stop)
             return start, count, (run_shared_part, self.block, spec, budget)
         if self.kind in ("numpy", "pandas"):
-            parts = [ch.part_of(v, start, stop) for v in (self.values, *self.more)]
+            parts = [part_of(v, start, stop) for v in (self.values, *self.more)]
             flat = ch.flat_args(parts)
             return start, count, (ch.run_part, self.block, budget, len(parts), *flat)
         if self.more:
@@ -252,7 +252,7 @@ def pool_map(
             inflight[view.apply_async(*empty.args)] = empty
             exhausted, number = True, 1
         while True:
-            # one probe per engine until a cost is measured, then two chunks per engine
+            # one first chunk per engine until a cost is measured, then two per engine
             while not exhausted and len(inflight) < (2 if sizer.measured else 1) * engines:
                 budget = 0.0
                 if budgeted and not sizer.measured:

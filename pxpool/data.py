@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _arena, _chunking, _mapper, _shm
+from . import _arena, _blocks, _chunking, _mapper, _shm
 from ._data_errors import EngineNameError, MapError, UnpicklableFunctionError
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ def split(values: Any, parts: int) -> list[Any]:
         n = len(values)
     bounds = [math.floor(i * n / parts) for i in range(parts + 1)]
     if kind in ("numpy", "pandas"):
-        return [_chunking.part_of(values, a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+        return [_blocks.part_of(values, a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
     return [list(values[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
