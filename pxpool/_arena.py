@@ -39,6 +39,8 @@ HEADER_BYTES = HEADER_SLOTS * 4  # a multiple of the page size: data starts page
 ARENA_BYTES = 1 << 30  # slot capacity a pool keeps for reuse
 ROUND = 1 << 20  # slot capacities are whole MiB
 
+Descriptor = tuple[str, tuple[Any, ...]]  # ("arena" | "shm", what an engine maps)
+
 
 class Slot:
     """One reusable segment, mapped read-write on the client and populated."""
@@ -101,6 +103,15 @@ class Arena:
             slot = Slot(_shm.segment_name(self.prefix), capacity)
             self.slots.append(slot)
             return slot
+
+    def copy_in(self, array: np.ndarray, engine_ids: list[int]) -> tuple[Descriptor, Slot | None]:
+        """One shared copy of ``array`` for ``engine_ids``: into a leased slot when one
+        fits (the caller gives it back with ``done`` or ``retire``), else into a fresh
+        segment (the caller unlinks ``descriptor[0]``, and gets None for the slot)."""
+        slot = self.lease(array.nbytes, engine_ids)
+        if slot is not None:
+            return ("arena", slot.write(array)), slot
+        return ("shm", _shm.export(array, self.prefix)), None
 
     def done(self, slot: Slot) -> None:
         with self.lock:

@@ -27,7 +27,7 @@ from . import _chunking as ch
 __all__ = ["SharedInputs", "run_shared_part"]
 
 # ("shm", (name, shape, dtype, order)) or ("arena", (slot, capacity, shape, dtype, order))
-Descriptor = tuple[str, tuple[Any, ...]]
+Descriptor = _arena.Descriptor
 
 
 def _plain(dtype: Any) -> bool:
@@ -83,34 +83,32 @@ class SharedInputs:
         self._engine_ids = engine_ids
         try:
             for value in values:
-                self.layouts.append(self._export(value, prefix))
+                self.layouts.append(self._export(value))
         except BaseException:
             self.close(reuse=False)
             raise
 
-    def _array(self, array: np.ndarray, prefix: str) -> Descriptor:
-        array = np.ascontiguousarray(array)
-        slot = self._arena.lease(array.nbytes, self._engine_ids)
+    def _array(self, array: np.ndarray) -> Descriptor:
+        shared, slot = self._arena.copy_in(np.ascontiguousarray(array), self._engine_ids)
         if slot is not None:
             self.slots.append(slot)
-            return ("arena", slot.write(array))
-        descriptor = _shm.export(array, prefix)
-        self.names.append(descriptor[0])
-        return ("shm", descriptor)
+        else:
+            self.names.append(shared[1][0])
+        return shared
 
-    def _export(self, value: Any, prefix: str) -> tuple:
+    def _export(self, value: Any) -> tuple:
         if isinstance(value, np.ndarray):
-            return ("numpy", self._array(value, prefix))
+            return ("numpy", self._array(value))
         import pandas as pd
 
         index = value.index
         if isinstance(index, pd.RangeIndex):
             index_layout: tuple = ("range", index.start, index.step, index.name)
         else:
-            index_layout = ("array", self._array(index.to_numpy(), prefix), index.name)
+            index_layout = ("array", self._array(index.to_numpy()), index.name)
         if isinstance(value, pd.Series):
-            return ("series", self._array(value.to_numpy(), prefix), index_layout, value.name)
-        columns = [(name, self._array(value[name].to_numpy(), prefix)) for name in value.columns]
+            return ("series", self._array(value.to_numpy()), index_layout, value.name)
+        columns = [(name, self._array(value[name].to_numpy())) for name in value.columns]
         return ("frame", columns, index_layout, value.columns)
 
     def spec(self, start: int, stop: int) -> tuple[Any, ...]:

@@ -93,12 +93,9 @@ def _push_each(pool: Pool, per_engine: dict[int, dict[str, Any]]) -> None:
             holders = [i for i in local if key in map(id, per_engine[i].values())]
             if not holders or not _shm.can_share(array.nbytes):
                 continue
-            slot = arena.lease(array.nbytes, holders)
+            shared[key], slot = arena.copy_in(array, holders)
             if slot is not None:
                 leased.append(slot)
-                shared[key] = ("arena", slot.write(array))
-            else:
-                shared[key] = ("shm", _shm.export(array, prefix))
         results = []
         for engine_id, ns in per_engine.items():
             mine = {

@@ -63,3 +63,18 @@ def test_no_slot_for_ids_without_a_header_cell_or_past_the_arena_size(
     arena.done(second)
     bigger = arena.lease(2 << 20, [0])  # free slots are closed, oldest first, for room
     assert bigger is not None and arena.slots == [third, bigger]
+
+
+def test_copy_in_uses_a_slot_when_one_fits_else_a_fresh_segment(arena: _arena.Arena) -> None:
+    data = np.arange(1 << 17, dtype=np.float64)  # 1 MiB
+    (kind, descriptor), slot = arena.copy_in(data, [0])
+    assert kind == "arena" and slot is not None and descriptor[0] == slot.name
+    arena.done(slot)
+    (kind, descriptor), slot = arena.copy_in(data, [_arena.HEADER_SLOTS])  # no header cell
+    assert kind == "shm" and slot is None
+    try:
+        copy = _shm.attach(descriptor, writable=False)
+        assert np.array_equal(copy, data)
+        del copy
+    finally:
+        _shm.unlink(descriptor[0])
