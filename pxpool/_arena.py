@@ -39,7 +39,9 @@ HEADER_BYTES = HEADER_SLOTS * 4  # a multiple of the page size: data starts page
 ARENA_BYTES = 1 << 30  # slot capacity a pool keeps for reuse
 ROUND = 1 << 20  # slot capacities are whole MiB
 
-Descriptor = tuple[str, tuple[Any, ...]]  # ("arena" | "shm", what an engine maps)
+# what an engine maps: ("arena", (slot, capacity, shape, dtype, order)) or
+# ("shm", (name, shape, dtype, order)), a fresh segment (:mod:`pxpool._shm`)
+Descriptor = tuple[str, tuple[Any, ...]]
 
 
 class Slot:

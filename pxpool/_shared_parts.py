@@ -26,7 +26,6 @@ from . import _chunking as ch
 
 __all__ = ["SharedInputs", "run_shared_part"]
 
-# ("shm", (name, shape, dtype, order)) or ("arena", (slot, capacity, shape, dtype, order))
 Descriptor = _arena.Descriptor
 
 
