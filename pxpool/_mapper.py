@@ -27,6 +27,7 @@ from ._blocks import block_rows, part_of, row_bytes
 from ._data_errors import MapError, UnpicklableFunctionError, function_name
 from ._fault_errors import TaskTimeout
 from ._progress import Progress
+from ._ready import done_result
 from ._result_limit import ResultTooLarge
 from ._shared_parts import SharedInputs, run_shared_part
 from .errors import PoolStateError
@@ -365,7 +366,7 @@ def _enforce_timeout(
 def _get(ar: ipp.AsyncResult, pool: Pool, f: Any, chunk: _Chunk, token: str, part: bool) -> Any:
     """The chunk's reply, or a :class:`MapError` naming the engine and the item."""
     try:
-        return ar.get(timeout=0)
+        return done_result(ar)
     except (ipp.error.RemoteError, ipp.error.EngineError) as exc:
         engine_id = ar.engine_id if isinstance(ar.engine_id, int) else None
         what = f"{exc.ename}: {exc.evalue}" if isinstance(exc, ipp.error.RemoteError) else str(exc)

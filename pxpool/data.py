@@ -23,6 +23,7 @@ import numpy as np
 
 from . import _arena, _blocks, _chunking, _mapper, _shm
 from ._data_errors import EngineNameError, MapError, UnpicklableFunctionError
+from ._ready import done_result
 
 if TYPE_CHECKING:
     import ipyparallel as ipp
@@ -66,7 +67,7 @@ def _wait(pool: Pool, results: list[ipp.AsyncResult]) -> list[Any]:
         _, pending = concurrent.futures.wait(pending, timeout=WAIT_SLICE)
         if pending:
             pool._running()
-    return [r.get(timeout=0) for r in results]
+    return [done_result(r) for r in results]
 
 
 # ---------------------------------------------------------------- push / pull

@@ -14,6 +14,7 @@ import pytest
 import pxpool
 from pxpool import _arena, _shm
 from pxpool._blocks import BLOCK_BYTES
+from pxpool._ready import done_result
 from pxpool.data import MapError, UnpicklableFunctionError
 
 pytestmark = pytest.mark.integration
@@ -55,6 +56,25 @@ def shm_mappings() -> list[str]:
 def pool() -> Iterator[pxpool.Pool]:
     with pxpool.Pool.from_profile("local", engines=2) as running:
         yield running
+
+
+def test_a_reply_whose_future_is_done_before_ipyparallel_marks_it_ready_is_read(
+    pool: pxpool.Pool,
+) -> None:
+    """ipyparallel resolves the future first and sets ``_ready`` in a done callback;
+    this puts a finished reply back into that window and finishes it 0.1 s later."""
+    ar = pool.client.load_balanced_view().apply_async(pow, 3, 2)
+    assert ar.get(timeout=30) == 9
+    ar._ready = False
+    ar._ready_event.clear()
+    with pytest.raises(TimeoutError):  # what the map hit: get(timeout=0) in the window
+        ar.get(timeout=0)
+    finisher = threading.Timer(0.1, ar._finalize_result, (ar,))
+    finisher.start()
+    try:
+        assert done_result(ar) == 9
+    finally:
+        finisher.join()
 
 
 # ---------------------------------------------------------------- map over items
