@@ -14,8 +14,9 @@ its flags, bound to ``pxpool.current()``: the pool started or attached last, by
 
 - ``--targets`` accepts ``0,2-4,::2,-1`` or ``all`` and is parsed, never eval'ed (a
   slice starting with ``-`` needs ``=``: ``--targets=-2:``);
-- output streams as it happens, each line prefixed by its engine id (``--no-stream``
-  to collect it at the end), and a progress bar appears after 2 s (``--progress-after``);
+- output streams as it happens under its engine's ``[stdout:N]`` header
+  (``--no-stream`` to collect it at the end, grouped by engine), and a progress bar
+  appears after 2 s (``--progress-after``);
 - **interrupting the kernel interrupts the engines**: the cell's engines get SIGINT
   (``--signal-on-interrupt`` picks another signal), the cell ends with
   ``KeyboardInterrupt`` once they stopped, and the pool stays usable.

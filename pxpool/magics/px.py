@@ -7,7 +7,8 @@ It changes five things and keeps every flag users know (``--targets``,
 - the view is the current pool's (``pxpool.current()``), looked up on each use, so a
   pool started, attached or replaced later is picked up without re-binding;
 - ``--targets`` is parsed by :func:`pxpool._targets.parse_targets`, never eval'ed;
-- output streams by default, each line prefixed by its engine id;
+- output streams by default under its engine's ``[stdout:N]`` header (in a terminal a
+  header is repeated whenever another engine's output came in between);
 - ``%%px --setup`` marks the cell as setup: engines that join later run it too;
 - an interrupted cell sends SIGINT to its engines, waits for them to stop, and then
   raises ``KeyboardInterrupt``, so the cell ends as interrupted and the pool stays usable.
