@@ -109,7 +109,8 @@ class Arena:
     def copy_in(self, array: np.ndarray, engine_ids: list[int]) -> tuple[Descriptor, Slot | None]:
         """One shared copy of ``array`` for ``engine_ids``: into a leased slot when one
         fits (the caller gives it back with ``done`` or ``retire``), else into a fresh
-        segment (the caller unlinks ``descriptor[0]``, and gets None for the slot)."""
+        segment, with None for the slot (the caller unlinks it: ``("shm", (name, ...))``
+        names it first)."""
         slot = self.lease(array.nbytes, engine_ids)
         if slot is not None:
             return ("arena", slot.write(array)), slot

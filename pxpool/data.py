@@ -87,7 +87,7 @@ def _push_each(pool: Pool, per_engine: dict[int, dict[str, Any]]) -> None:
     local = local_engines(pool, list(per_engine)) if big and _shm.available() else set()
     prefix = _shm.pool_prefix(pool.name)
     arena = _arena.arena_for(prefix)
-    shared: dict[int, tuple[str, tuple]] = {}
+    shared: dict[int, _arena.Descriptor] = {}
     leased: list[_arena.Slot] = []
     try:
         for key, array in big.items():
