@@ -157,7 +157,7 @@ def bench_pxpool(cfg: argparse.Namespace, df: pd.DataFrame, big: np.ndarray) -> 
         controller = [
             p
             for p in psutil.process_iter(["cmdline"])
-            if "pxpool._controller_main" in " ".join(p.info["cmdline"] or [])
+            if "pxpool._entry.controller_main" in " ".join(p.info["cmdline"] or [])
             and pool.name in " ".join(p.info["cmdline"] or [])
         ]
         out["controller_rss_mb"] = rss_mb([p.pid for p in controller]) if controller else None
@@ -303,7 +303,7 @@ def bench_baselines(cfg: argparse.Namespace, df: pd.DataFrame, big: np.ndarray) 
     out: dict[str, Any] = {"map_frame_s": best(lambda: score(df), cfg.repeat)}
     # the same in one process, in the cache-sized blocks pxpool's engines use: how much
     # of pxpool's ratio is blocking rather than parallelism
-    from pxpool._blocks import block_rows
+    from pxpool._data.blocks import block_rows
 
     rows = block_rows([df])
     out["map_frame_blocked_s"] = best(

@@ -42,7 +42,7 @@ _EXPORTS = {
     "TaskTimeout": "._fault_errors",
     "EngineDied": "._fault_errors",
     "TaskLost": "._fault_errors",
-    "ResultTooLarge": "._result_limit",
+    "ResultTooLarge": "._reliability.result_limit",
     "DebugSession": ".debug",
     "DebugError": ".debug",
     "DebugAuthError": ".debug",
@@ -82,7 +82,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from ._fault_errors import EngineDied as EngineDied
     from ._fault_errors import TaskLost as TaskLost
     from ._fault_errors import TaskTimeout as TaskTimeout
-    from ._result_limit import ResultTooLarge as ResultTooLarge
+    from ._reliability.result_limit import ResultTooLarge as ResultTooLarge
     from .debug import DebugAuthError as DebugAuthError
     from .debug import DebugError as DebugError
     from .debug import DebuggerQuit as DebuggerQuit

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import ipyparallel as ipp
 
-from . import _timeouts, data
-from ._idle import keeps_awake, wake_if_released
-from ._supervisor import supervisor_of
+from . import data
+from ._reliability import timeouts
+from ._reliability.idle import keeps_awake, wake_if_released
+from ._reliability.supervisor import supervisor_of
 from .errors import EngineNotFoundError
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class EngineAccess:
 
         With ``timeout``, a blocking ``apply`` that runs longer on its engine is stopped
         and raises :class:`~pxpool.TaskTimeout` (see ``pool.apply``)."""
-        view = _timeouts.timed_lbview(self._pool(), targets, timeout)
+        view = timeouts.timed_lbview(self._pool(), targets, timeout)
         view.block = True
         return view
 
@@ -132,7 +133,7 @@ class EngineAccess:
         died. (An exception raised by ``f`` itself is never retried.)"""
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be a positive number of seconds; got {timeout!r}")
-        return _timeouts.apply(self._pool(), f, args, kwargs, timeout, retries)
+        return timeouts.apply(self._pool(), f, args, kwargs, timeout, retries)
 
     @keeps_awake
     def setup(self, code: str) -> None:

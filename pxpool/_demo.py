@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from ._status import engine_table, format_table
+from ._health.table import engine_table, format_table
 from .pool import Pool
 
 

@@ -11,10 +11,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import _runtime
-from ._idle import mark_released
-from ._idle import read_state as read_idle_state
-from ._status import format_table
+from ._core import runtime
+from ._health.table import format_table
+from ._reliability.idle import mark_released
+from ._reliability.idle import read_state as read_idle_state
 from .doctor import DEFAULT_ENV, diagnose, format_differences
 from .engines import provider_for
 from .errors import PxpoolError
@@ -45,7 +45,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     ids = pool.ids
     pool.disconnect()
     print(f"started pool {pool.name!r} ({profile.provider}) with {len(ids)} engines: {ids}")
-    print(f"  connection files: {_runtime.pool_dir(pool.name) / 'security'}")
+    print(f"  connection files: {runtime.pool_dir(pool.name) / 'security'}")
     print(f"  attach from Python: pxpool.Pool.attach({pool.name!r}); stop: pxpool stop {pool.name}")
     return 0
 
@@ -63,14 +63,14 @@ def cmd_script(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     rows = []
-    for name in _runtime.record_names():
-        record = _runtime.read_record(name) or {}
+    for name in runtime.record_names():
+        record = runtime.read_record(name) or {}
         rows.append(
             {
                 "name": name,
                 "profile": record.get("profile", "?"),
                 "provider": record.get("provider", "?"),
-                "state": "running" if _runtime.controller_alive(name) else "stale",
+                "state": "running" if runtime.controller_alive(name) else "stale",
                 "engines": sum(len(v) for v in record.get("engine_sets", {}).values()),
             }
         )
@@ -79,7 +79,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    names = [args.name] if args.name else _runtime.record_names()
+    names = [args.name] if args.name else runtime.record_names()
     if not names:
         print("no pools")
     for name in names:
@@ -125,7 +125,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_stop(args: argparse.Namespace) -> int:
     if not args.all and not args.name:
         raise PxpoolError("say which pool to stop: `pxpool stop NAME`, or `pxpool stop --all`")
-    names = _runtime.record_names() if args.all else [args.name]
+    names = runtime.record_names() if args.all else [args.name]
     for name in names:
         Pool.stop_by_name(name)
         print(f"stopped pool {name!r}")

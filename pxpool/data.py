@@ -2,13 +2,13 @@
 
 - ``push``/``pull``: numpy arrays of 1 MB or more travel through shared memory to
   and from engines on this host (one copy; pushed arrays are read-only on the
-  engines, see :mod:`pxpool._shm` for their lifetime), and over the network to
+  engines, see :mod:`pxpool._data.shm` for their lifetime), and over the network to
   engines elsewhere. "This host" is decided by the hostname each engine reports,
   asked once per engine and cached.
 - ``scatter``/``gather``: lists, numpy arrays (along axis 0) and pandas objects (row
   partitions that keep their index), one part per engine, big parts as above.
 - ``pool_map``: load-balanced map with chunk sizes from measured cost
-  (see :mod:`pxpool._chunking` and :mod:`pxpool._mapper`).
+  (see :mod:`pxpool._data.chunking` and :mod:`pxpool._data.mapper`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _arena, _blocks, _chunking, _mapper, _shm
+from ._data import arena as _arena
+from ._data import blocks, chunking, mapper
+from ._data import shm as _shm
+from ._data.ready import done_result
 from ._data_errors import EngineNameError, MapError, UnpicklableFunctionError
-from ._ready import done_result
 
 if TYPE_CHECKING:
     import ipyparallel as ipp
@@ -81,7 +83,7 @@ def push(pool: Pool, namespace: dict[str, Any], targets: Any = None) -> None:
 
 def _push_each(pool: Pool, per_engine: dict[int, dict[str, Any]]) -> None:
     """Push a (possibly different) namespace to each engine, sharing one copy per array:
-    in a reused slot of the pool's arena (:mod:`pxpool._arena`), else a fresh segment."""
+    in a reused slot of the pool's arena (:mod:`pxpool._data.arena`), else a fresh segment."""
     client = pool.client
     big = {id(v): v for ns in per_engine.values() for v in ns.values() if _shm.eligible(v)}
     local = local_engines(pool, list(per_engine)) if big and _shm.available() else set()
@@ -158,14 +160,14 @@ def _pull_each(pool: Pool, ids: list[int], names: list[str]) -> list[list[Any]]:
 
 def split(values: Any, parts: int) -> list[Any]:
     """``values`` cut into ``parts`` contiguous pieces of near-equal length (axis 0)."""
-    kind = _chunking.kind_of(values)
+    kind = chunking.kind_of(values)
     n = len(values) if kind != "iterator" else None
     if n is None:
         values = list(values)
         n = len(values)
     bounds = [math.floor(i * n / parts) for i in range(parts + 1)]
     if kind in ("numpy", "pandas"):
-        return [_blocks.part_of(values, a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+        return [blocks.part_of(values, a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
     return [list(values[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
@@ -173,7 +175,7 @@ def join(parts: list[Any]) -> Any:
     """Inverse of :func:`split`: concatenate arrays, pandas objects (index kept) or lists."""
     if parts and all(isinstance(p, np.ndarray) and p.ndim >= 1 for p in parts):
         return np.concatenate(parts, axis=0)
-    if parts and all(_chunking.kind_of(p) == "pandas" for p in parts):
+    if parts and all(chunking.kind_of(p) == "pandas" for p in parts):
         import pandas as pd
 
         return pd.concat(parts)
@@ -221,7 +223,7 @@ def pool_map(
       empty input runs ``f`` once on the empty input, so the result has its type.
       When every engine is on this host and the input is plain numeric data of at
       least 1 MiB, partitions travel through shared memory instead of the network
-      (:mod:`pxpool._shared_parts`); ``f`` gets the same writable partitions either way.
+      (:mod:`pxpool._data.shared_parts`); ``f`` gets the same writable partitions either way.
 
     ``chunksize="auto"`` starts with small chunks and grows them until one takes
     tens of milliseconds on an engine. ``progress`` shows a bar (ipywidgets in a
@@ -236,7 +238,7 @@ def pool_map(
     :class:`~pxpool.TaskLost` says which engine died and how. Every result arrives
     exactly once: a chunk is only re-sent when its engine is known to be gone.
     """
-    return _mapper.pool_map(
+    return mapper.pool_map(
         pool,
         f,
         values,

@@ -1,7 +1,7 @@
 """Remote debugging of a pool's engines: ``pool.debug(k)`` and the engine hook behind it.
 
 Every pool installs a small debugger agent on each engine when engines join (an engine
-hook; see :mod:`pxpool._debug_engine`). Then:
+hook; see :mod:`pxpool._debug.agent`). Then:
 
 - ``pool.debug(k)`` opens a :class:`~pxpool.DebugSession` on engine ``k``: at its
   ``breakpoint()`` if it is stopped at one, else post-mortem on its last failed task, in
@@ -12,7 +12,7 @@ hook; see :mod:`pxpool._debug_engine`). Then:
   session before the task continues with a warning.
 
 The channel is authenticated with the pool's key and listens on the engines' own
-interface towards the controller; see :mod:`pxpool._debug_wire`.
+interface towards the controller; see :mod:`pxpool._debug.wire`.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from . import _debug_engine
-from ._debug_client import DebugSession, open_session, request
-from ._debug_engine import DebuggerQuit
-from ._debug_wire import DebugAuthError, DebugConnectionError, DebugError, SignedConn
+from ._debug import agent as _debug_engine
+from ._debug.agent import DebuggerQuit
+from ._debug.session import DebugSession, open_session, request
+from ._debug.wire import DebugAuthError, DebugConnectionError, DebugError, SignedConn
 from .engines._ssh_reach import reach
 from .errors import EngineNotFoundError, PxpoolError
 

@@ -110,7 +110,7 @@ def _facts(packages: list[str], env: list[str]) -> dict[str, Any]:
             return "missing"
         if name == "pxpool":  # its engine side (map runners) needs numpy: it must import
             try:
-                importlib.import_module("pxpool._chunking")
+                importlib.import_module("pxpool._data.chunking")
             except BaseException as exc:  # noqa: BLE001 - a broken package is a finding
                 return f"import fails ({type(exc).__name__}: {exc})"
         found = metadata_version(name, paths)
@@ -235,7 +235,7 @@ def differences(
 
 def format_differences(rows: list[dict[str, Any]]) -> str:
     """The rows as a plain-text table, long values cut to fit a notebook cell."""
-    from ._status import format_table
+    from ._health.table import format_table
 
     if not rows:
         return "no differences"

@@ -31,7 +31,7 @@ Each message says what failed, the values involved, and the next step::
 
 The errors of one feature live beside it (MapError in ``pxpool._data_errors``, batch
 errors in ``pxpool.engines.batch_errors``, TaskTimeout in ``pxpool._fault_errors``,
-ResultTooLarge in ``pxpool._result_limit``) and subclass these; ``pxpool`` exports every
+ResultTooLarge in ``pxpool._reliability.result_limit``) and subclass these; ``pxpool`` exports every
 public one.
 
 Errors that carry a process's output keep it in ``.output`` and also quote its tail

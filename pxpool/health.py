@@ -8,7 +8,7 @@ and the running task over its own socket every 0.5 s, without the engine's main 
 Later calls only read what the agents reported, so they are cheap and never wait for a
 busy engine.
 
-States (see :mod:`pxpool._health_collect` for the exact rules):
+States (see :mod:`pxpool._health.collector` for the exact rules):
 
 ``starting``
     started, not yet registered with the hub or not yet reporting
@@ -24,14 +24,14 @@ States (see :mod:`pxpool._health_collect` for the exact rules):
     ``pool.restart(k)`` is replacing it, until the new process reports
 ``draining``
     told to leave by the scheduler (SIGUSR1/SIGUSR2 before the walltime) or SIGTERM: it
-    finishes its task, hands new ones back, then leaves (see :mod:`pxpool._walltime`)
+    finishes its task, hands new ones back, then leaves (see :mod:`pxpool._reliability.walltime`)
 ``stopped (walltime)``
     left the pool after draining; not a failure, so not restarted
 ``stopped``
     the pool stopped, or ``pool.scale`` removed the engine
 ``released``
     the pool had no work for ``idle_timeout`` and stopped its engines (their batch jobs
-    cancelled); the next use of the pool starts them again (see :mod:`pxpool._idle`)
+    cancelled); the next use of the pool starts them again (see :mod:`pxpool._reliability.idle`)
 
 ``health_summary()`` counts engines per state and adds ``core_hours``: the cores the
 pool's engines held (``cores_per_engine``, 1 outside batch profiles) times how long.
@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     import pandas
 
-    from ._health_collect import Collector
+    from ._health.collector import Collector
     from .panel import Panel
     from .pool import Pool
 
@@ -127,7 +127,7 @@ class HealthAccess:
     def health_summary(self) -> dict[str, float]:
         """How many engines are in each state (every state listed, zeros included), and
         ``core_hours``: core-hours the pool's engines used so far."""
-        from ._idle import core_hours
+        from ._reliability.idle import core_hours
 
         counts: dict[str, float] = dict(summarize(self.health_snapshots()))
         counts["core_hours"] = core_hours(cast("Pool", self))
@@ -152,7 +152,7 @@ class HealthAccess:
 
     def _health_collector(self) -> Collector | None:
         """This pool's collector; created, with agents installed, on first use."""
-        from ._health_collect import Collector
+        from ._health.collector import Collector
 
         pool = cast("Pool", self)
         collector = cast("Collector | None", pool.__dict__.get("_health"))
@@ -171,7 +171,7 @@ class HealthAccess:
 def format_health(snapshots: list[EngineSnapshot]) -> str:
     """The :data:`COLUMNS` as a plain-text table (``pxpool status``): sizes in MiB,
     times in seconds, ``-`` where nothing is known."""
-    from ._status import format_table
+    from ._health.table import format_table
 
     def cell(name: str, value: Any) -> str:
         if value is None:

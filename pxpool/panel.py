@@ -263,7 +263,7 @@ class Panel(widgets.VBox):
         """Core-hours the pool used so far (idle_timeout releases engines to save them)."""
         if self.pool is None:
             return ""
-        from ._idle import core_hours
+        from ._reliability.idle import core_hours
 
         released = " &nbsp; engines released (idle)" if self.pool.state == "idle" else ""
         return f" &nbsp; core-hours <b>{core_hours(self.pool):.3f}</b>{released}"

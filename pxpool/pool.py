@@ -18,16 +18,17 @@ from typing import Any
 
 import ipyparallel as ipp
 
-from . import _arena, _hold, _runtime, _security, _shm
 from ._access import EngineAccess
-from ._async import LoopThread, SyncTwins
-from ._cluster import PxCluster
-from ._engine_limits import apply_engine_limits
-from ._idle import IdleAccess, watch_idle
-from ._processes import local_process_tree, local_process_tree_of, processes_of_pool, reap
-from ._startup import StartupWatch, controller_args, controller_launcher
-from ._supervisor import supervise
-from ._walltime import prepare_drain
+from ._core import hold, runtime, security
+from ._core.cluster import PxCluster
+from ._core.loop import LoopThread, SyncTwins
+from ._core.processes import local_process_tree, local_process_tree_of, processes_of_pool, reap
+from ._core.startup import StartupWatch, controller_args, controller_launcher
+from ._data import arena, shm
+from ._reliability.idle import IdleAccess, watch_idle
+from ._reliability.limits import apply_engine_limits
+from ._reliability.supervisor import supervise
+from ._reliability.walltime import prepare_drain
 from .debug import DebugAccess, install_debugger
 from .doctor import DoctorAccess, warn_on_version_mismatch
 from .engines import provider_for
@@ -63,7 +64,7 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
         self, profile: Profile, name: str | None = None, *, detached: bool = False
     ) -> None:
         self.profile = profile
-        self.name = _runtime.check_pool_name(name or f"{profile.name}-{secrets.token_hex(3)}")
+        self.name = runtime.check_pool_name(name or f"{profile.name}-{secrets.token_hex(3)}")
         self.detached = detached  # True: the pool outlives this process (`pxpool start`)
         self.provider = provider_for(profile)
         self.state = "new"
@@ -110,7 +111,7 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
             raise PoolStateError(
                 f"Pool {self.name!r} is {self.state}; stop it before starting it again."
             )
-        if _runtime.controller_alive(self.name):
+        if runtime.controller_alive(self.name):
             raise PoolStateError(
                 f"A pool named {self.name!r} is already running; "
                 f"stop it with `pxpool stop {self.name}` or choose another name."
@@ -118,9 +119,9 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
         timeout = self.profile.timeouts.start if timeout is None else timeout
         count = self.provider.default_engine_count() if engines is None else engines
         self.state = "starting"
-        _runtime.remove_pool_dir(self.name)
-        directory = _runtime.pool_dir(self.name, create=True)
-        _security.prepare_profile_dir(directory, self.profile.controller)
+        runtime.remove_pool_dir(self.name)
+        directory = runtime.pool_dir(self.name, create=True)
+        security.prepare_profile_dir(directory, self.profile.controller)
         self._cluster = cluster = PxCluster(
             cluster_id=self.name,
             profile_dir=str(directory),
@@ -187,7 +188,7 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
             self._client = None
         stop_timeout = self.profile.timeouts.stop
         cluster, self._cluster = self._cluster, None
-        if cluster is not None and _runtime.controller_alive(self.name, jobs=False):
+        if cluster is not None and runtime.controller_alive(self.name, jobs=False):
             engine_processes = local_process_tree(cluster, "engines")
             try:
                 # engines first: their nannies exit promptly only while the hub answers
@@ -205,14 +206,14 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
                 self.profile.provider,
                 exc,
             )
-        leftovers = processes_of_pool(str(_runtime.pool_dir(self.name)))
+        leftovers = processes_of_pool(str(runtime.pool_dir(self.name)))
         if cluster is not None:
             leftovers += local_process_tree(cluster)
         await reap(leftovers, TERMINATE_GRACE_SECONDS, terminate=True)
         self._engine_sets.clear()
-        _runtime.remove_pool_dir(self.name)
-        _arena.close(_shm.pool_prefix(self.name))  # the slots pushes reuse
-        _shm.cleanup(_shm.pool_prefix(self.name))  # segments a crashed transfer left
+        runtime.remove_pool_dir(self.name)
+        arena.close(shm.pool_prefix(self.name))  # the slots pushes reuse
+        shm.cleanup(shm.pool_prefix(self.name))  # segments a crashed transfer left
 
     async def scale(self, n: int) -> list[int]:
         """Grow or shrink the pool to ``n`` engines; returns the engine ids afterwards."""
@@ -265,13 +266,13 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
             hook(self, self.ids)
 
     async def _engines_ready(self, engine_ids: list[int]) -> None:
-        with _hold.hooks_running():  # their messages pass engines held until the release
+        with hold.hooks_running():  # their messages pass engines held until the release
             for hook in list(self._engine_hooks):
                 try:
                     await asyncio.to_thread(hook, self, engine_ids)
                 except Exception:
                     log.exception("pxpool: engine hook %r failed for engines %s", hook, engine_ids)
-            await asyncio.to_thread(_hold.release, self, engine_ids)
+            await asyncio.to_thread(hold.release, self, engine_ids)
 
     def _owner_ids(self) -> set[int]:
         return {i for ids in self._engine_sets.values() for i in ids}
@@ -310,12 +311,12 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
 
     def _write_record(self) -> None:
         assert self._cluster is not None
-        _runtime.write_private_json(
-            _runtime.pool_dir(self.name) / _runtime.RECORD_FILE,
+        runtime.write_private_json(
+            runtime.pool_dir(self.name) / runtime.RECORD_FILE,
             {
                 "name": self.name,
                 "profile": self.profile.name,
-                "profile_settings": _runtime.profile_record(self.profile),  # with overrides
+                "profile_settings": runtime.profile_record(self.profile),  # with overrides
                 "provider": self.profile.provider,
                 "cluster_file": self._cluster.cluster_file,
                 "owner_pid": os.getpid(),
@@ -353,10 +354,10 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
 
     @classmethod
     def _from_record(cls, name: str) -> Pool:
-        record = _runtime.read_record(name)
+        record = runtime.read_record(name)
         if record is None:
-            raise PoolNotFoundError(name, _runtime.record_names())
-        pool = cls(_runtime.record_profile(record), name, detached=bool(record.get("detached")))
+            raise PoolNotFoundError(name, runtime.record_names())
+        pool = cls(runtime.record_profile(record), name, detached=bool(record.get("detached")))
         pool._engine_sets = {k: list(v) for k, v in record.get("engine_sets", {}).items()}
         pool._next_id = int(record.get("next_id", 0))
         pool._cluster = pool._loop_thread.submit(_load_cluster(record["cluster_file"])).result()
@@ -364,7 +365,7 @@ class Pool(HealthAccess, DoctorAccess, DebugAccess, IdleAccess, EngineAccess, Sy
         return pool
 
     def _controller_alive(self) -> bool:
-        return _runtime.controller_alive(self.name)
+        return runtime.controller_alive(self.name)
 
     async def _connect(self, timeout: float) -> None:
         global _current

@@ -17,8 +17,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from . import _schema as schema
-from ._settings import (
+from ._profile import schema
+from ._profile.settings import (
     BatchSettings,
     ControllerSettings,
     EngineSettings,

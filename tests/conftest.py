@@ -24,10 +24,12 @@ if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
 LEAK_PATTERNS = (
-    "pxpool._engine_main",
-    "pxpool._nanny",
+    "pxpool._entry.engine_main",
+    "pxpool._engine_main",  # the old entry path, still runnable
+    "pxpool._entry.nanny",
     "ipyparallel.engine",
     "ipyparallel.controller",
+    "pxpool._entry.controller_main",
     "pxpool._controller_main",
     "ipengine",
     "ipcontroller",
@@ -110,7 +112,8 @@ def no_leaked_processes() -> Iterator[None]:
 def _leaked_memory_groups(pools_gone_only: bool = True) -> list[str]:
     """Memory cgroups (``[engine] memory_limit``) of this session's pools that stopped;
     removed on the way, so the next test starts clean."""
-    from pxpool import _memory_limit, _runtime
+    from pxpool._core import runtime as _runtime
+    from pxpool._reliability import memory as _memory_limit
 
     leaked = []
     for name, group in _memory_limit.pool_groups().items():
@@ -124,9 +127,9 @@ def _leaked_memory_groups(pools_gone_only: bool = True) -> list[str]:
 def pytest_configure(config: pytest.Config) -> None:
     """A private runtime dir and an empty user profile dir for the whole session, and no
     PXPOOL_* settings from the developer's shell (tests set their own with monkeypatch)."""
-    from pxpool import _schema
+    from pxpool._profile import schema
 
-    for flat in _schema.BY_FLAT:
+    for flat in schema.BY_FLAT:
         os.environ.pop(f"PXPOOL_{flat.upper()}", None)
     base = Path(tempfile.mkdtemp(prefix="pxpool-tests-"))
     (base / "profiles").mkdir()

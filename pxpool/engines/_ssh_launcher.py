@@ -32,7 +32,7 @@ _PID_RE = re.compile(r"__pxpool_pid=(\d+)__")
 # Ends the engine (if the pid is still an engine) and waits for its nanny too: the
 # nanny tells the hub the engine is gone, then exits; SIGKILL for what is left.
 _KILL_SCRIPT = """p={pid}
-ps -o args= -p "$p" 2>/dev/null | grep -qE "pxpool._engine_main|ipyparallel.engine" || exit 0
+ps -o args= -p "$p" 2>/dev/null | grep -qE "pxpool._(entry.)?engine_main|ipyparallel.engine" || exit 0
 kids=$(pgrep -P "$p" 2>/dev/null || true)
 kill -TERM "$p" 2>/dev/null
 alive() {{  # zombies count as gone: PID 1 in a container may never reap them

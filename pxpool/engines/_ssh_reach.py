@@ -2,7 +2,7 @@
 
 With ``[ssh] tunnel = true`` an engine reaches the controller through its ssh
 client's reverse forwards, and pxpool's agents on it (health reports, debugger)
-listen on its host's loopback (:func:`pxpool._engine_net.local_address`). When that
+listen on its host's loopback (:func:`pxpool._entry.net.local_address`). When that
 host is another machine the client reaches an agent through one more ssh per agent:
 ``ssh -N -o ExitOnForwardFailure=yes -L 127.0.0.1:LOCAL:ADDRESS:PORT host``, run
 with the engine's own ssh argv (the profile's command, options, identity, user and

@@ -13,12 +13,12 @@ from typing import Any, ClassVar
 
 import ipyparallel as ipp
 
-from .._hold import STARTUP_ARG
+from .._core.hold import STARTUP_ARG
 from ..errors import PxpoolError
 from ..profile import Profile
 
 # `python -m` this on every host: ipyparallel's engine with pxpool's light nanny
-ENGINE_MODULE = "pxpool._engine_main"
+ENGINE_MODULE = "pxpool._entry.engine_main"
 
 
 class Provider(ABC):

@@ -29,7 +29,7 @@ from ipyparallel.cluster.launcher import BaseLauncher
 from traitlets import Any as AnyTrait
 from traitlets import Float, List, Unicode
 
-from .. import _runtime
+from .._core import runtime as _runtime
 from ..errors import ProfileError
 from ..profile import Profile
 from .base import ENGINE_MODULE, Provider
@@ -378,7 +378,7 @@ class BatchProvider(Provider):
 
     def drain_directives(self, lead: int) -> list[str]:
         """Directives that make the scheduler signal the job ``lead`` seconds before its
-        walltime (see :mod:`pxpool._walltime`); none where the system has no such option
+        walltime (see :mod:`pxpool._reliability.walltime`); none where the system has no such option
         (PBS sends SIGTERM at the walltime, which engines drain on too)."""
         return []
 

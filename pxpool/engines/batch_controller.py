@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 import ipyparallel as ipp
 from ipyparallel.cluster.launcher import ControllerLauncher
 
-from .. import _runtime
-from .._startup import controller_args
+from .._core import runtime as _runtime
+from .._core.startup import controller_args
 from ..errors import ControllerStartError
 from .batch import PENDING, BatchJob, BatchProvider, JobSpec
 from .batch_errors import JobFailedError

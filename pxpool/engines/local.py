@@ -12,8 +12,8 @@ from typing import Any
 import ipyparallel as ipp
 from ipyparallel.cluster.launcher import LocalEngineLauncher, LocalEngineSetLauncher
 
-from .._memory_limit import confine_engine_set, release_pool
-from .._startup import engine_file
+from .._core.startup import engine_file
+from .._reliability.memory import confine_engine_set, release_pool
 from ..errors import EngineStartError
 from .base import ENGINE_MODULE, Provider
 

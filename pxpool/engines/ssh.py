@@ -48,7 +48,7 @@ import time
 import ipyparallel as ipp
 import psutil
 
-from .._hold import STARTUP_ARG
+from .._core.hold import STARTUP_ARG
 from ..errors import EngineStartError, PxpoolError
 from ..profile import SSHHost
 from . import _ssh_tunnel
@@ -67,7 +67,7 @@ _PROBE_CODE = (
     "try:\n    import ipyparallel; v = ipyparallel.__version__\n"
     "except Exception as e:\n    v = None\n"
     "import importlib.util\n"
-    "try:\n    px = importlib.util.find_spec('pxpool._engine_main') is not None\n"
+    "try:\n    px = importlib.util.find_spec('pxpool._entry.engine_main') is not None\n"
     "except Exception:\n    px = False\n"
     "print('__pxpool_probe__' + json.dumps("
     "{'python': sys.version.split()[0], 'ipyparallel': v, 'pxpool': px, "

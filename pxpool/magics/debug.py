@@ -29,7 +29,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from .._data_errors import MapError
-from .._debug_client import interact
+from .._debug.session import interact
 from ..debug import DebugError
 from ..errors import PxpoolError
 from ..pool import Pool, current

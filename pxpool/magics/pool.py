@@ -15,7 +15,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
-from .._status import engine_table, format_table
+from .._health.table import engine_table, format_table
 from ..errors import PxpoolError
 from ..pool import Pool, current
 from ..profile import list_profiles, load_profile

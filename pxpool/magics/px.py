@@ -6,7 +6,7 @@ It changes five things and keeps every flag users know (``--targets``,
 
 - the view is the current pool's (``pxpool.current()``), looked up on each use, so a
   pool started, attached or replaced later is picked up without re-binding;
-- ``--targets`` is parsed by :func:`pxpool._targets.parse_targets`, never eval'ed;
+- ``--targets`` is parsed by :func:`pxpool.magics.targets.parse_targets`, never eval'ed;
 - output streams by default under its engine's ``[stdout:N]`` header (in a terminal a
   header is repeated whenever another engine's output came in between);
 - ``%%px --setup`` marks the cell as setup: engines that join later run it too;
@@ -22,10 +22,10 @@ from typing import Any
 from ipyparallel.client.magics import ParallelMagics
 from IPython.core.error import UsageError
 
-from .._supervisor import supervisor_of
-from .._targets import TargetError, parse_targets
+from .._reliability.supervisor import supervisor_of
 from ..errors import PxpoolError
 from ..pool import Pool, current
+from .targets import TargetError, parse_targets
 
 __all__ = ["PxMagics", "INTERRUPT_WAIT"]
 

@@ -23,7 +23,7 @@ import ipyparallel as ipp
 import pytest
 
 import pxpool
-from pxpool import _runtime
+from pxpool._core import runtime
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -64,11 +64,11 @@ def _stale_record(pool: pxpool.Pool) -> None:
     """A pool whose record and cluster file point at a controller that has exited."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait(timeout=10)
-    directory = _runtime.pool_dir("stale-bad", create=True)
+    directory = runtime.pool_dir("stale-bad", create=True)
     cluster_file = directory / "cluster.json"
     cluster_file.write_text(json.dumps({"controller": {"state": {"pid": dead.pid}}}))
-    _runtime.write_private_json(
-        directory / _runtime.RECORD_FILE,
+    runtime.write_private_json(
+        directory / runtime.RECORD_FILE,
         {
             "name": "stale-bad",
             "profile": "local",
@@ -80,7 +80,7 @@ def _stale_record(pool: pxpool.Pool) -> None:
         pxpool.Pool.attach("stale-bad")
     finally:
         pxpool.Pool.stop_by_name("stale-bad")  # the step the message names works
-        assert "stale-bad" not in _runtime.record_names()
+        assert "stale-bad" not in runtime.record_names()
 
 
 CASES: list[tuple[str, Callable[[pxpool.Pool], Any], type[BaseException], str]] = [

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 import pxpool
-from pxpool import _runtime
+from pxpool._core import runtime
 from pxpool.engines.batch_controller import ControllerJob
 
 from .batch_helpers import (
@@ -49,7 +49,7 @@ def controller_job_settings(**overrides: Any) -> dict[str, Any]:
 
 def controller_processes(pool: pxpool.Pool) -> list[psutil.Process]:
     """The pool's controller process(es), found by the profile dir they inherit."""
-    pool_dir = str(_runtime.pool_dir(pool.name))
+    pool_dir = str(runtime.pool_dir(pool.name))
     found = []
     for process in psutil.process_iter(["cmdline"]):
         try:
@@ -192,7 +192,7 @@ def test_pool_with_its_controller_in_a_job_is_running_for_attach_and_list(
 
     pool = slurm_pool(engines=1)
     pool.start_sync()
-    assert _runtime.controller_alive(pool.name)  # no local controller process, but its job
+    assert runtime.controller_alive(pool.name)  # no local controller process, but its job
     attached = pxpool.Pool.attach(pool.name)
     try:
         assert attached.apply(sum, [6, 36]) == 42
@@ -205,4 +205,4 @@ def test_pool_with_its_controller_in_a_job_is_running_for_attach_and_list(
         line.split() for line in listed.stdout.splitlines()
     ], listed.stdout
     pool.stop_sync()
-    assert not _runtime.controller_alive(pool.name)
+    assert not runtime.controller_alive(pool.name)

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 import pxpool
-from pxpool import _arena, _shm
-from pxpool._blocks import BLOCK_BYTES
-from pxpool._ready import done_result
+from pxpool._data import arena as _arena
+from pxpool._data import shm
+from pxpool._data.blocks import BLOCK_BYTES
+from pxpool._data.ready import done_result
 from pxpool.data import MapError, UnpicklableFunctionError
 
 pytestmark = pytest.mark.integration
@@ -43,7 +44,7 @@ def frame_score(part: pd.DataFrame) -> pd.Series:
 
 
 def shm_segments() -> set[str]:
-    return {n for n in os.listdir(_shm.SHM_DIR) if n.startswith("pxpool-")}
+    return {n for n in os.listdir(shm.SHM_DIR) if n.startswith("pxpool-")}
 
 
 def shm_mappings() -> list[str]:
@@ -295,7 +296,7 @@ def test_large_numeric_frame_is_mapped_through_shared_memory_keeping_index_and_d
     assert out.dtypes["when"] == df.dtypes["when"] and out["z"].equals(df["x"] * 2)
     # the input went into slots of the pool's arena, one per column and one for the
     # index, which the engines map; after the map they are free for the next one
-    arena = _arena.arena_for(_shm.pool_prefix(pool.name))
+    arena = _arena.arena_for(shm.pool_prefix(pool.name))
     mapped = pool.map(lambda p: [shm_mappings()], df, chunksize=n // 2)
     slots = {slot.name for slot in arena.slots}
     for engine_maps in mapped:
@@ -339,7 +340,7 @@ def test_failure_in_a_shared_partition_names_rows_and_frees_segments(pool: pxpoo
     # the failed map's slots are unlinked (chunks of it may still run): nothing is new,
     # and no slot stays leased
     assert shm_segments() <= before
-    arena = _arena.arena_for(_shm.pool_prefix(pool.name))
+    arena = _arena.arena_for(shm.pool_prefix(pool.name))
     assert not any(slot.busy for slot in arena.slots)
 
 
@@ -357,7 +358,7 @@ def test_large_array_push_is_one_shared_read_only_copy_in_a_slot_of_the_pool(
     pool.execute("checked = (big.flags.writeable, float(big.sum()))")
     assert pool.pull("checked") == [(False, float(big.sum()))] * 2
     mapped = pool.view().apply_sync(shm_mappings)
-    arena = _arena.arena_for(_shm.pool_prefix(pool.name))
+    arena = _arena.arena_for(shm.pool_prefix(pool.name))
     held = {slot.name for slot in arena.slots if all(slot.holders[i] for i in pool.ids)}
     assert held  # the slot "big" is in, held by both engines
     for engine_maps in mapped:  # and mapped by both

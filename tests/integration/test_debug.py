@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 import pxpool
-from pxpool._debug_client import request
-from pxpool._debug_wire import SignedConn, sign
+from pxpool._debug.session import request
+from pxpool._debug.wire import SignedConn, sign
 from pxpool.debug import DebugAuthError, DebugError
 
 pytestmark = pytest.mark.integration

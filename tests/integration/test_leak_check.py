@@ -30,5 +30,5 @@ def test_a_test_that_leaves_engines_running_fails_and_they_are_killed(
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=180)
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(
-        ["*test left * pool process(es) running (killed now)*", "*pxpool._controller_main*"]
+        ["*test left * pool process(es) running (killed now)*", "*pxpool._entry.controller_main*"]
     )

@@ -19,7 +19,7 @@ import ipyparallel as ipp
 import pytest
 
 import pxpool
-from pxpool import _memory_limit
+from pxpool._reliability import memory as _memory_limit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

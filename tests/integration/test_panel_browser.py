@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 import pxpool
-from pxpool import _runtime
+from pxpool._core import runtime as _runtime
 
 pytestmark = pytest.mark.integration
 

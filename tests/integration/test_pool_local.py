@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 import pxpool
-from pxpool import _runtime
+from pxpool._core import runtime
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ def test_engine_environment_comes_from_profile(pool: pxpool.Pool) -> None:
 
 
 def test_connection_files_are_private(pool: pxpool.Pool) -> None:
-    directory = _runtime.pool_dir(pool.name)
+    directory = runtime.pool_dir(pool.name)
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     files = list((directory / "security").glob("*.json")) + [directory / "pool.json"]
     assert len(files) >= 4
@@ -89,11 +89,11 @@ def test_controller_listens_on_loopback_only(pool: pxpool.Pool) -> None:
 
 
 def test_the_controller_runs_without_ipythons_terminal(pool: pxpool.Pool) -> None:
-    """Started through pxpool._controller_main, which skips IPython's terminal imports."""
+    """Started through pxpool._entry.controller_main, which skips IPython's terminal imports."""
     controller = psutil.Process(pool._cluster.controller.pid)
-    assert "pxpool._controller_main" in controller.cmdline()
+    assert "pxpool._entry.controller_main" in controller.cmdline()
     probe = (
-        "import sys; from pxpool._controller_main import skip_terminal; skip_terminal(); "
+        "import sys; from pxpool._entry.controller_main import skip_terminal; skip_terminal(); "
         "import ipyparallel.controller.app, IPython; "
         "print(sorted({'prompt_toolkit', 'jedi'} & set(sys.modules)))"
     )
@@ -130,7 +130,7 @@ def test_restart_unknown_engine_lists_engines() -> None:
 def test_stop_removes_runtime_dir_and_is_idempotent() -> None:
     pool = pxpool.Pool.from_profile("local", engines=1)
     pool.start_sync()
-    directory = _runtime.pool_dir(pool.name)
+    directory = runtime.pool_dir(pool.name)
     assert directory.is_dir()
     pool.stop_sync()
     pool.stop_sync()

@@ -62,7 +62,7 @@ def remote_engines(pool_name: str) -> list[str]:
         str(SSH_PORT),
         f"{SSH_USER}@{SSH_HOST}",
         # the bracket keeps this ssh client's own command line from matching
-        f"pgrep -af '[p]xpool._engine_main.*--cluster-id={pool_name}' || true",
+        f"pgrep -af '[p]xpool._entry.engine_main.*--cluster-id={pool_name}' || true",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=20, check=True)
     # on this test host the local ssh clients (whose script names the engine) match too

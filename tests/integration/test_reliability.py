@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import pxpool
-from pxpool._processes import _launcher_processes
+from pxpool._core.processes import _launcher_processes
 
 from .waits import wait_until
 

@@ -110,7 +110,7 @@ def test_remote_python_without_pxpool_is_named_before_engines_start(tmp_path: Pa
     python.chmod(0o755)
     err = start_expecting(
         RemotePythonError,
-        r"cannot import pxpool, which runs each engine \(pxpool\._engine_main\).*install pxpool there",
+        r"cannot import pxpool, which runs each engine \(pxpool\._entry\.engine_main\).*install pxpool there",
         **ssh_overrides(python=str(python)),
     )
     assert isinstance(err, RemotePythonError)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import pxpool
-from pxpool import _walltime
+from pxpool._reliability import walltime as _walltime
 
 from .batch_helpers import SLURM_PARTITION, need, slurm_jobs
 from .test_provider_sge import SGE_QUEUE, need_sge, sge_jobs

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from pxpool import _arena, _shm
+from pxpool._data import arena as _arena
+from pxpool._data import shm as _shm
 
 pytestmark = pytest.mark.skipif(not _shm.available(), reason="needs POSIX shared memory")
 

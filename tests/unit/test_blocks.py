@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from pxpool import _blocks
-from pxpool._blocks import BLOCK_BYTES, MIN_BLOCK_ROWS, BlockResults, apply_blocks, block_rows
-from pxpool._chunking import combine
+from pxpool._data import blocks as _blocks
+from pxpool._data.blocks import BLOCK_BYTES, MIN_BLOCK_ROWS, BlockResults, apply_blocks, block_rows
+from pxpool._data.chunking import combine
 
 
 def test_block_rows_come_from_the_bytes_of_a_row_of_every_input() -> None:

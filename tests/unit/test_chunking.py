@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pxpool import _chunking as ch
-from pxpool import _shm
+from pxpool._data import chunking as ch
+from pxpool._data import shm
 from pxpool.data import join, split
 
 
@@ -217,35 +217,35 @@ def test_split_gives_near_equal_contiguous_parts_and_join_inverts_it() -> None:
 
 def test_shm_export_and_attach_share_one_read_only_copy() -> None:
     array = np.arange(300_000, dtype=np.float64).reshape(1000, 300)
-    descriptor = _shm.export(array, "pxpool-unit-test")
+    descriptor = shm.export(array, "pxpool-unit-test")
     try:
-        mapped = _shm.attach(descriptor, writable=False)
+        mapped = shm.attach(descriptor, writable=False)
         assert np.array_equal(mapped, array)
         assert not mapped.flags.writeable
     finally:
-        _shm.unlink(descriptor[0])
-    assert _shm.cleanup("pxpool-unit-test") == []
+        shm.unlink(descriptor[0])
+    assert shm.cleanup("pxpool-unit-test") == []
 
 
 def test_shm_export_keeps_fortran_order() -> None:
     array = np.asfortranarray(np.arange(20.0).reshape(4, 5))
-    descriptor = _shm.export(array, "pxpool-unit-test")
+    descriptor = shm.export(array, "pxpool-unit-test")
     try:
-        mapped = _shm.attach(descriptor, writable=True)
+        mapped = shm.attach(descriptor, writable=True)
         assert np.array_equal(mapped, array) and mapped.flags.f_contiguous
     finally:
-        _shm.unlink(descriptor[0])
+        shm.unlink(descriptor[0])
 
 
 def test_shm_eligibility_needs_a_large_plain_array() -> None:
-    assert _shm.eligible(np.zeros(1 << 18))  # 2 MB of float64
-    assert not _shm.eligible(np.zeros(10))
-    assert not _shm.eligible(np.empty(1 << 18, dtype=object))
-    assert not _shm.eligible([0] * (1 << 18))
+    assert shm.eligible(np.zeros(1 << 18))  # 2 MB of float64
+    assert not shm.eligible(np.zeros(10))
+    assert not shm.eligible(np.empty(1 << 18, dtype=object))
+    assert not shm.eligible([0] * (1 << 18))
 
 
 def test_first_share_is_an_equal_share_capped_by_the_bytes_sent() -> None:
-    from pxpool._mapper import FIRST_BYTES, _Source
+    from pxpool._data.mapper import FIRST_BYTES, _Source
 
     assert _Source("range", range(200_000), ()).first_share(2) == 100_000
     assert _Source("sequence", list(range(10)), ()).first_share(4) == 3
@@ -255,7 +255,7 @@ def test_first_share_is_an_equal_share_capped_by_the_bytes_sent() -> None:
 
 
 def test_items_handed_back_are_taken_again_before_new_ones() -> None:
-    from pxpool._mapper import _Source
+    from pxpool._data.mapper import _Source
 
     source = _Source("range", range(100), ())
     assert source.take(60)[:2] == (0, 60)

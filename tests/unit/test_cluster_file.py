@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pxpool._cluster import PxCluster
+from pxpool._core.cluster import PxCluster
 from pxpool.engines import PROVIDER_CLASSES
 
 

@@ -10,9 +10,9 @@ import ipyparallel as ipp
 import pytest
 
 import pxpool
-from pxpool import _memory_limit
-from pxpool._result_limit import ResultTooLarge, human_size, unwrap
-from pxpool._supervisor import describe_exit
+from pxpool._reliability import memory as _memory_limit
+from pxpool._reliability.result_limit import ResultTooLarge, human_size, unwrap
+from pxpool._reliability.supervisor import describe_exit
 
 
 def test_memory_limit_and_max_result_size_are_read_into_bytes() -> None:

@@ -66,7 +66,7 @@ def test_idle_timeout_from_a_file_and_the_environment(
 
 
 def test_core_clock_counts_cores_times_each_engines_registered_time() -> None:
-    from pxpool._idle import CoreClock
+    from pxpool._reliability.idle import CoreClock
 
     clock = CoreClock(cores=4)
     clock.opened([0, 1], now=1000.0)
@@ -83,11 +83,12 @@ def test_status_reads_core_hours_and_released_engines_the_owner_wrote(
     import json
     import time
 
-    from pxpool import _idle, _runtime
+    from pxpool._core import runtime
+    from pxpool._reliability import idle as _idle
     from pxpool.health import EngineSnapshot
 
     monkeypatch.setenv("PXPOOL_RUNTIME_DIR", str(tmp_path))
-    directory = _runtime.pool_dir("lazy-pool", create=True)
+    directory = runtime.pool_dir("lazy-pool", create=True)
     state = {
         "idle_timeout": 60.0,
         "cores_per_engine": 2,

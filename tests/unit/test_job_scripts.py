@@ -53,7 +53,7 @@ def test_plain_script_starts_every_engine_with_its_id(name: str, tmp_path: Path)
     if provider.output_in_script:  # PBS emulation and HTCondor: the script redirects itself
         output = Path(spec.output_file).read_text()
     for engine_id in (4, 5, 6):
-        assert f"-m pxpool._engine_main --IPEngine.id={engine_id}" in output
+        assert f"-m pxpool._entry.engine_main --IPEngine.id={engine_id}" in output
     assert "pxpool: job script exited with status 0" in output
 
 

@@ -7,7 +7,7 @@ import pytest
 import zmq
 from jupyter_client.session import Session
 
-from pxpool._nanny import DELIMITER, Signer
+from pxpool._entry.nanny import DELIMITER, Signer
 
 KEY = b"0123456789abcdef-pool-key"
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pxpool import _schema
+from pxpool._profile import schema
 from pxpool.errors import (
     ProfileError,
     ProfileValidationError,
@@ -43,7 +43,7 @@ SSH_HOSTS = ["node1"]
 @pytest.fixture(autouse=True)
 def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty user profile directory, and no PXPOOL_* setting from the host."""
-    for flat in _schema.BY_FLAT:
+    for flat in schema.BY_FLAT:
         monkeypatch.delenv(f"PXPOOL_{flat.upper()}", raising=False)
     folder = tmp_path / "profiles"
     folder.mkdir()

@@ -6,12 +6,13 @@ import json
 
 import pytest
 
-from pxpool import _runtime, load_profile
+from pxpool import load_profile
+from pxpool._core import runtime
 
 
 def round_trip(profile: object) -> object:
-    record = {"profile": "x", "profile_settings": _runtime.profile_record(profile)}  # type: ignore[arg-type]
-    return _runtime.record_profile(json.loads(json.dumps(record)))
+    record = {"profile": "x", "profile_settings": runtime.profile_record(profile)}  # type: ignore[arg-type]
+    return runtime.record_profile(json.loads(json.dumps(record)))
 
 
 def test_keyword_hosts_env_and_options_survive_the_record() -> None:
@@ -33,4 +34,4 @@ def test_built_in_profiles_survive_the_record(name: str) -> None:
 
 
 def test_a_record_without_settings_loads_the_named_profile() -> None:
-    assert _runtime.record_profile({"profile": "local"}) == load_profile("local")
+    assert runtime.record_profile({"profile": "local"}) == load_profile("local")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pxpool import PxpoolError
-from pxpool._targets import TargetError, parse_targets
+from pxpool.magics.targets import TargetError, parse_targets
 
 IDS = [0, 1, 2, 3, 4, 5]
 

@@ -1,0 +1,1 @@
+"""Fast data: ``pool.map``'s chunking and collection, shared memory and its arena."""

@@ -1,0 +1,1 @@
+"""Engine health: the agent on engines, the collector and state rules, the table."""

@@ -1,0 +1,1 @@
+"""Profile internals: the settings dataclasses and the schema that validates TOML."""

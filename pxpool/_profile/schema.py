@@ -1,0 +1,272 @@
+"""The profile schema: which keys exist, their types, and how text becomes values.
+
+Kept apart from ``profile.py`` so the loader reads as a pipeline and the table of
+keys reads as documentation. Every check raises ``ProfileValidationError`` naming
+where the value came from, the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ProfileValidationError
+
+PROVIDERS = ("local", "ssh", "slurm", "sge", "pbs", "lsf", "htcondor", "mpi")
+BATCH_PROVIDERS = ("slurm", "sge", "pbs", "lsf", "htcondor")
+LAUNCHERS = ("plain", "srun", "mpiexec")
+CONTROLLER_LOCATIONS = ("local", "job")
+RESTART_POLICIES = ("never", "on-failure")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One profile key: its TOML section, type, and the flat override name."""
+
+    section: str  # "" for top level, "batch" for the provider's own table
+    name: str
+    kind: str  # str, int, float, duration, bool, list, table, hosts
+    flat: str  # name used by keyword arguments, PXPOOL_* variables and `key=value`
+    minimum: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+KEYS: tuple[Key, ...] = (
+    Key("", "description", "str", "description"),
+    Key("", "provider", "str", "provider", choices=PROVIDERS),
+    Key("", "engines", "int", "engines", minimum=0),
+    Key("", "restart", "str", "restart", choices=RESTART_POLICIES),
+    Key("", "max_restarts", "int", "max_restarts", minimum=0),
+    Key("", "restart_backoff", "float", "restart_backoff", minimum=0),
+    Key("", "idle_timeout", "duration", "idle_timeout", minimum=0),
+    Key("controller", "ip", "str", "controller_ip"),
+    Key("controller", "port", "int", "controller_port", minimum=0),
+    Key("controller", "location", "str", "controller_location", choices=CONTROLLER_LOCATIONS),
+    Key("controller", "heartbeat_ms", "int", "heartbeat_ms", minimum=50),
+    Key("controller", "encrypt", "bool", "encrypt"),
+    Key("controller", "args", "list", "controller_args"),
+    Key("engine", "python", "str", "python"),
+    Key("engine", "work_dir", "str", "work_dir"),
+    Key("engine", "env", "table", "env"),
+    Key("engine", "prologue", "list", "prologue"),
+    Key("engine", "args", "list", "engine_args"),
+    Key("engine", "memory_limit", "str", "memory_limit"),
+    Key("engine", "max_result_size", "str", "max_result_size"),
+    Key("timeouts", "start", "float", "start_timeout", minimum=0.1),
+    Key("timeouts", "stop", "float", "stop_timeout", minimum=0.1),
+    Key("timeouts", "submit", "float", "submit_timeout", minimum=0.1),
+    Key("ssh", "hosts", "hosts", "hosts"),
+    Key("ssh", "identity_file", "str", "identity_file"),
+    Key("ssh", "options", "list", "ssh_options"),
+    Key("ssh", "command", "str", "ssh_command"),
+    Key("ssh", "tunnel", "bool", "tunnel"),
+    Key("batch", "partition", "str", "partition"),
+    Key("batch", "queue", "str", "queue"),
+    Key("batch", "account", "str", "account"),
+    Key("batch", "walltime", "str", "walltime"),
+    Key("batch", "memory", "str", "memory"),
+    Key("batch", "cores_per_engine", "int", "cores_per_engine", minimum=1),
+    Key("batch", "engines_per_job", "int", "engines_per_job", minimum=1),
+    Key("batch", "directives", "list", "directives"),
+    Key("batch", "launcher", "str", "launcher", choices=LAUNCHERS),
+    Key("batch", "pe", "str", "pe"),
+    Key("batch", "walltime_signal", "int", "walltime_signal", minimum=0),
+    Key("batch", "replace_on_walltime", "bool", "replace_on_walltime"),
+    Key("mpi", "mpiexec", "str", "mpiexec"),
+    Key("mpi", "args", "list", "mpi_args"),
+)
+
+SECTIONS = ("controller", "engine", "timeouts", "ssh", "mpi", *BATCH_PROVIDERS)
+BY_FLAT = {k.flat: k for k in KEYS}
+HOST_KEYS = ("host", "port", "user", "engines", "python", "work_dir", "activate")
+# The batch table is named after its provider; partition is SLURM's word for queue.
+BATCH_KEY_OWNERS = {"partition": ("slurm",), "pe": ("sge",)}
+
+
+def keys_in(section: str) -> dict[str, Key]:
+    return {k.name: k for k in KEYS if k.section == section}
+
+
+def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}allowed: {', '.join(choices)}"
+
+
+def check_value(key: Key, value: Any, source: str, where: str) -> Any:
+    """Validate one raw value against its key; return it normalised (lists as tuples)."""
+    kind = key.kind
+    bad = f"got {value!r} ({type(value).__name__})"
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ProfileValidationError(source, where, f"must be a string; {bad}")
+        if key.choices and value not in key.choices:
+            raise ProfileValidationError(
+                source, where, f"unknown value {value!r}; {did_you_mean(value, key.choices)}"
+            )
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ProfileValidationError(source, where, f"must be true or false; {bad}")
+        return value
+    if kind in ("int", "float"):
+        number_ok = isinstance(value, int) or (kind == "float" and isinstance(value, float))
+        if isinstance(value, bool) or not number_ok:
+            article = "an integer" if kind == "int" else "a number"
+            raise ProfileValidationError(source, where, f"must be {article}; {bad}")
+        if key.minimum is not None and value < key.minimum:
+            raise ProfileValidationError(
+                source, where, f"must be >= {key.minimum:g}; got {value!r}"
+            )
+        return float(value) if kind == "float" else value
+    if kind == "duration":  # seconds, or text as walltimes are written
+        if isinstance(value, str):
+            value = parse_duration(value, source, where)
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            raise ProfileValidationError(
+                source, where, f"must be seconds or 'HH:MM:SS', e.g. 600 or '00:10:00'; {bad}"
+            )
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ProfileValidationError(source, where, f"must be a finite number; {bad}")
+        if key.minimum is not None and value < key.minimum:
+            raise ProfileValidationError(
+                source, where, f"must be >= {key.minimum:g} seconds; got {value!r}"
+            )
+        return float(value)
+    if kind == "list":
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ProfileValidationError(source, where, f"must be a list of strings; {bad}")
+        return tuple(value)
+    if kind == "table":
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ProfileValidationError(
+                source,
+                where,
+                f'must be a table of string values, e.g. {{ OMP_NUM_THREADS = "1" }}; {bad}',
+            )
+        return dict(value)
+    if kind == "hosts":
+        if not isinstance(value, list | tuple):
+            raise ProfileValidationError(
+                source, where, f'must be a list of hosts like ["node1", "user@node2:2222"]; {bad}'
+            )
+        return tuple(value)
+    raise AssertionError(kind)
+
+
+_HOST_RE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>[^@:\s]+)(?::(?P<port>\d+))?$")
+
+
+def parse_host_text(text: str, source: str, where: str) -> dict[str, Any]:
+    """``[user@]host[:port]`` as written in a profile or on a command line."""
+    match = _HOST_RE.match(text.strip())
+    if not match:
+        raise ProfileValidationError(
+            source,
+            where,
+            f"cannot read host {text!r}; write it as 'host', 'user@host' or 'user@host:port'",
+        )
+    found: dict[str, Any] = {"host": match["host"]}
+    if match["user"]:
+        found["user"] = match["user"]
+    if match["port"]:
+        found["port"] = int(match["port"])
+    return found
+
+
+_WALLTIME_RE = re.compile(r"^(?:(?P<days>\d+)-)?(?P<h>\d{1,3}):(?P<m>\d{2})(?::(?P<s>\d{2}))?$")
+
+
+def parse_walltime(text: str, source: str, where: str) -> int:
+    """'HH:MM:SS', 'HH:MM' or 'D-HH:MM:SS' to seconds, as the batch systems write it."""
+    match = _WALLTIME_RE.match(text.strip())
+    if not match or int(match["m"]) >= 60 or int(match["s"] or 0) >= 60:
+        raise ProfileValidationError(
+            source,
+            where,
+            f"cannot read walltime {text!r}; write 'HH:MM:SS' or 'D-HH:MM:SS', "
+            "e.g. '01:30:00' for 90 minutes",
+        )
+    days = int(match["days"] or 0)
+    return ((days * 24 + int(match["h"])) * 60 + int(match["m"])) * 60 + int(match["s"] or 0)
+
+
+def parse_duration(text: str, source: str, where: str) -> float:
+    """'600' (seconds), 'HH:MM:SS', 'HH:MM' or 'D-HH:MM:SS' to seconds."""
+    try:
+        return float(text.strip())
+    except ValueError:
+        pass
+    try:
+        return float(parse_walltime(text, source, where))
+    except ProfileValidationError:
+        raise ProfileValidationError(
+            source,
+            where,
+            f"cannot read duration {text!r}; write seconds or 'HH:MM:SS', "
+            "e.g. 600 or '00:10:00' for 10 minutes",
+        ) from None
+
+
+_MEMORY_RE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT]?)(?:i?B)?$", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_memory(text: str, source: str, where: str) -> int:
+    """'4G', '512M', '1.5GB' to bytes (binary units, as SLURM and SGE read them)."""
+    match = _MEMORY_RE.match(text.strip())
+    if not match:
+        raise ProfileValidationError(
+            source,
+            where,
+            f"cannot read memory {text!r}; write a number with K, M, G or T, e.g. '4G'",
+        )
+    return int(float(match["n"]) * _MEMORY_UNITS[match["unit"].upper()])
+
+
+def coerce_text(flat: str, text: str, source: str) -> Any:
+    """Turn the text of an environment variable or ``key=value`` into a typed value.
+
+    Lists are comma separated; tables are ``K=V,K2=V2``; hosts are comma separated.
+    """
+    key = BY_FLAT.get(flat)
+    if key is None:
+        raise ProfileValidationError(
+            source, flat, f"unknown setting; {did_you_mean(flat, tuple(BY_FLAT))}"
+        )
+    text = text.strip()
+    if key.kind in ("int", "float"):
+        try:
+            return int(text) if key.kind == "int" else float(text)
+        except ValueError:
+            raise ProfileValidationError(
+                source,
+                flat,
+                f"must be {'an integer' if key.kind == 'int' else 'a number'}; got {text!r}",
+            ) from None
+    if key.kind == "bool":
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ProfileValidationError(source, flat, f"must be true or false; got {text!r}")
+    if key.kind in ("list", "hosts"):
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if key.kind == "table":
+        pairs: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep or not name.strip():
+                raise ProfileValidationError(
+                    source,
+                    flat,
+                    f"cannot read {part!r}; write NAME=VALUE pairs separated by commas",
+                )
+            pairs[name.strip()] = value.strip()
+        return pairs
+    return text

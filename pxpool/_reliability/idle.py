@@ -1,0 +1,388 @@
+"""Idle shutdown and core-hours: release a pool's engines when it has no work, start
+them again on the next use, and count the core-hours its engines held.
+
+With ``idle_timeout`` set in the profile, a pool whose engines had no work for that
+long (no pool method running, nothing outstanding for this process's client, nothing
+queued or running on any engine according to the hub) stops its engines: batch jobs
+are cancelled, engine processes end, the controller stays. ``pool.state`` is then
+``"idle"`` and ``pool.health()`` shows the engines as ``released``. The next use
+through the pool (``map``, ``apply``, ``execute``, ``push``, ``pull``, ``scatter``,
+``gather``, ``view``, ``lbview``, ``client``, ``%%px``, or ``pool.wake()``) starts the
+same engines again with the same settings, waits for them within ``timeouts.start``,
+replays the pool's setup (pushed names and setup cells) and only then runs the call.
+
+The check runs every ``TICK_SECONDS`` on the pool's own event loop (no extra thread)
+and stops with the pool. Core-hours count, for every engine the pool ever started,
+``cores_per_engine`` (1 outside batch profiles) times the time it was registered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from .._core import runtime
+from .._core.startup import StartupWatch
+from .._profile.schema import BATCH_PROVIDERS
+from ..errors import PoolStateError
+
+if TYPE_CHECKING:
+    from ..health import EngineSnapshot
+    from ..pool import Pool
+
+__all__ = [
+    "IdleAccess",
+    "core_hours",
+    "keeps_awake",
+    "mark_released",
+    "read_state",
+    "wake_if_released",
+    "watch_idle",
+]
+
+log = logging.getLogger("pxpool.idle")
+TICK_SECONDS = 1.0  # how often a pool checks whether it is idle
+HUB_QUERY_TIMEOUT = 10.0  # seconds for the hub to answer queue_status
+STATE_FILE = "idle.json"  # in the pool's directory, for `pxpool status` in other processes
+IDLE = "idle"
+# True inside a wake: the setup replay and engine hooks use the pool without waking it
+_waking: contextvars.ContextVar[bool] = contextvars.ContextVar("pxpool_waking", default=False)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CoreClock:
+    """Seconds each engine id was registered, times the cores each engine holds."""
+
+    def __init__(self, cores: int) -> None:
+        self.cores = cores
+        self.open: dict[int, float] = {}  # engine id -> time.time() it joined
+        self.closed = 0.0  # engine-seconds of engines that left
+        self.lock = threading.Lock()
+
+    def opened(self, engine_ids: list[int], now: float) -> None:
+        with self.lock:
+            for engine_id in engine_ids:
+                self.open.setdefault(engine_id, now)
+
+    def close(self, engine_ids: set[int], now: float) -> None:
+        with self.lock:
+            for engine_id in engine_ids & set(self.open):
+                self.closed += max(now - self.open.pop(engine_id), 0.0)
+
+    def core_seconds(self, now: float) -> float:
+        with self.lock:
+            alive = sum(max(now - start, 0.0) for start in self.open.values())
+            return (self.closed + alive) * self.cores
+
+
+class IdleWatch:
+    """One per pool: the idle check, the release, the wake and the core clock."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.owner = False  # set when engines join: True in the process that started the pool
+        self.timeout = 0.0
+        self.clock = CoreClock(pool.profile.batch.cores_per_engine)
+        self.lock = threading.Lock()  # held while releasing, waking, or starting a call
+        self.count_lock = threading.Lock()
+        self.calls = 0  # pool methods running now
+        self.last_use = time.monotonic()
+        self.released_ids: list[int] = []
+        self.released_at: float | None = None  # time.time() of the last release
+        self.releases = 0
+        self._lost: set[int] = set()  # stopped by a release that failed part way
+        self._timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------ engine hook (any thread)
+
+    def engines_joined(self, pool: Pool, engine_ids: list[int]) -> None:
+        # only the process that started the pool releases it and records its core-hours
+        record = runtime.read_record(pool.name) or {}
+        self.owner = record.get("owner_pid") == os.getpid()
+        self.timeout = pool.profile.idle_timeout if self.owner else 0.0
+        self.clock.opened(engine_ids, time.time())
+        self.last_use = time.monotonic()
+        self.write_state()
+        loop = pool._loop_thread.loop
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(self._arm)
+
+    # ------------------------------------------------------------ the check (pool loop)
+
+    def _arm(self) -> None:
+        if self._timer is None and self.pool.state == "running":
+            loop = self.pool._loop_thread.loop
+            assert loop is not None
+            self._timer = loop.call_later(TICK_SECONDS, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        pool = self.pool
+        if pool.state != "running":  # stopped, or released: nothing to watch until a wake
+            if pool.state != IDLE:
+                self.clock.close(set(self.clock.open), time.time())
+                self.write_state()
+            return
+        client = pool._client
+        registered = set(client.ids) if client is not None else set()
+        gone = set(self.clock.open) - registered - set(self.released_ids)
+        if gone:
+            self.clock.close(gone, time.time())
+            self.write_state()
+        if self.timeout > 0 and self.idle_for() >= self.timeout and not self.lock.locked():
+            asyncio.ensure_future(self._release())
+        self._arm()
+
+    def idle_for(self) -> float:
+        """Seconds since this pool last had work in this process (0 while it has)."""
+        client = self.pool._client
+        if self.calls or client is None or client.outstanding:
+            self.last_use = time.monotonic()
+        return time.monotonic() - self.last_use
+
+    async def _hub_busy(self) -> bool:
+        """True when the hub lists a task queued or running on any engine (also tasks
+        of other clients); a hub that does not answer counts as busy."""
+        client = self.pool._client
+        if client is None:
+            return True
+        try:
+            status = await asyncio.wait_for(
+                asyncio.to_thread(client.queue_status), HUB_QUERY_TIMEOUT
+            )
+        except Exception as exc:
+            log.debug("pxpool: queue_status of pool %r failed: %r", self.pool.name, exc)
+            return True
+        if status.get("unassigned"):
+            return True
+        return any(
+            isinstance(s, dict) and (s.get("queue") or s.get("tasks")) for s in status.values()
+        )
+
+    async def _release(self) -> None:
+        pool = self.pool
+        if not self.lock.acquire(blocking=False):
+            return  # a call or a wake is starting: not idle
+        ids: list[int] = []
+        try:
+            if pool.state != "running" or self.idle_for() < self.timeout:
+                return
+            if await self._hub_busy():
+                self.last_use = time.monotonic()
+                return
+            ids = sorted(pool._owner_ids() | self._lost)
+            if not ids or self.calls:
+                return
+            # every engine set at once: a batch system cancels its jobs in parallel
+            await asyncio.gather(
+                *(pool._remove_engines(list(s)) for s in pool._engine_sets.values())
+            )
+            if pool.state != "running":
+                return  # stopped meanwhile
+            pool.state = IDLE
+            self.released_ids, self.released_at, self._lost = ids, time.time(), set()
+            self.releases += 1
+            self.clock.close(set(ids), time.time())
+            pool._write_record()
+            self.write_state()
+            log.warning(
+                "pxpool: pool %r had no work for %gs (idle_timeout): released its %d "
+                "engine(s)%s; the next use of the pool starts them again.",
+                pool.name,
+                self.timeout,
+                len(ids),
+                " and cancelled their batch jobs"
+                if pool.profile.provider in BATCH_PROVIDERS
+                else "",
+            )
+        except Exception as exc:  # the pool runs on; the next release also covers these
+            if pool.state == "running":  # (a pool stopped meanwhile needs no word)
+                self._lost |= set(ids) - pool._owner_ids()
+                log.warning("pxpool: releasing idle pool %r failed: %r", pool.name, exc)
+        finally:
+            self.lock.release()
+
+    # ------------------------------------------------------------ waking (caller's thread)
+
+    def enter(self) -> bool:
+        """A pool method starts: count it (True), and start released engines first."""
+        if _waking.get():
+            return False
+        pool = self.pool
+        if pool._loop_thread.in_loop():
+            if pool.state == IDLE:
+                raise PoolStateError(
+                    f"Pool {pool.name!r} released its engines after idle_timeout="
+                    f"{self.timeout:g}s; on the pool's own loop, `await pool.wake()` first."
+                )
+            return False
+        with self.lock:
+            with self.count_lock:
+                self.calls += 1
+            self.last_use = time.monotonic()
+            if pool.state == IDLE:
+                try:
+                    self._wake_blocking()
+                except BaseException:
+                    self.leave(True)
+                    raise
+        return True
+
+    def leave(self, counted: bool) -> None:
+        if not counted:
+            return
+        with self.count_lock:
+            self.calls = max(self.calls - 1, 0)
+        self.last_use = time.monotonic()
+
+    def _wake_blocking(self) -> None:
+        profile = self.pool.profile
+        limit = profile.timeouts.start + 2 * profile.timeouts.stop + 120.0  # + setup replay
+        self.pool._loop_thread.submit(self._wake()).result(timeout=limit)
+
+    async def _wake(self) -> None:
+        """Start the released engines under their ids, wait for them, replay the setup."""
+        _waking.set(True)
+        pool = self.pool
+        client, cluster = pool._client, pool._cluster
+        if pool.state != IDLE or client is None or cluster is None:
+            return
+        ids = list(self.released_ids)
+        log.info("pxpool: pool %r is used again: starting its %d engine(s)", pool.name, len(ids))
+        pool.state = "running"
+        try:
+            new_sets = await pool.provider.start_engines(cluster, ids)
+            pool._engine_sets.update(new_sets)
+            await StartupWatch(
+                cluster, pool.profile, pool.profile.timeouts.start
+            ).engines_registered(client, ids, new_sets, pool._owner_ids())
+        except BaseException:
+            if pool.state == "running":  # not stopped meanwhile: idle again, as before
+                try:
+                    await pool._remove_engines(sorted(pool._owner_ids()))
+                except Exception as exc:
+                    log.warning("pxpool: cleaning up a failed wake of %r: %r", pool.name, exc)
+                pool.state = IDLE
+                pool._write_record()
+            raise
+        if pool.state != "running":
+            raise PoolStateError(f"Pool {pool.name!r} was stopped while its engines started.")
+        self.released_ids, self.released_at = [], None
+        pool._write_record()
+        await pool._engines_ready(ids)  # debugger, setup replay, health agents, this clock
+        self.last_use = time.monotonic()
+
+    # ------------------------------------------------------------ state for other processes
+
+    def write_state(self) -> None:
+        directory = runtime.pool_dir(self.pool.name)
+        if not self.owner or not directory.is_dir():
+            return
+        with self.clock.lock:
+            closed, opened = self.clock.closed, dict(self.clock.open)
+        try:
+            runtime.write_private_json(
+                directory / STATE_FILE,
+                {
+                    "idle_timeout": self.timeout,
+                    "cores_per_engine": self.clock.cores,
+                    "engine_seconds": closed,
+                    "open": {str(k): v for k, v in opened.items()},
+                    "released_ids": self.released_ids,
+                    "released_at": self.released_at,
+                },
+            )
+        except OSError:
+            pass  # the pool is being removed
+
+
+def watch_of(pool: Pool) -> IdleWatch:
+    found = pool.__dict__.get("_idle")
+    if found is None:
+        found = pool.__dict__.setdefault("_idle", IdleWatch(pool))
+    return cast(IdleWatch, found)
+
+
+def watch_idle(pool: Pool, engine_ids: list[int]) -> None:
+    """Engine hook: count the engines' core time; release them once idle_timeout passed."""
+    watch_of(pool).engines_joined(pool, engine_ids)
+
+
+def core_hours(pool: Pool) -> float:
+    """Core-hours used by ``pool``'s engines so far in this process."""
+    watch = pool.__dict__.get("_idle")
+    return 0.0 if watch is None else watch.clock.core_seconds(time.time()) / 3600.0
+
+
+def read_state(name: str) -> dict[str, Any] | None:
+    """What the owning process wrote of pool ``name``: core-hours and idle release."""
+    import json
+
+    try:
+        data = json.loads((runtime.pool_dir(name) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    now = time.time()
+    alive = sum(max(now - float(start), 0.0) for start in data.get("open", {}).values())
+    data["core_hours"] = (float(data["engine_seconds"]) + alive) * data["cores_per_engine"] / 3600
+    return cast("dict[str, Any]", data)
+
+
+def wake_if_released(pool: Pool) -> None:
+    """Start ``pool``'s released engines again (blocking); a no-op when it has them."""
+    watch = watch_of(pool)
+    watch.leave(watch.enter())
+
+
+def mark_released(name: str, snapshots: list[EngineSnapshot]) -> list[EngineSnapshot]:
+    """``pxpool status`` in another process: engines pool ``name``'s owner released
+    after idle_timeout show as ``released`` rather than ``stopped``."""
+    released = set((read_state(name) or {}).get("released_ids") or ())
+    return [
+        dataclasses.replace(s, state="released")
+        if s.engine_id in released and s.state == "stopped"
+        else s
+        for s in snapshots
+    ]
+
+
+def keeps_awake(method: F) -> F:
+    """Decorator for pool methods that use engines: wake a released pool first, and
+    count the call as work while it runs."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        watch = watch_of(self)
+        counted = watch.enter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            watch.leave(counted)
+
+    return cast(F, wrapper)
+
+
+class IdleAccess:
+    """Mixed into :class:`~pxpool.pool.Pool`: ``wake()`` and ``core_hours()``."""
+
+    async def wake(self) -> None:
+        """Start the engines released after ``idle_timeout`` again (a no-op otherwise);
+        any use of the pool's engines does this by itself."""
+        pool = cast("Pool", self)
+        watch = watch_of(pool)
+        if pool.state != IDLE:
+            return
+        await asyncio.to_thread(lambda: watch.leave(watch.enter()))
+
+    def core_hours(self) -> float:
+        """Core-hours the pool's engines held so far: ``cores_per_engine`` (1 outside
+        batch profiles) times the time each engine was registered, summed."""
+        return core_hours(cast("Pool", self))

@@ -1,0 +1,99 @@
+"""The engine hook that applies a profile's per-engine limits inside each engine.
+
+- ``[engine] max_result_size``: results larger than it are refused on the engine
+  (:mod:`pxpool._reliability.result_limit`).
+- ``[engine] memory_limit`` on engines that no memory cgroup confines (no writable
+  cgroup here, or engines on other machines): an address-space limit
+  (``RLIMIT_AS``) set with :mod:`resource` inside the engine. Past it an allocation
+  fails with ``MemoryError`` instead of the kernel killing the engine, so the engine
+  stays usable and the error's message names the limit. The address space counts
+  every mapping (thread stacks, allocator arenas), not only memory in use: give it
+  more room than the resident size the work needs.
+
+One apply per engine when it joins (start, scale, restart, replacement), before the
+hooks added later (health, user hooks) run.
+"""
+
+from __future__ import annotations
+
+import resource
+from typing import TYPE_CHECKING, Any
+
+from . import memory as _memory_limit
+from . import result_limit
+
+if TYPE_CHECKING:
+    from ..pool import Pool
+
+INSTALL_TIMEOUT = 30.0  # seconds for an engine to apply its limits
+_memory: tuple[int, str] | None = None  # on an engine: (bytes, how the profile says it)
+
+
+def _named_memory_errors(kernel: Any) -> None:
+    """A task's MemoryError under an address-space limit says which limit it hit."""
+    original = kernel.do_apply
+    if getattr(original, "_pxpool_memory", False):
+        return
+
+    def do_apply(*args: Any) -> Any:
+        reply, buffers = original(*args)
+        if _memory is not None and reply.get("ename") == "MemoryError":
+            limit, described = _memory
+            said = f"{reply.get('evalue')}; " if reply.get("evalue") else ""
+            reply["evalue"] = (
+                f"{said}engine {kernel.engine_id} reached its address-space limit of "
+                f"{result_limit.human_size(limit)} ({limit} bytes) set by {described}. "
+                "Use less memory per task, or raise memory_limit in the profile."
+            )
+        return reply, buffers
+
+    do_apply._pxpool_memory = True  # type: ignore[attr-defined]
+    kernel.do_apply = do_apply
+
+
+def install(memory: tuple[int, str] | None, result: tuple[int, str]) -> dict[str, Any]:
+    """On an engine: apply the limits (idempotent); returns what is in force."""
+    global _memory
+    from IPython import get_ipython
+
+    if memory is not None:
+        limit = memory[0]
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        _memory = (limit, memory[1])
+        _named_memory_errors(get_ipython().kernel)
+    result_limit.limit_results(*result)
+    return {
+        "address_space": resource.getrlimit(resource.RLIMIT_AS)[0],
+        "max_result": result[0],
+    }
+
+
+def apply_engine_limits(pool: Pool, engine_ids: list[int]) -> None:
+    """Engine hook: limit results, and memory where no cgroup does (one apply each)."""
+    engine = pool.profile.engine
+    where = f"in profile {pool.profile.name!r}"
+    result = (
+        engine.max_result_bytes,
+        f"[engine] max_result_size = {engine.max_result_size!r} {where}",
+    )
+    memory = None
+    if engine.memory_limit_bytes:
+        memory = (
+            engine.memory_limit_bytes,
+            f"[engine] memory_limit = {engine.memory_limit!r} {where}",
+        )
+    if memory is None and not engine.max_result_bytes:
+        return  # nothing to limit
+    sets = {i: s for s, ids in pool._engine_sets.items() for i in ids}
+    pending = {}
+    for engine_id in engine_ids:
+        set_id = sets.get(engine_id)
+        confined = set_id is not None and _memory_limit.engine_group(pool.name, set_id)
+        pending[engine_id] = pool.client[engine_id].apply_async(
+            install, None if confined else memory, result
+        )
+    for result_of_engine in pending.values():
+        result_of_engine.get(timeout=INSTALL_TIMEOUT)
