@@ -37,25 +37,25 @@ _EXPORTS = {
     "ControllerStartError": ".errors",
     "EngineStartError": ".errors",
     "EngineNotFoundError": ".errors",
-    "MapError": "._data_errors",
-    "UnpicklableFunctionError": "._data_errors",
-    "TaskTimeout": "._fault_errors",
-    "EngineDied": "._fault_errors",
-    "TaskLost": "._fault_errors",
-    "ResultTooLarge": "._reliability.result_limit",
+    "MapError": ".errors",
+    "UnpicklableFunctionError": ".errors",
+    "TaskTimeout": ".errors",
+    "EngineDied": ".errors",
+    "TaskLost": ".errors",
+    "ResultTooLarge": "._core.client",
     "DebugSession": ".debug",
-    "DebugError": ".debug",
-    "DebugAuthError": ".debug",
-    "DebuggerQuit": ".debug",
-    "SubmitCommandNotFound": ".engines.batch_errors",
-    "SubmitRejected": ".engines.batch_errors",
-    "JobFailedError": ".engines.batch_errors",
-    "EnginesMissingError": ".engines.batch_errors",
-    "SSHConnectError": ".engines.ssh_errors",
-    "RemotePythonError": ".engines.ssh_errors",
+    "DebugError": ".errors",
+    "DebugAuthError": ".errors",
+    "DebuggerQuit": ".errors",
+    "SubmitCommandNotFound": ".engines.errors",
+    "SubmitRejected": ".engines.errors",
+    "JobFailedError": ".engines.errors",
+    "EnginesMissingError": ".engines.errors",
+    "SSHConnectError": ".engines.errors",
+    "RemotePythonError": ".engines.errors",
     "EnvironmentMismatchWarning": ".doctor",
-    "UnpicklableArgumentError": "._data_errors",
-    "EngineNameError": "._data_errors",
+    "UnpicklableArgumentError": ".errors",
+    "EngineNameError": ".errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -75,35 +75,35 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
-    from ._data_errors import EngineNameError as EngineNameError
-    from ._data_errors import MapError as MapError
-    from ._data_errors import UnpicklableArgumentError as UnpicklableArgumentError
-    from ._data_errors import UnpicklableFunctionError as UnpicklableFunctionError
-    from ._fault_errors import EngineDied as EngineDied
-    from ._fault_errors import TaskLost as TaskLost
-    from ._fault_errors import TaskTimeout as TaskTimeout
-    from ._reliability.result_limit import ResultTooLarge as ResultTooLarge
-    from .debug import DebugAuthError as DebugAuthError
-    from .debug import DebugError as DebugError
-    from .debug import DebuggerQuit as DebuggerQuit
+    from ._core.client import ResultTooLarge as ResultTooLarge
     from .debug import DebugSession as DebugSession
     from .doctor import EnvironmentMismatchWarning as EnvironmentMismatchWarning
-    from .engines.batch_errors import EnginesMissingError as EnginesMissingError
-    from .engines.batch_errors import JobFailedError as JobFailedError
-    from .engines.batch_errors import SubmitCommandNotFound as SubmitCommandNotFound
-    from .engines.batch_errors import SubmitRejected as SubmitRejected
-    from .engines.ssh_errors import RemotePythonError as RemotePythonError
-    from .engines.ssh_errors import SSHConnectError as SSHConnectError
+    from .engines.errors import EnginesMissingError as EnginesMissingError
+    from .engines.errors import JobFailedError as JobFailedError
+    from .engines.errors import RemotePythonError as RemotePythonError
+    from .engines.errors import SSHConnectError as SSHConnectError
+    from .engines.errors import SubmitCommandNotFound as SubmitCommandNotFound
+    from .engines.errors import SubmitRejected as SubmitRejected
     from .errors import ControllerStartError as ControllerStartError
+    from .errors import DebugAuthError as DebugAuthError
+    from .errors import DebugError as DebugError
+    from .errors import DebuggerQuit as DebuggerQuit
+    from .errors import EngineDied as EngineDied
+    from .errors import EngineNameError as EngineNameError
     from .errors import EngineNotFoundError as EngineNotFoundError
     from .errors import EngineStartError as EngineStartError
+    from .errors import MapError as MapError
     from .errors import PoolNotFoundError as PoolNotFoundError
     from .errors import PoolStartError as PoolStartError
     from .errors import PoolStateError as PoolStateError
     from .errors import ProfileError as ProfileError
     from .errors import ProfileValidationError as ProfileValidationError
     from .errors import PxpoolError as PxpoolError
+    from .errors import TaskLost as TaskLost
+    from .errors import TaskTimeout as TaskTimeout
     from .errors import UnknownProfileError as UnknownProfileError
+    from .errors import UnpicklableArgumentError as UnpicklableArgumentError
+    from .errors import UnpicklableFunctionError as UnpicklableFunctionError
     from .health import EngineSnapshot as EngineSnapshot
     from .magics import load_ipython_extension as load_ipython_extension
     from .magics import unload_ipython_extension as unload_ipython_extension

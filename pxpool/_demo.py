@@ -7,7 +7,8 @@ import time
 
 import numpy as np
 
-from ._health.table import engine_table, format_table
+from ._health.table import engine_table
+from .health import format_table
 from .pool import Pool
 
 
@@ -43,7 +44,11 @@ def run_demo(engines: int | None = None, profile: str = "local") -> int:
         print(f"  {len(norms)} matrix norms, first three: {[round(n, 1) for n in norms[:3]]}")
 
         print("\nengines:")
-        print(format_table(engine_table(pool), ["engine", "host", "pid", "state", "tasks_done"]))
+        print(
+            format_table(
+                engine_table(pool.client), ["engine", "host", "pid", "state", "tasks_done"]
+            )
+        )
         print("\nstopping the pool ...", flush=True)
     print("pxpool demo: done.")
     return 0

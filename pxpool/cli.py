@@ -12,13 +12,12 @@ import sys
 from collections.abc import Sequence
 
 from ._core import runtime
-from ._health.table import format_table
 from ._reliability.idle import mark_released
 from ._reliability.idle import read_state as read_idle_state
-from .doctor import DEFAULT_ENV, diagnose, format_differences
-from .engines import provider_for
-from .errors import PxpoolError
-from .health import format_health
+from .doctor import DEFAULT_ENV, format_differences
+from .engines import controller_alive, provider_for
+from .errors import InvalidArgumentError, PxpoolError
+from .health import format_health, format_table
 from .pool import Pool
 from .profile import list_profiles, load_profile
 
@@ -28,7 +27,7 @@ def _overrides(pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise PxpoolError(
+            raise InvalidArgumentError(
                 f"cannot read setting {pair!r}; write KEY=VALUE, e.g. walltime=00:30:00"
             )
         found[key.strip()] = value
@@ -70,7 +69,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "name": name,
                 "profile": record.get("profile", "?"),
                 "provider": record.get("provider", "?"),
-                "state": "running" if runtime.controller_alive(name) else "stale",
+                "state": "running" if controller_alive(name) else "stale",
                 "engines": sum(len(v) for v in record.get("engine_sets", {}).values()),
             }
         )
@@ -111,7 +110,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     try:
         pool = Pool.attach(args.name)
         try:
-            rows = diagnose(pool, args.package, args.env or DEFAULT_ENV)
+            rows = pool.doctor(args.package, args.env or DEFAULT_ENV, show=False).to_dict("records")
         finally:
             pool.disconnect()
     except PxpoolError as exc:
@@ -124,7 +123,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     if not args.all and not args.name:
-        raise PxpoolError("say which pool to stop: `pxpool stop NAME`, or `pxpool stop --all`")
+        raise InvalidArgumentError(
+            "say which pool to stop: `pxpool stop NAME`, or `pxpool stop --all`"
+        )
     names = runtime.record_names() if args.all else [args.name]
     for name in names:
         Pool.stop_by_name(name)
@@ -149,13 +150,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(engines=args.n)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pxpool", description="Pools of parallel IPython engines."
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    start = commands.add_parser("start", help="start a pool that outlives this command")
+def _add_start_arguments(start: argparse.ArgumentParser) -> None:
     start.add_argument("profile", help="profile name (see `pxpool profiles`)")
     start.add_argument("-n", type=int, help="number of engines (overrides the profile)")
     start.add_argument("--name", help="pool name (default: the profile name)")
@@ -163,6 +158,30 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a profile setting"
     )
+
+
+def _add_doctor_arguments(doctor: argparse.ArgumentParser) -> None:
+    doctor.add_argument("name", help="pool name")
+    doctor.add_argument(
+        "--package", action="append", default=[], metavar="NAME", help="also compare this package"
+    )
+    doctor.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="VAR",
+        help=f"compare these variables instead of {', '.join(DEFAULT_ENV)}",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pxpool", description="Pools of parallel IPython engines."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    start = commands.add_parser("start", help="start a pool that outlives this command")
+    _add_start_arguments(start)
     start.set_defaults(run=cmd_start)
 
     script = commands.add_parser("script", help="print the job script a batch profile would submit")
@@ -184,17 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser(
         "doctor", help="differences between a pool's engines and this shell's Python and env"
     )
-    doctor.add_argument("name", help="pool name")
-    doctor.add_argument(
-        "--package", action="append", default=[], metavar="NAME", help="also compare this package"
-    )
-    doctor.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="VAR",
-        help=f"compare these variables instead of {', '.join(DEFAULT_ENV)}",
-    )
+    _add_doctor_arguments(doctor)
     doctor.set_defaults(run=cmd_doctor)
 
     stop = commands.add_parser("stop", help="stop a pool and all its engines")

@@ -8,7 +8,7 @@
 - ``scatter``/``gather``: lists, numpy arrays (along axis 0) and pandas objects (row
   partitions that keep their index), one part per engine, big parts as above.
 - ``pool_map``: load-balanced map with chunk sizes from measured cost
-  (see :mod:`pxpool._data.chunking` and :mod:`pxpool._data.mapper`).
+  (see :mod:`pxpool._data.mapper`; what runs on the engines is :mod:`pxpool._data.agent`).
 """
 
 from __future__ import annotations
@@ -21,75 +21,63 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._data import agent, blocks, chunking, mapper
 from ._data import arena as _arena
-from ._data import blocks, chunking, mapper
 from ._data import shm as _shm
+from ._data.options import MapOptions
+from ._data.placement import local_engines
 from ._data.ready import done_result
-from ._data_errors import EngineNameError, MapError, UnpicklableFunctionError
+from .errors import EngineNameError, MapError, UnpicklableFunctionError
 
 if TYPE_CHECKING:
     import ipyparallel as ipp
 
-    from .pool import Pool
+    from ._core.core import PoolCore
+    from ._reliability.timeouts import TaskGuard
 
 __all__ = ["MapError", "UnpicklableFunctionError", "push", "pull", "scatter", "gather", "pool_map"]
 
-HOST_TIMEOUT = 30.0  # seconds for engines to report their hostname
 WAIT_SLICE = 1.0
-_hosts: dict[str, str] = {}  # engine uuid -> hostname; a restarted engine gets a new uuid
 
 
 # ---------------------------------------------------------------- helpers
 
 
-def _ids(pool: Pool, targets: Any) -> list[int]:
+def _ids(pool: PoolCore, targets: Any) -> list[int]:
     view = pool.view(targets)  # validates the targets, naming the valid ids
     if targets is None or targets == "all":
         return sorted(view.client.ids)
     return [targets] if isinstance(targets, int) else list(targets)
 
 
-def local_engines(pool: Pool, ids: list[int]) -> set[int]:
-    """The engines among ``ids`` that run on this host (their reported hostname is ours)."""
-    client = pool.client
-    uuids = {i: str(client._engines.get(i)) for i in ids}
-    missing = [i for i in ids if uuids[i] not in _hosts]
-    if missing:
-        replies = client.direct_view(missing).apply_async(_shm.engine_host)
-        for engine_id, host in zip(missing, replies.get(timeout=HOST_TIMEOUT), strict=True):
-            _hosts[uuids[engine_id]] = host
-    here = socket.gethostname()
-    return {i for i in ids if _hosts[uuids[i]] == here}
-
-
-def _wait(pool: Pool, results: list[ipp.AsyncResult]) -> list[Any]:
+def _wait(pool: PoolCore, results: list[ipp.AsyncResult]) -> list[Any]:
     """Wait for every result, bounded by replies arriving and the pool still running."""
     pending = set(results)
     while pending:
         _, pending = concurrent.futures.wait(pending, timeout=WAIT_SLICE)
         if pending:
-            pool._running()
+            pool.running()
     return [done_result(r) for r in results]
 
 
 # ---------------------------------------------------------------- push / pull
 
 
-def push(pool: Pool, namespace: dict[str, Any], targets: Any = None) -> None:
+def push(pool: PoolCore, namespace: dict[str, Any], targets: Any = None) -> None:
     """Set names on the engines; large arrays reach local engines through shared memory."""
     ids = _ids(pool, targets)
     _push_each(pool, {i: namespace for i in ids})
 
 
-def _push_each(pool: Pool, per_engine: dict[int, dict[str, Any]]) -> None:
+def _push_each(pool: PoolCore, per_engine: dict[int, dict[str, Any]]) -> None:
     """Push a (possibly different) namespace to each engine, sharing one copy per array:
     in a reused slot of the pool's arena (:mod:`pxpool._data.arena`), else a fresh segment."""
-    client = pool.client
+    client = pool.live_client()
     big = {id(v): v for ns in per_engine.values() for v in ns.values() if _shm.eligible(v)}
     local = local_engines(pool, list(per_engine)) if big and _shm.available() else set()
     prefix = _shm.pool_prefix(pool.name)
     arena = _arena.arena_for(prefix)
-    shared: dict[int, _arena.Descriptor] = {}
+    shared: dict[int, _shm.Descriptor] = {}
     leased: list[_arena.Slot] = []
     try:
         for key, array in big.items():
@@ -108,7 +96,7 @@ def _push_each(pool: Pool, per_engine: dict[int, dict[str, Any]]) -> None:
             if plain:
                 results.append(client[engine_id].push(plain, block=False))
             if mine:
-                results.append(client[engine_id].apply_async(_arena.engine_attach, engine_id, mine))
+                results.append(client[engine_id].apply_async(agent.engine_attach, engine_id, mine))
         _wait(pool, results)
     finally:
         for kind, descriptor in shared.values():
@@ -118,7 +106,7 @@ def _push_each(pool: Pool, per_engine: dict[int, dict[str, Any]]) -> None:
             arena.done(slot)
 
 
-def pull(pool: Pool, names: str | list[str] | tuple[str, ...], targets: Any = None) -> Any:
+def pull(pool: PoolCore, names: str | list[str] | tuple[str, ...], targets: Any = None) -> Any:
     """Read names back: one value per engine, or one value for a single ``int`` target."""
     ids = _ids(pool, targets)
     wanted = [names] if isinstance(names, str) else list(names)
@@ -134,11 +122,11 @@ def pull(pool: Pool, names: str | list[str] | tuple[str, ...], targets: Any = No
     return values[0] if isinstance(targets, int) else values
 
 
-def _pull_each(pool: Pool, ids: list[int], names: list[str]) -> list[list[Any]]:
-    client = pool.client
+def _pull_each(pool: PoolCore, ids: list[int], names: list[str]) -> list[list[Any]]:
+    client = pool.live_client()
     prefix = _shm.pool_prefix(pool.name)
     here = socket.gethostname() if _shm.available() else ""
-    results = [client[i].apply_async(_shm.engine_export, names, here, prefix) for i in ids]
+    results = [client[i].apply_async(agent.engine_export, names, here, prefix) for i in ids]
     replies = _wait(pool, results)
     out: list[list[Any]] = []
     try:
@@ -182,14 +170,14 @@ def join(parts: list[Any]) -> Any:
     return [item for part in parts for item in part]
 
 
-def scatter(pool: Pool, name: str, values: Any, targets: Any = None) -> None:
+def scatter(pool: PoolCore, name: str, values: Any, targets: Any = None) -> None:
     """Give engine k the k-th of ``len(targets)`` contiguous parts of ``values``."""
     ids = _ids(pool, targets)
     parts = split(values, len(ids))
     _push_each(pool, {i: {name: part} for i, part in zip(ids, parts, strict=True)})
 
 
-def gather(pool: Pool, name: str, targets: Any = None) -> Any:
+def gather(pool: PoolCore, name: str, targets: Any = None) -> Any:
     """Join the parts of ``name`` held by the engines, in engine order."""
     ids = _ids(pool, targets)
     return join([row[0] for row in _pull_each(pool, ids, [name])])
@@ -198,54 +186,68 @@ def gather(pool: Pool, name: str, targets: Any = None) -> Any:
 # ---------------------------------------------------------------- map
 
 
+DEFAULT_MAP_OPTIONS = MapOptions()
+
+
 def pool_map(
-    pool: Pool,
+    pool: PoolCore,
+    tasks: TaskGuard,
     f: Any,
     values: Any,
     *more: Any,
-    chunksize: int | str = "auto",
-    ordered: bool = True,
-    progress: bool | None = None,
-    timeout: float | None = None,
-    retries: int = 1,
+    options: MapOptions = DEFAULT_MAP_OPTIONS,
 ) -> Any:
     """Apply ``f`` over ``values`` on the engines, load-balanced, in chunks.
 
+    This docstring is the one place that documents ``pool.map`` and its options
+    (``Pool.map`` takes them as keywords and builds the :class:`MapOptions`).
+
     - list, range, any iterable (also a generator of unknown length, read lazily):
       ``f(item)`` per item (``f(a, b)`` with ``*more`` iterables, zipped); returns a
-      list, in input order unless ``ordered=False`` (then in completion order).
+      list, in input order unless ``ordered=False``.
     - numpy array / pandas DataFrame or Series: ``f(partition)`` per block of rows,
       vectorised as with Dask's ``map_partitions`` (calling ``f`` per row would spend
       more time in Python calls than in the work). Array results are concatenated
       along axis 0; pandas results are concatenated with their index, in row order;
-      anything else comes back as a list with one value per partition. Partition
-      sizes are chosen from measured cost unless ``chunksize`` (rows) is given. An
-      empty input runs ``f`` once on the empty input, so the result has its type.
-      When every engine is on this host and the input is plain numeric data of at
-      least 1 MiB, partitions travel through shared memory instead of the network
-      (:mod:`pxpool._data.shared_parts`); ``f`` gets the same writable partitions either way.
+      anything else comes back as a list with one value per partition. Further
+      inputs in ``*more`` must have as many rows and are sliced alike. An empty input
+      runs ``f`` once on the empty input, so the result has its type. When every
+      engine is on this host and the input is plain numeric data of at least 1 MiB,
+      partitions travel through shared memory instead of the network
+      (:mod:`pxpool._data.shared_parts`); ``f`` gets the same writable partitions
+      either way.
 
-    ``chunksize="auto"`` starts with small chunks and grows them until one takes
-    tens of milliseconds on an engine. ``progress`` shows a bar (ipywidgets in a
-    notebook, tqdm in a terminal) when the map runs longer than 2 s; ``True`` shows
-    it at once, ``False`` never. A failure raises :class:`MapError` naming the engine
-    and the item (or partition), with the engine's error as ``__cause__``.
+    A failure raises :class:`MapError` naming the engine and the item (or partition),
+    with the engine's error as ``__cause__``; an item that cannot be pickled raises
+    :class:`~pxpool.UnpicklableArgumentError` naming it, a function that cannot,
+    :class:`UnpicklableFunctionError`.
 
-    ``timeout``: seconds one chunk may run on its engine; then the engine is
-    interrupted (killed and replaced if it does not yield) and
-    :class:`~pxpool.TaskTimeout` names the chunk's items. ``retries``: how often a chunk
-    whose engine died under it runs again on another engine, before
-    :class:`~pxpool.TaskLost` says which engine died and how. Every result arrives
-    exactly once: a chunk is only re-sent when its engine is known to be gone.
+    Options:
+
+    - ``chunksize``: ``"auto"`` (the default) first sends each engine an equal share
+      that stops early and hands the rest back once its cost is measured (over an
+      iterator: one item per engine), then sizes chunks to take tens of milliseconds
+      of engine time (rows: about 0.2 s, with ``f`` called on cache-sized blocks of
+      rows within a chunk); an ``int`` fixes the items per chunk, or the rows of the
+      partition ``f`` sees.
+    - ``ordered``: ``True`` (the default) returns results in input order; ``False``
+      in the order chunks completed.
+    - ``progress``: ``None`` (the default) shows a bar (ipywidgets in a notebook,
+      tqdm in a terminal) once the map has run for 2 s; ``True`` at once, ``False``
+      never.
+    - ``timeout``: seconds one chunk may run on its engine (default: no limit); then
+      the engine is interrupted (killed and replaced if it does not yield) and
+      :class:`~pxpool.TaskTimeout` names the chunk's items.
+    - ``retries``: how often a chunk whose engine died under it runs again on another
+      engine (default 1), before :class:`~pxpool.TaskLost` says which engine died and
+      how. Every result arrives exactly once: a chunk is only sent again when its
+      engine is known to be gone.
     """
-    return mapper.pool_map(
-        pool,
-        f,
-        values,
-        *more,
-        chunksize=chunksize,
-        ordered=ordered,
-        progress=progress,
-        timeout=timeout,
-        retries=retries,
-    )
+    return mapper.pool_map(pool, tasks, f, values, *more, options=options)
+
+
+def release_pool_memory(pool_name: str) -> None:
+    """At a pool's teardown: its arena's slots and segments a crashed transfer left."""
+    prefix = _shm.pool_prefix(pool_name)
+    _arena.close(prefix)  # the slots pushes reuse
+    _shm.cleanup(prefix)  # segments a crashed transfer left

@@ -26,17 +26,17 @@ import os
 import sys
 import types
 import warnings
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from .errors import PxpoolError
+from .errors import EnvironmentCheckError, PxpoolError
 
 if TYPE_CHECKING:
     import pandas
 
-    from .pool import Pool
+    from ._core.core import PoolCore
 
-__all__ = ["DoctorAccess", "EnvironmentMismatchWarning", "warn_on_version_mismatch"]
+__all__ = ["doctor_frame", "EnvironmentMismatchWarning", "warn_on_version_mismatch"]
 
 log = logging.getLogger("pxpool.doctor")
 DOCTOR_TIMEOUT = 30.0  # seconds for every engine to report its facts
@@ -53,78 +53,105 @@ class EnvironmentMismatchWarning(UserWarning):
     cloudpickle version than the client; ``pool.doctor()`` lists every difference."""
 
 
-def _facts(packages: list[str], env: list[str]) -> dict[str, Any]:
+# What runs on an engine: _facts and the helpers it calls, each self-contained (it
+# imports what it needs inside itself and reads no module global). They are sent without
+# their module (see _portable), so a helper travels as a keyword default of its caller,
+# which _portable copies along; they are module functions, not nested ones, to stay small.
+OwnersCache = list[Mapping[str, list[str]]]  # packages_distributions(), read on first need
+
+
+def _module_paths(name: str) -> list[str]:
+    """Where module ``name`` is imported from (or would be); [] when it cannot be found."""
+    import importlib.util
+    import sys
+
+    module = sys.modules.get(name)
+    if module is not None:
+        found = [getattr(module, "__file__", None), *list(getattr(module, "__path__", []))]
+    else:
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            return []
+        found = [spec.origin, *list(spec.submodule_search_locations or [])]
+    return [str(p) for p in found if p and p not in ("built-in", "frozen")] or ["?"]
+
+
+def _metadata_version(name: str, paths: list[str], owners: OwnersCache) -> str | None:
+    """The installed distribution's version, if that distribution owns the module
+    that imports (a directory earlier on sys.path can shadow it)."""
+    import importlib.metadata as metadata
+    from pathlib import Path
+
+    try:
+        dists = [metadata.distribution(name)]
+    except metadata.PackageNotFoundError:
+        if not owners:
+            owners.append(metadata.packages_distributions())
+        dists = []
+        for dist_name in owners[0].get(name, []):
+            try:
+                dists.append(metadata.distribution(dist_name))
+            except metadata.PackageNotFoundError:
+                continue
+    for dist in dists:
+        base = Path(str(dist.locate_file(""))).resolve()
+        for path in paths:
+            resolved = Path(path).resolve()
+            if resolved == base / name or base / name in resolved.parents:
+                return str(dist.version)
+            if resolved.parent == base and resolved.name.split(".")[0] == name:
+                return str(dist.version)
+    return None
+
+
+def _version(
+    name: str,
+    owners: OwnersCache,
+    *,
+    module_paths: Callable[[str], list[str]] = _module_paths,
+    metadata_version: Callable[[str, list[str], OwnersCache], str | None] = _metadata_version,
+) -> str | None:
+    """Module ``name``'s version: ``"missing"``, ``"import fails (...)"`` or None (none)."""
+    import importlib
+    import sys
+
+    try:
+        paths = module_paths(name)
+    except (ImportError, ValueError):
+        paths = []
+    if not paths:
+        return "missing"
+    if name == "pxpool":  # its engine side (map runners) needs numpy: it must import
+        try:
+            importlib.import_module("pxpool._data.agent")
+        except BaseException as exc:  # noqa: BLE001 - a broken package is a finding
+            return f"import fails ({type(exc).__name__}: {exc})"
+    found = metadata_version(name, paths, owners)
+    if found is not None:
+        return found
+    module = sys.modules.get(name)
+    if module is None:
+        try:  # no metadata for it: its __version__ is the only answer
+            module = importlib.import_module(name)
+        except BaseException as exc:  # noqa: BLE001 - a broken package is a finding
+            return f"import fails ({type(exc).__name__}: {exc})"
+    value = getattr(module, "__version__", None)
+    return value if isinstance(value, str) else None
+
+
+def _facts(
+    packages: list[str],
+    env: list[str],
+    *,
+    version: Callable[[str, OwnersCache], str | None] = _version,
+) -> dict[str, Any]:
     """Runs on an engine (and on the client): Python, prefix, platform, cwd, variables
     and package versions. Self-contained: it is sent without its module."""
-    import importlib.metadata as metadata
-    import importlib.util
     import os
     import platform
     import sys
-    from pathlib import Path
 
-    owners: dict[str, list[str]] | None = None
-
-    def module_paths(name: str) -> list[str]:
-        module = sys.modules.get(name)
-        if module is not None:
-            found = [getattr(module, "__file__", None), *list(getattr(module, "__path__", []))]
-        else:
-            spec = importlib.util.find_spec(name)
-            if spec is None:
-                return []
-            found = [spec.origin, *list(spec.submodule_search_locations or [])]
-        return [str(p) for p in found if p and p not in ("built-in", "frozen")] or ["?"]
-
-    def metadata_version(name: str, paths: list[str]) -> str | None:
-        """The installed distribution's version, if that distribution owns the module
-        that imports (a directory earlier on sys.path can shadow it)."""
-        nonlocal owners
-        try:
-            dists = [metadata.distribution(name)]
-        except metadata.PackageNotFoundError:
-            if owners is None:
-                owners = metadata.packages_distributions()
-            dists = []
-            for dist_name in owners.get(name, []):
-                try:
-                    dists.append(metadata.distribution(dist_name))
-                except metadata.PackageNotFoundError:
-                    continue
-        for dist in dists:
-            base = Path(str(dist.locate_file(""))).resolve()
-            for path in paths:
-                resolved = Path(path).resolve()
-                if resolved == base / name or base / name in resolved.parents:
-                    return str(dist.version)
-                if resolved.parent == base and resolved.name.split(".")[0] == name:
-                    return str(dist.version)
-        return None
-
-    def version(name: str) -> str | None:
-        try:
-            paths = module_paths(name)
-        except (ImportError, ValueError):
-            paths = []
-        if not paths:
-            return "missing"
-        if name == "pxpool":  # its engine side (map runners) needs numpy: it must import
-            try:
-                importlib.import_module("pxpool._data.chunking")
-            except BaseException as exc:  # noqa: BLE001 - a broken package is a finding
-                return f"import fails ({type(exc).__name__}: {exc})"
-        found = metadata_version(name, paths)
-        if found is not None:
-            return found
-        module = sys.modules.get(name)
-        if module is None:
-            try:  # no metadata for it: its __version__ is the only answer
-                module = importlib.import_module(name)
-            except BaseException as exc:  # noqa: BLE001 - a broken package is a finding
-                return f"import fails ({type(exc).__name__}: {exc})"
-        value = getattr(module, "__version__", None)
-        return value if isinstance(value, str) else None
-
+    owners: OwnersCache = []
     return {
         "python": platform.python_version(),
         "executable": sys.executable,
@@ -132,14 +159,22 @@ def _facts(packages: list[str], env: list[str]) -> dict[str, Any]:
         "platform": f"{sys.platform} {platform.machine()}",
         "cwd": os.getcwd(),
         "env": {name: os.environ.get(name) for name in env},
-        "packages": {name: version(name) for name in packages},
+        "packages": {name: version(name, owners) for name in packages},
     }
 
 
-def _portable(f: types.FunctionType) -> types.FunctionType:
+def _portable(f: Callable[..., Any]) -> types.FunctionType:
     """A copy of ``f`` that ipyparallel runs without importing its module (names
-    starting with ``__`` are not imported; see ``CannedFunction.get_object``)."""
+    starting with ``__`` are not imported; see ``CannedFunction.get_object``). The
+    functions among its keyword defaults (its helpers) are copied the same way."""
+    if not isinstance(f, types.FunctionType):
+        raise TypeError(f"not a plain function: {f!r}")
     copy = types.FunctionType(f.__code__, {}, f.__name__, f.__defaults__, f.__closure__)
+    if f.__kwdefaults__:
+        copy.__kwdefaults__ = {
+            key: _portable(value) if isinstance(value, types.FunctionType) else value
+            for key, value in f.__kwdefaults__.items()
+        }
     copy.__module__ = "__pxpool__"
     return copy
 
@@ -163,14 +198,14 @@ def client_packages(extra: Iterable[str] = ()) -> dict[str, str | None]:
 
 
 def gather(
-    pool: Pool,
+    pool: PoolCore,
     engine_ids: Sequence[int],
     packages: Sequence[str],
     env: Sequence[str],
     timeout: float,
 ) -> dict[int, dict[str, Any]]:
     """Facts from ``engine_ids`` in one apply; a PxpoolError names engines that fail."""
-    client = pool.client
+    client = pool.live_client()
     ids = list(engine_ids)
     if not ids:
         return {}
@@ -179,13 +214,13 @@ def gather(
         replies = ar.get(timeout=timeout)
     except TimeoutError:
         silent = [i for i, m in zip(ids, ar.msg_ids, strict=True) if m in client.outstanding]
-        raise PxpoolError(
+        raise EnvironmentCheckError(
             f"Engines {silent} of pool {pool.name!r} did not report their environment within "
             f"{timeout:g}s (busy or hung); see `pxpool status {pool.name}`, then retry or "
             "restart them with `pool.restart_sync(engine_id)`."
         ) from None
     except Exception as exc:  # RemoteError, CompositeError, EngineError
-        raise PxpoolError(
+        raise EnvironmentCheckError(
             f"Checking the environment of engines {ids} of pool {pool.name!r} failed: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
@@ -235,7 +270,7 @@ def differences(
 
 def format_differences(rows: list[dict[str, Any]]) -> str:
     """The rows as a plain-text table, long values cut to fit a notebook cell."""
-    from ._health.table import format_table
+    from .health import format_table
 
     if not rows:
         return "no differences"
@@ -248,7 +283,7 @@ def format_differences(rows: list[dict[str, Any]]) -> str:
 
 
 def diagnose(
-    pool: Pool,
+    pool: PoolCore,
     packages: Sequence[str] = (),
     env: Sequence[str] = DEFAULT_ENV,
     timeout: float = DOCTOR_TIMEOUT,
@@ -258,36 +293,33 @@ def diagnose(
     client = _facts([], env)
     # the start check's packages too, also when this process has not imported them
     client["packages"] = client_packages([*START_PACKAGES, *packages])
-    engines = gather(pool, pool.ids, list(client["packages"]), env, timeout)
+    engines = gather(pool, pool.registered_ids(), list(client["packages"]), env, timeout)
     return differences(client, engines, env)
 
 
-class DoctorAccess:
-    """Mixed into :class:`~pxpool.pool.Pool` (``self`` is always a Pool)."""
+def doctor_frame(
+    pool: PoolCore,
+    packages: Sequence[str] = (),
+    env: Sequence[str] = DEFAULT_ENV,
+    show: bool = True,
+) -> pandas.DataFrame:
+    """``pool.doctor()``: compare every engine with this client; one row per difference.
 
-    def doctor(
-        self,
-        packages: Sequence[str] = (),
-        env: Sequence[str] = DEFAULT_ENV,
-        show: bool = True,
-    ) -> pandas.DataFrame:
-        """Compare every engine with this client; one row per difference.
+    Checks: ``python`` (version), ``executable`` (the interpreter's path),
+    ``prefix`` (``sys.prefix``: another venv or conda env), ``platform``, ``cwd``,
+    ``package NAME`` for the packages imported here, ipyparallel, pxpool and
+    cloudpickle, and those in ``packages`` (``missing`` when an engine cannot import
+    one), and ``env NAME`` for the variables in ``env``. With ``show``, prints the table
+    (or ``no differences``). Columns: ``engine_id, check, client, engine``.
+    """
+    import pandas
 
-        Checks: ``python`` (version), ``executable`` (the interpreter's path),
-        ``prefix`` (``sys.prefix``: another venv or conda env), ``platform``, ``cwd``,
-        ``package NAME`` for the packages imported here, ipyparallel, pxpool and
-        cloudpickle, and those in ``packages`` (``missing`` when an engine cannot import
-        one), and ``env NAME`` for the variables in ``env``. With ``show``, prints the table
-        (or ``no differences``). Columns: ``engine_id, check, client, engine``.
-        """
-        import pandas
-
-        if isinstance(packages, str) or isinstance(env, str):
-            raise TypeError("doctor(packages=..., env=...) take lists of names, not one string")
-        rows = diagnose(cast("Pool", self), packages, env)
-        if show:
-            print(format_differences(rows))
-        return pandas.DataFrame(rows, columns=COLUMNS)
+    if isinstance(packages, str) or isinstance(env, str):
+        raise TypeError("doctor(packages=..., env=...) take lists of names, not one string")
+    rows = diagnose(pool, packages, env)
+    if show:
+        print(format_differences(rows))
+    return pandas.DataFrame(rows, columns=COLUMNS)
 
 
 def version_mismatches(client: dict[str, Any], engines: dict[int, dict[str, Any]]) -> list[str]:
@@ -320,7 +352,7 @@ def version_mismatches(client: dict[str, Any], engines: dict[int, dict[str, Any]
     return lines
 
 
-def warn_on_version_mismatch(pool: Pool, engine_ids: list[int]) -> None:
+def warn_on_version_mismatch(pool: PoolCore, engine_ids: list[int]) -> None:
     """Engine hook: one :class:`EnvironmentMismatchWarning` per difference in Python
     minor version or ipyparallel/pxpool/cloudpickle version; one apply, bounded."""
     client = _facts(list(START_PACKAGES), [])

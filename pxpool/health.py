@@ -39,20 +39,50 @@ pool's engines held (``cores_per_engine``, 1 outside batch profiles) times how l
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, cast
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas
 
-    from ._health.collector import Collector
-    from .panel import Panel
-    from .pool import Pool
+__all__ = [
+    "COLUMNS",
+    "STATES",
+    "EngineSnapshot",
+    "EngineState",
+    "format_health",
+    "format_table",
+    "health_frame",
+    "summarize",
+]
 
-__all__ = ["COLUMNS", "STATES", "EngineSnapshot", "HealthAccess", "format_health", "health_frame"]
 
-STATES = ("starting", "idle", "busy", "unresponsive", "dead", "restarting", "stopped", "released")
-STATES += ("draining", "stopped (walltime)")  # leaving, or left, on a scheduler's signal
+class EngineState(StrEnum):
+    """An engine's state in ``pool.health()`` (see the module docstring); each
+    compares equal to its text, so ``row.state == "busy"`` works."""
+
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    UNRESPONSIVE = "unresponsive"
+    DEAD = "dead"
+    RESTARTING = "restarting"
+    STOPPED = "stopped"
+    RELEASED = "released"
+    DRAINING = "draining"  # leaving on a scheduler's signal
+    STOPPED_WALLTIME = "stopped (walltime)"  # left on a scheduler's signal
+
+    @property
+    def gone(self) -> bool:
+        """No process of this engine runs (or it is being replaced)."""
+        return self in _GONE
+
+
+_GONE = frozenset(
+    {EngineState.DEAD, EngineState.STOPPED, EngineState.RESTARTING, EngineState.STOPPED_WALLTIME}
+)
+STATES = tuple(str(state) for state in EngineState)
 COLUMNS = (
     "engine_id",
     "host",
@@ -80,7 +110,7 @@ class EngineSnapshot:
     host: str | None
     pid: int | None
     job_id: str | None
-    state: str
+    state: EngineState
     task: str | None  # "label [msg_id prefix]" of the running task
     tasks_done: int
     tasks_failed: int
@@ -95,7 +125,9 @@ class EngineSnapshot:
     task_label: str | None = None
 
     def as_row(self) -> dict[str, Any]:
-        return asdict(self)
+        row = asdict(self)
+        row["state"] = str(self.state)  # plain text in tables and DataFrames
+        return row
 
 
 def health_frame(snapshots: list[EngineSnapshot]) -> pandas.DataFrame:
@@ -117,61 +149,9 @@ def summarize(snapshots: list[EngineSnapshot]) -> dict[str, int]:
     return counts
 
 
-class HealthAccess:
-    """Mixed into :class:`~pxpool.pool.Pool`: ``health()``, ``health_summary()``, ``panel()``."""
-
-    def health(self) -> pandas.DataFrame:
-        """One row per engine ever started in this pool, columns :data:`COLUMNS` first."""
-        return health_frame(self.health_snapshots())
-
-    def health_summary(self) -> dict[str, float]:
-        """How many engines are in each state (every state listed, zeros included), and
-        ``core_hours``: core-hours the pool's engines used so far."""
-        from ._reliability.idle import core_hours
-
-        counts: dict[str, float] = dict(summarize(self.health_snapshots()))
-        counts["core_hours"] = core_hours(cast("Pool", self))
-        return counts
-
-    def health_snapshots(self) -> list[EngineSnapshot]:
-        """The snapshots behind :meth:`health`, without building a DataFrame."""
-        collector = self._health_collector()
-        snapshots = [] if collector is None else collector.snapshots()
-        if cast("Pool", self).state == "idle":  # released after idle_timeout, not stopped
-            snapshots = [
-                replace(s, state="released") if s.state == "stopped" else s for s in snapshots
-            ]
-        return snapshots
-
-    def panel(self, refresh: float = 1.0) -> Panel:
-        """A live ipywidgets panel of this pool's engines, refreshed every ``refresh`` s."""
-        from .panel import Panel
-
-        self._health_collector()
-        return Panel(cast("Pool", self), refresh=refresh)
-
-    def _health_collector(self) -> Collector | None:
-        """This pool's collector; created, with agents installed, on first use."""
-        from ._health.collector import Collector
-
-        pool = cast("Pool", self)
-        collector = cast("Collector | None", pool.__dict__.get("_health"))
-        if collector is None:
-            if pool.state != "running":
-                return None
-            collector = pool.__dict__.setdefault("_health", Collector(pool))
-            collector.seed(list(range(pool._next_id)))
-            pool.add_engine_hook(collector.engines_joined)  # runs now for running engines
-            collector.wait_first_reports()
-        elif pool.state == "running":
-            collector.ensure_running()
-        return collector
-
-
 def format_health(snapshots: list[EngineSnapshot]) -> str:
     """The :data:`COLUMNS` as a plain-text table (``pxpool status``): sizes in MiB,
     times in seconds, ``-`` where nothing is known."""
-    from ._health.table import format_table
 
     def cell(name: str, value: Any) -> str:
         if value is None:
@@ -184,3 +164,14 @@ def format_health(snapshots: list[EngineSnapshot]) -> str:
 
     rows = [{c: cell(c, getattr(s, c)) for c in COLUMNS} for s in snapshots]
     return format_table(rows, list(COLUMNS)) if rows else "(no engines)"
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """Plain-text table with a header, columns as wide as their widest cell."""
+    if not rows:
+        return "(no engines)"
+    columns = columns or list(rows[0])
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)

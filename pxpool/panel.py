@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import ipywidgets as widgets
 from ipywidgets.widgets.widget_float import ProgressStyle
@@ -31,8 +31,25 @@ from ipywidgets.widgets.widget_string import HTMLStyle
 
 from .health import STATES, EngineSnapshot, summarize
 
-if TYPE_CHECKING:
-    from .pool import Pool
+
+class PanelPool(Protocol):
+    """What a panel uses of a pool (:class:`pxpool.Pool` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def client(self) -> Any: ...
+    @property
+    def engines(self) -> int: ...
+    def health_snapshots(self) -> list[EngineSnapshot]: ...
+    def core_hours(self) -> float: ...
+    def restart_sync(self, engine_id: int) -> int: ...
+    def remove_engines_sync(self, engine_ids: list[int]) -> list[int]: ...
+    def scale_sync(self, n: int) -> list[int]: ...
+    def stop_sync(self) -> None: ...
+
 
 __all__ = ["Panel", "STATE_COLOURS"]
 
@@ -110,7 +127,7 @@ class Shared:
         self.button_style = widgets.ButtonStyle()
 
 
-class EngineRow(widgets.HBox):
+class EngineRow(widgets.HBox):  # type: ignore[misc]  # ipywidgets ships no type information
     """One engine: id and state badge, task, CPU and memory bars, memory and heartbeat
     age, and interrupt / restart / stop buttons."""
 
@@ -170,10 +187,10 @@ class EngineRow(widgets.HBox):
         _set(self.meta, value=f"{_mib(snapshot.rss_bytes)} &middot; {heartbeat}")
 
 
-class Panel(widgets.VBox):
+class Panel(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships no type information
     """The live view of one pool; ``refresh`` seconds between updates (0: by hand)."""
 
-    def __init__(self, pool: Pool | None, refresh: float = 1.0) -> None:
+    def __init__(self, pool: PanelPool | None, refresh: float = 1.0) -> None:
         if refresh < 0:
             raise ValueError(f"refresh must be >= 0 seconds; got {refresh!r}")
         self.pool = pool
@@ -263,10 +280,8 @@ class Panel(widgets.VBox):
         """Core-hours the pool used so far (idle_timeout releases engines to save them)."""
         if self.pool is None:
             return ""
-        from ._reliability.idle import core_hours
-
         released = " &nbsp; engines released (idle)" if self.pool.state == "idle" else ""
-        return f" &nbsp; core-hours <b>{core_hours(self.pool):.3f}</b>{released}"
+        return f" &nbsp; core-hours <b>{self.pool.core_hours():.3f}</b>{released}"
 
     def _run(self) -> None:
         assert self.pool is not None
@@ -279,6 +294,11 @@ class Panel(widgets.VBox):
                 self._report(f"refresh failed: {exc!r}")
             if self.pool.state not in ("running", "idle"):
                 break  # the last refresh showed every engine stopped
+
+    @property
+    def refreshing(self) -> bool:
+        """True while the panel's refresh thread runs (it ends when the pool stops)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def close(self) -> None:
         """Stop refreshing and close the widgets."""
@@ -305,7 +325,7 @@ class Panel(widgets.VBox):
             elif action == "restart":
                 pool.restart_sync(engine_id)
             elif action == "stop":
-                pool._loop_thread.submit(pool._remove_engines([engine_id])).result()
+                pool.remove_engines_sync([engine_id])  # the record follows
             elif action == "add":
                 pool.scale_sync(pool.engines + engine_id)
             elif action == "stop pool":

@@ -113,7 +113,7 @@ def _leaked_memory_groups(pools_gone_only: bool = True) -> list[str]:
     """Memory cgroups (``[engine] memory_limit``) of this session's pools that stopped;
     removed on the way, so the next test starts clean."""
     from pxpool._core import runtime as _runtime
-    from pxpool._reliability import memory as _memory_limit
+    from pxpool.engines import cgroups as _memory_limit
 
     leaked = []
     for name, group in _memory_limit.pool_groups().items():

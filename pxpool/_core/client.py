@@ -1,10 +1,11 @@
 """ipyparallel's Client with errors that name what could not be sent.
 
-When a task's function, an argument or an item of ``pool.map`` cannot be pickled,
-ipyparallel raises the pickler's bare ``TypeError`` ("cannot pickle '_thread.lock'
-object") without saying which of them it was. This Client finds the culprit, only
-on that failure path, and raises :class:`~pxpool.UnpicklableFunctionError` or
-:class:`~pxpool.UnpicklableArgumentError` naming it.
+When a task's function or an argument cannot be pickled, ipyparallel raises the
+pickler's bare ``TypeError`` ("cannot pickle '_thread.lock' object") without saying
+which of them it was. This Client finds the culprit, only on that failure path, and
+raises :class:`~pxpool.UnpicklableFunctionError` or
+:class:`~pxpool.UnpicklableArgumentError` naming it. (``pool.map`` names the item of
+a chunk itself, with :func:`pickle_error`.)
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ from typing import Any
 import ipyparallel as ipp
 from ipyparallel.serialize import PrePickled, serialize_object
 
-from .._data import chunking
-from .._data_errors import UnpicklableArgumentError, UnpicklableFunctionError, function_name
-from .._reliability import result_limit
+from ..errors import PxpoolError, UnpicklableArgumentError, UnpicklableFunctionError
 from . import hold
+from .names import function_name
 
 SEND_ERRORS = (TypeError, AttributeError, pickle.PicklingError, RecursionError)
 
 
-def _pickle_error(value: Any) -> str | None:
+def pickle_error(value: Any) -> str | None:
     """Why ``value`` cannot be serialized as ipyparallel sends it, or None if it can."""
     if isinstance(value, PrePickled):
         return None
@@ -36,25 +36,43 @@ def _pickle_error(value: Any) -> str | None:
 
 def send_error(f: Any, args: Any, kwargs: Any) -> Exception | None:
     """The error naming what of ``f(*args, **kwargs)`` cannot be sent, if anything."""
-    if f is chunking.run_items and len(args) >= 4 and isinstance(args[3], list | tuple):
-        for offset, item in enumerate(args[3]):  # a pool.map chunk: name the item
-            if (reason := _pickle_error(item)) is not None:
-                return UnpicklableArgumentError(
-                    "pool.map", f"item {args[2] + offset}", item, reason
-                )
-    if not isinstance(f, PrePickled) and (reason := _pickle_error(f)) is not None:
+    if not isinstance(f, PrePickled) and (reason := pickle_error(f)) is not None:
         return UnpicklableFunctionError(function_name(f), reason, caller="a task")
     name = function_name(f)
     for position, value in enumerate(args, start=1):
-        if (reason := _pickle_error(value)) is not None:
+        if (reason := pickle_error(value)) is not None:
             return UnpicklableArgumentError(name, f"argument {position}", value, reason)
     for key, value in kwargs.items():
-        if (reason := _pickle_error(value)) is not None:
+        if (reason := pickle_error(value)) is not None:
             return UnpicklableArgumentError(name, f"keyword argument {key!r}", value, reason)
     return None
 
 
-class PxClient(ipp.Client):
+class ResultTooLarge(PxpoolError, ipp.RemoteError):  # type: ignore[misc]  # untyped base
+    """A task's result was larger than ``[engine] max_result_size``; the engine did not
+    send it. Also a ``RemoteError``, so views and ``CompositeError`` carry it as any
+    other engine error; the message names the size, the limit and the key. Defined
+    here, beside the client that makes it, so :mod:`pxpool.errors` stays free of
+    ipyparallel (engine-side code imports it)."""
+
+    def __init__(
+        self, ename: str, evalue: str, traceback: str, engine_info: dict[str, Any] | None = None
+    ) -> None:
+        ipp.RemoteError.__init__(self, ename, evalue, traceback, engine_info)
+
+    def __str__(self) -> str:
+        return str(self.evalue)
+
+
+def unwrap_result_too_large(content: dict[str, Any], error: Any) -> Any:
+    """An engine's refusal to send a too large result (the engine-side error's name is
+    ``ResultTooLarge``, :mod:`pxpool._reliability.result_limit`) as ResultTooLarge."""
+    if content.get("ename") != "ResultTooLarge":
+        return error
+    return ResultTooLarge(error.ename, error.evalue, error.traceback, error.engine_info)
+
+
+class PxClient(ipp.Client):  # type: ignore[misc]  # untyped base
     def send_apply_request(
         self,
         socket: Any,
@@ -81,4 +99,14 @@ class PxClient(ipp.Client):
 
     def _unwrap_exception(self, content: dict[str, Any]) -> Any:
         """An engine's refusal to send a too large result arrives as ResultTooLarge."""
-        return result_limit.unwrap(content, super()._unwrap_exception(content))
+        return unwrap_result_too_large(content, super()._unwrap_exception(content))
+
+    def balanced_view_parts(self, targets: Any) -> tuple[Any, list[int] | None]:
+        """The task socket and the engine ids a LoadBalancedView over ``targets`` is made
+        with, as ``load_balanced_view`` makes them (``"all"`` or None: every engine, also
+        those that join later); for subclasses of LoadBalancedView, which ipyparallel's
+        Client does not construct."""
+        if targets == "all":
+            targets = None
+        ids: list[int] | None = None if targets is None else self._build_targets(targets)[1]
+        return self._task_stream, ids

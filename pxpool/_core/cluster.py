@@ -26,13 +26,19 @@ log = logging.getLogger("pxpool.cluster")
 DeathListener = Callable[[str, dict[str, Any]], None]
 
 
-class PxCluster(ipp.Cluster):
+class PxCluster(ipp.Cluster):  # type: ignore[misc]  # ipyparallel ships no type information
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # every construction path (PxCluster(...), from_file, from_dict) comes here
+        self._pxpool_expected: set[str] = set()  # engine sets whose next stop is asked for
+        self._pxpool_death_listeners: list[DeathListener] = []
+
     def to_dict(self) -> dict[str, Any]:
         """ipyparallel names a launcher class that has no entry point ``module:Class``,
         which its own loader cannot import back (``pxpool stop NAME`` and
         ``Pool.attach`` failed with a TraitError for every pxpool launcher); write the
         dotted path instead."""
-        data = super().to_dict()
+        data: dict[str, Any] = super().to_dict()
         for part, cls in (
             ("engines", self.engine_launcher_class),
             ("controller", self.controller_launcher_class),
@@ -68,20 +74,16 @@ class PxCluster(ipp.Cluster):
 
     def add_death_listener(self, listener: DeathListener) -> None:
         """Call ``listener(engine_set_id, stop_data)`` when an engine set stops unasked."""
-        listeners = self._listeners()
-        if listener not in listeners:
-            listeners.append(listener)
+        if listener not in self._pxpool_death_listeners:
+            self._pxpool_death_listeners.append(listener)
 
     def expect_exit(self, engine_set_id: str) -> None:
         """The next stop of this set is on purpose (pxpool is about to kill it)."""
-        self.__dict__.setdefault("_pxpool_expected", set()).add(engine_set_id)
-
-    def _listeners(self) -> list[DeathListener]:
-        return self.__dict__.setdefault("_pxpool_death_listeners", [])
+        self._pxpool_expected.add(engine_set_id)
 
     async def start_engines(self, n: Any = None, engine_set_id: Any = None, **kwargs: Any) -> Any:
         set_id = await super().start_engines(n, engine_set_id, **kwargs)
-        self.__dict__.setdefault("_pxpool_expected", set()).discard(set_id)
+        self._pxpool_expected.discard(set_id)
         launcher = self.engines.get(set_id)
         if launcher is not None:
             launcher.on_stop(partial(self._set_stopped, set_id, launcher))
@@ -93,10 +95,9 @@ class PxCluster(ipp.Cluster):
         await super().stop_engines(engine_set_id)
 
     def _set_stopped(self, set_id: str, launcher: Any, stop_data: Any = None) -> None:
-        expected = self.__dict__.setdefault("_pxpool_expected", set())
-        if set_id in expected or self.engines.get(set_id) is not launcher:
+        if set_id in self._pxpool_expected or self.engines.get(set_id) is not launcher:
             return  # stopped on purpose, or an older launcher of a set started again
-        for listener in list(self._listeners()):
+        for listener in list(self._pxpool_death_listeners):
             try:
                 listener(set_id, dict(stop_data or {}))
             except Exception:

@@ -20,8 +20,11 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
-from ..errors import EngineNotFoundError, PoolStateError, PxpoolError
+import ipyparallel as ipp
+
+from ..errors import EngineNotFoundError, EngineStopError, PoolStateError
 from ..profile import Profile
 from . import hold, runtime
 from .client import PxClient
@@ -53,6 +56,7 @@ class PoolCore:
         self.engine_sets: dict[str, list[int]] = {}  # engine set id -> engine ids
         self.next_id = 0
         self.hooks: list[EngineHook] = []
+        self.teardown_hooks: list[Callable[[str], None]] = []  # called with the pool's name
         self.operations = Operations()
         self.loop = LoopThread(f"pxpool-{name}")
 
@@ -81,6 +85,16 @@ class PoolCore:
         client = self.client
         return sorted(client.ids) if client is not None and self.state is PoolState.RUNNING else []
 
+    def controller_ip(self) -> str:
+        """The controller's address as engines reach it (agents on engines listen on
+        their interface towards it)."""
+        interface = str(self.live_client()._config["interface"])  # noqa: SLF001 (no public accessor)
+        return interface.split("://", 1)[-1]
+
+    def engine_uuids(self) -> dict[int, str]:
+        """Engine id -> the uuid the hub knows it by (ipyparallel keeps no public map)."""
+        return dict(self.live_client()._engines)  # noqa: SLF001 (no public accessor)
+
     def owner_ids(self) -> set[int]:
         """Every engine id one of the pool's engine sets owns."""
         return {i for ids in self.engine_sets.values() for i in ids}
@@ -94,6 +108,20 @@ class PoolCore:
         """Raise EngineNotFoundError unless one of the pool's sets owns ``engine_id``."""
         if engine_id not in self.owner_ids():
             raise EngineNotFoundError(engine_id, self.registered_ids())
+
+    def view(self, targets: Any = None) -> ipp.DirectView:
+        """A blocking DirectView on ``targets`` (default: all engines, also later
+        ones); unknown engine ids raise EngineNotFoundError naming the valid ones."""
+        client = self.live_client()
+        if targets is not None:
+            wanted = [targets] if isinstance(targets, int) else targets
+            if isinstance(wanted, list | tuple | range):
+                for target in wanted:
+                    if target not in client.ids:
+                        raise EngineNotFoundError(target, client.ids)
+        view = client.direct_view("all" if targets is None else targets)
+        view.block = True
+        return view
 
     def take_ids(self, count: int) -> list[int]:
         """``count`` engine ids never used in this pool."""
@@ -134,9 +162,9 @@ class PoolCore:
         client, cluster = self.running()
         new_sets = await self.launch(cluster, engine_ids)
         try:
-            await StartupWatch(cluster, self.profile, self.profile.timeouts.start).engines_registered(
-                client, engine_ids, new_sets, self.owner_ids()
-            )
+            await StartupWatch(
+                cluster, self.profile, self.profile.timeouts.start
+            ).engines_registered(client, engine_ids, new_sets, self.owner_ids())
         finally:
             self.write_record()
         await self.engines_ready(engine_ids)
@@ -176,7 +204,7 @@ class PoolCore:
         deadline = time.monotonic() + timeout
         while gone_ids & set(client.ids):
             if time.monotonic() > deadline:
-                raise PxpoolError(
+                raise EngineStopError(
                     f"Engines {sorted(gone_ids & set(client.ids))} still registered "
                     f"{timeout:g}s after they were stopped; see `pxpool status {self.name}`."
                 )

@@ -30,10 +30,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ..pool import Pool
+from typing import Any, Protocol
 
 log = logging.getLogger("pxpool.hold")
 MARK = "pxpool_engine_hook"  # metadata key of messages that engine hooks send
@@ -59,8 +56,9 @@ class _Hold:
         self.muted: set[str] = set()  # deferred requests whose "idle" status is not sent
         for kind in HANDLERS:
             kernel.shell_handlers[kind] = partial(self.dispatch, kernel.shell_handlers[kind])
-        self._status = kernel._publish_status_and_flush
-        kernel._publish_status_and_flush = self.publish_status
+        # ipykernel's Kernel has no public hook around the status it publishes
+        self._status = kernel._publish_status_and_flush  # noqa: SLF001 - ipykernel Kernel
+        kernel._publish_status_and_flush = self.publish_status  # noqa: SLF001 - as above
         asyncio.get_event_loop().call_later(HOLD_LIMIT, self.release, True)
 
     def dispatch(self, handler: Callable[..., Any], stream: Any, ident: Any, parent: Any) -> Any:
@@ -94,7 +92,8 @@ class _Hold:
         """Run the deferred requests in order, one at a time, as the kernel would."""
         kernel = self.kernel
         while self.waiting:
-            async with kernel._main_asyncio_lock:  # the lock the kernel runs requests under
+            # the lock ipykernel's Kernel runs shell requests under (no public name)
+            async with kernel._main_asyncio_lock:  # noqa: SLF001 - ipykernel Kernel
                 handler, stream, ident, parent = self.waiting.pop(0)
                 kernel.set_parent(ident, parent, channel="shell")
                 self._status("busy", "shell", None)
@@ -150,14 +149,33 @@ def mark(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**(metadata or {}), MARK: True}
 
 
-def release(pool: Pool, engine_ids: list[int]) -> None:
+class HoldsEngines(Protocol):
+    """A provider, as :func:`release` sees it."""
+
+    hold_engines: bool
+
+
+class HoldingPool(Protocol):
+    """What :func:`release` needs of a pool; :class:`pxpool._core.core.PoolCore` is one
+    (named by its shape, as ``core`` imports this module)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def provider(self) -> HoldsEngines: ...
+
+    def live_client(self) -> Any: ...
+
+
+def release(pool: HoldingPool, engine_ids: list[int]) -> None:
     """After the engine hooks (inside :func:`hooks_running`): release ``engine_ids``;
     engines that join from now on start held."""
     pool.provider.hold_engines = True
     pending = {}
     for engine_id in engine_ids:
         try:
-            pending[engine_id] = pool.client[engine_id].apply_async(_release)
+            pending[engine_id] = pool.live_client()[engine_id].apply_async(_release)
         except Exception as exc:  # gone meanwhile: its replacement is held and released
             log.warning("pxpool: engine %s of pool %r not released: %r", engine_id, pool.name, exc)
     for engine_id, result in pending.items():

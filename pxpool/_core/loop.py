@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import inspect
 import threading
-from collections.abc import Coroutine
-from functools import partial
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 T = TypeVar("T")
+Owner = TypeVar("Owner")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _LOOP_START_TIMEOUT = 10.0
 
@@ -62,25 +63,35 @@ class LoopThread:
                 self.thread.join(timeout=5)
 
 
-class SyncTwins:
-    """Give every coroutine method ``name`` a blocking twin ``name_sync``."""
+class SyncTwin(Generic[Owner, P, R]):
+    """``name_sync = SyncTwin(name)``: a blocking twin of coroutine method ``name``,
+    typed like it (arguments and result), that runs it on the owner's pool loop
+    (``owner.core.loop``) and waits. Called from that loop itself it raises, since
+    it would wait for itself."""
 
-    _loop_thread: LoopThread
+    def __init__(self, method: Callable[Concatenate[Owner, P], Coroutine[Any, Any, R]]) -> None:
+        self.method = method
+        self.__doc__ = f"Blocking twin of :meth:`{method.__name__}`."
 
-    def __getattr__(self, name: str) -> Any:
-        if name.endswith("_sync"):
-            method = getattr(self, name[: -len("_sync")], None)
-            if inspect.iscoroutinefunction(method):
-                return partial(self._run_sync, method)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    @overload
+    def __get__(self, obj: None, owner: type[Owner]) -> SyncTwin[Owner, P, R]: ...
+    @overload
+    def __get__(self, obj: Owner, owner: type[Owner]) -> Callable[P, R]: ...
+    def __get__(
+        self, obj: Owner | None, owner: type[Owner]
+    ) -> SyncTwin[Owner, P, R] | Callable[P, R]:
+        if obj is None:
+            return self
+        method = self.method
+        loop: LoopThread = cast(Any, obj).core.loop
 
-    def _run_sync(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        if self._loop_thread.in_loop():
-            raise RuntimeError(f"{method.__name__}_sync called from the pool's own loop; await it")
-        return self._loop_thread.submit(method(*args, **kwargs)).result()
+        def blocking(*args: P.args, **kwargs: P.kwargs) -> R:
+            if loop.in_loop():
+                raise RuntimeError(
+                    f"{method.__name__}_sync called from the pool's own loop; await it"
+                )
+            return loop.submit(method(obj, *args, **kwargs)).result()
 
-    def __dir__(self) -> list[str]:
-        names = list(super().__dir__())
-        return names + [
-            f"{n}_sync" for n in names if inspect.iscoroutinefunction(getattr(type(self), n, None))
-        ]
+        blocking.__doc__ = self.__doc__
+        blocking.__name__ = f"{method.__name__}_sync"
+        return blocking

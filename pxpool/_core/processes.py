@@ -12,26 +12,28 @@ import ipyparallel as ipp
 import psutil
 
 
-def _launcher_processes(launcher: object) -> Iterable[psutil.Process]:
+def launcher_processes(launcher: object) -> Iterable[psutil.Process]:
+    """The local processes an ipyparallel launcher started (an engine set's launchers'
+    too), without their descendants."""
     process = getattr(launcher, "process", None)
     if isinstance(process, psutil.Process):
         yield process
     for child in list(getattr(launcher, "launchers", {}).values()):
-        yield from _launcher_processes(child)
+        yield from launcher_processes(child)
 
 
 def local_process_tree_of(launcher: object) -> list[psutil.Process]:
     """One launcher's local processes with their descendants."""
-    return [p for root in _launcher_processes(launcher) for p in _tree(root)]
+    return [p for root in launcher_processes(launcher) for p in _tree(root)]
 
 
 def local_process_tree(cluster: ipp.Cluster, part: str = "all") -> list[psutil.Process]:
     """Local processes of the controller and/or engines (``part``), with descendants."""
-    roots = list(_launcher_processes(cluster.controller)) if part in ("all", "controller") else []
+    roots = list(launcher_processes(cluster.controller)) if part in ("all", "controller") else []
     if part in ("all", "engines"):
         for engine_set in list(cluster.engines.values()):
-            roots.extend(_launcher_processes(engine_set))
-    return [p for launcher_processes in map(_tree, roots) for p in launcher_processes]
+            roots.extend(launcher_processes(engine_set))
+    return [p for tree in map(_tree, roots) for p in tree]
 
 
 def _tree(root: psutil.Process) -> list[psutil.Process]:

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from ..errors import PxpoolError
+from ..errors import InvalidArgumentError, RuntimeDirectoryError
 from ..profile import Profile, load_profile
 
 __all__ = [
@@ -45,7 +44,7 @@ def _private_dir(path: Path) -> Path:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = path.stat()
     if info.st_uid != os.getuid():
-        raise PxpoolError(
+        raise RuntimeDirectoryError(
             f"Runtime directory {path} belongs to uid {info.st_uid}, not you (uid {os.getuid()}); "
             "set PXPOOL_RUNTIME_DIR to a directory of your own."
         )
@@ -67,7 +66,7 @@ def runtime_dir() -> Path:
 
 def check_pool_name(name: str) -> str:
     if not _NAME_RE.match(name):
-        raise PxpoolError(
+        raise InvalidArgumentError(
             f"Invalid pool name {name!r}: use up to 64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit."
         )
@@ -90,9 +89,10 @@ def write_private_json(path: Path, data: dict[str, Any]) -> None:
 
 def read_record(name: str) -> dict[str, Any] | None:
     try:
-        return json.loads((pool_dir(name) / RECORD_FILE).read_text())
+        record: dict[str, Any] = json.loads((pool_dir(name) / RECORD_FILE).read_text())
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
+    return record
 
 
 def profile_record(profile: Profile) -> dict[str, Any]:
@@ -133,7 +133,7 @@ def _rebuild(cls: type, data: dict[str, Any]) -> Any:
 
 
 def _typed(hint: Any, value: Any) -> Any:
-    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
         return _rebuild(hint, value)
     origin = typing.get_origin(hint)
     if origin is tuple and isinstance(value, list):
@@ -152,25 +152,32 @@ def remove_pool_dir(name: str) -> None:
     shutil.rmtree(pool_dir(name), ignore_errors=True)
 
 
-JOB_STATUS_TIMEOUT = 5.0  # seconds the scheduler gets to say whether a controller job runs
-
-
-def controller_alive(name: str, jobs: bool = True) -> bool:
-    """Whether the pool's controller (from its cluster file) still runs: its local
-    process, or with ``jobs`` a controller running in a batch job
-    (``controller.location = "job"``, see :func:`controller_job_alive`)."""
+def controller_state(name: str) -> dict[str, Any] | None:
+    """The controller's launcher state from the pool's cluster file: a ``pid`` for a
+    local process; a ``job_id`` and ``provider_name`` (with its profile directory and
+    cluster id) for a controller in a batch job. None without a record or a readable
+    cluster file."""
     record = read_record(name)
     if record is None:
-        return False
+        return None
     try:
         with open(record["cluster_file"]) as handle:
-            controller = json.load(handle)["controller"]
-        state = controller["state"]
+            state = json.load(handle)["controller"]["state"]
     except (OSError, KeyError, TypeError, ValueError):
-        return False
-    if isinstance(state, dict) and state.get("job_id") and state.get("provider_name"):
-        return jobs and controller_job_alive(state)
-    pid = state.get("pid") if isinstance(state, dict) else None
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def controller_in_job(state: dict[str, Any]) -> bool:
+    """Whether a controller state (:func:`controller_state`) is a controller running in
+    a batch job (``controller.location = "job"``): its scheduler knows if it still runs,
+    see :func:`pxpool.engines.controller_alive`."""
+    return bool(state.get("job_id") and state.get("provider_name"))
+
+
+def controller_process_alive(state: dict[str, Any]) -> bool:
+    """Whether the local controller process a controller state names still runs."""
+    pid = state.get("pid")
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -179,31 +186,9 @@ def controller_alive(name: str, jobs: bool = True) -> bool:
         return False
 
 
-def controller_job_alive(state: dict[str, Any]) -> bool:
-    """A controller in a batch job runs while its connection files exist and the
-    scheduler still lists its job as queued or running. A scheduler that gives no
-    answer within JOB_STATUS_TIMEOUT cannot prove the pool gone: that counts as
-    alive (attaching then fails on the connection, with the reason)."""
-    from ..engines import PROVIDER_CLASSES
-    from ..engines.batch import FINISHED, GONE, BatchProvider
-
-    system = PROVIDER_CLASSES.get(str(state["provider_name"]))
-    if not isinstance(system, type) or not issubclass(system, BatchProvider):
-        return False
-    folder = Path(str(state.get("profile_dir", ""))) / "security"
-    stem = f"ipcontroller-{state.get('cluster_id', '')}"
-    if not all((folder / f"{stem}-{part}.json").exists() for part in ("client", "engine")):
-        return False
-    job_id = str(state["job_id"])
-    try:
-        done = subprocess.run(
-            system.status_argv(job_id),
-            capture_output=True,
-            text=True,
-            timeout=JOB_STATUS_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return True
-    status = system.parse_status(job_id, done.returncode, done.stdout, done.stderr)
-    return status.kind not in (FINISHED, GONE)
+def local_controller_alive(name: str) -> bool:
+    """Whether the pool's controller runs as a process on this machine (from its
+    cluster file). A controller in a batch job is not one: whether it still runs only
+    its scheduler can say (:func:`pxpool.engines.controller_alive`)."""
+    state = controller_state(name)
+    return state is not None and not controller_in_job(state) and controller_process_alive(state)

@@ -18,17 +18,12 @@ from typing import Any
 import ipyparallel as ipp
 from traitlets.config import Config
 
-from ..errors import ControllerStartError, EngineStartError
+from ..errors import ControllerStartError, EngineIdReserved, EngineStartError
 from ..profile import ControllerSettings, Profile
 
 POLL_INTERVAL = 0.02
 # an engine that dies while registering reserves its requested id this long
 REGISTRATION_HOLD_SECONDS = 30
-
-
-class EngineIdReserved(EngineStartError):
-    """An engine registered under a new id: the controller still reserves the requested
-    one for an engine that died while registering (``registration_timeout``)."""
 
 
 def controller_args(settings: ControllerSettings) -> list[str]:
@@ -151,52 +146,74 @@ class StartupWatch:
         wanted = set(engine_ids)
         watched = {s: ids for s, ids in engine_sets.items() if wanted & set(ids)}
         while not wanted <= set(client.ids):
-            strays = set(client.ids) - wanted - (known_ids or set()) if known_ids else set()
-            if strays:
-                raise EngineIdReserved(
-                    f"Engines asking for ids {sorted(wanted - set(client.ids))} registered as "
-                    f"{sorted(strays)}: the controller still reserves the requested ids for "
-                    "engines that died while registering. Try again in a few seconds."
-                )
-            controller = self.cluster.controller
-            if controller is not None and _launcher_exited(controller):
-                raise ControllerStartError(
-                    "The controller exited while engines were registering.",
-                    self._controller_output(),
-                )
+            if known_ids:
+                _check_strays(wanted, set(client.ids), known_ids)
+            self._check_controller()
             for set_id, ids in watched.items():
-                launcher = self.cluster.engines.get(set_id)
-                if launcher is None or _launcher_exited(launcher):
-                    missing = sorted(set(ids) - set(client.ids))
-                    if missing:
-                        # a launcher that knows more (a batch job's id and final state) says it
-                        if (explain := getattr(launcher, "exit_error", None)) is not None:
-                            raise explain(missing)
-                        output = launcher.get_output() if launcher is not None else ""
-                        raise EngineStartError(
-                            f"Engine(s) {missing} of pool {self.cluster.cluster_id!r} exited before "
-                            f"registering. Check the engine's python and environment in profile "
-                            f"{self.profile.name!r} ({self.profile.source}).",
-                            output,
-                        )
+                self._check_engine_set(set_id, ids, set(client.ids))
             if time.monotonic() > self.deadline:
-                registered = wanted & set(client.ids)
-                launchers = [self.cluster.engines.get(s) for s in watched]
-                explain = getattr(launchers[0], "missing_error", None) if launchers else None
-                if explain is not None:  # batch jobs: which are still pending, and why
-                    raise explain(launchers, sorted(registered), sorted(wanted), self.timeout)
-                outputs = "\n".join(
-                    launcher.get_output()
-                    for s in watched
-                    if (launcher := self.cluster.engines.get(s)) is not None
-                )
-                raise EngineStartError(
-                    f"{len(registered)} of {len(wanted)} engines registered within {self.timeout:g}s; "
-                    f"missing: {sorted(wanted - registered)}. Raise timeouts.start in profile "
-                    f"{self.profile.name!r} or look at the engines' output below.",
-                    outputs,
-                )
+                raise self._timed_out(wanted & set(client.ids), wanted, watched)
             await asyncio.sleep(POLL_INTERVAL)
+
+    def _check_controller(self) -> None:
+        controller = self.cluster.controller
+        if controller is not None and _launcher_exited(controller):
+            raise ControllerStartError(
+                "The controller exited while engines were registering.",
+                self._controller_output(),
+            )
+
+    def _check_engine_set(self, set_id: str, ids: list[int], registered: set[int]) -> None:
+        """Fail if the launcher of engine set ``set_id`` exited with engines missing."""
+        launcher = self.cluster.engines.get(set_id)
+        if launcher is not None and not _launcher_exited(launcher):
+            return
+        missing = sorted(set(ids) - registered)
+        if not missing:
+            return
+        # a launcher that knows more (a batch job's id and final state) says it
+        if (explain := getattr(launcher, "exit_error", None)) is not None:
+            raise explain(missing)
+        output = launcher.get_output() if launcher is not None else ""
+        raise EngineStartError(
+            f"Engine(s) {missing} of pool {self.cluster.cluster_id!r} exited before "
+            f"registering. Check the engine's python and environment in profile "
+            f"{self.profile.name!r} ({self.profile.source}).",
+            output,
+        )
+
+    def _timed_out(
+        self, registered: set[int], wanted: set[int], watched: dict[str, list[int]]
+    ) -> Exception:
+        """The error for engines still missing at the deadline."""
+        launchers = [self.cluster.engines.get(s) for s in watched]
+        explain = getattr(launchers[0], "missing_error", None) if launchers else None
+        if explain is not None:  # batch jobs: which are still pending, and why
+            error: Exception = explain(launchers, sorted(registered), sorted(wanted), self.timeout)
+            return error
+        outputs = "\n".join(
+            launcher.get_output()
+            for s in watched
+            if (launcher := self.cluster.engines.get(s)) is not None
+        )
+        return EngineStartError(
+            f"{len(registered)} of {len(wanted)} engines registered within {self.timeout:g}s; "
+            f"missing: {sorted(wanted - registered)}. Raise timeouts.start in profile "
+            f"{self.profile.name!r} or look at the engines' output below.",
+            outputs,
+        )
+
+
+def _check_strays(wanted: set[int], registered: set[int], known_ids: set[int]) -> None:
+    """Fail if engines registered under ids the pool never asked for (see
+    :class:`EngineIdReserved`)."""
+    strays = registered - wanted - known_ids
+    if strays:
+        raise EngineIdReserved(
+            f"Engines asking for ids {sorted(wanted - registered)} registered as "
+            f"{sorted(strays)}: the controller still reserves the requested ids for "
+            "engines that died while registering. Try again in a few seconds."
+        )
 
 
 def controller_launcher(provider: Any) -> dict[str, Any]:

@@ -1,1 +1,2 @@
-"""Fast data: ``pool.map``'s chunking and collection, shared memory and its arena."""
+"""Fast data: ``pool.map``'s chunking and collection, shared memory and its arena; what
+runs on the engines is :mod:`pxpool._data.agent`."""

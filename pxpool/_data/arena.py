@@ -18,30 +18,26 @@ replaced engine frees its slots. The client reuses a slot only between pushes
 Lifetime: slots stay in ``/dev/shm`` (named ``pxpool-<pool>-<token>``) while the pool
 runs, at most :data:`ARENA_BYTES` of them; a push that does not fit uses a fresh
 segment as before. The pool's stop closes and unlinks them (:func:`close`).
+
+This module is the client's half. The engines' half (mapping slots, holding them,
+unmapping them) is in :mod:`pxpool._data.agent`; both take the slot layout
+(``HEADER_SLOTS``, ``HEADER_BYTES``) and the ``Descriptor`` from :mod:`pxpool._data.shm`.
 """
 
 from __future__ import annotations
 
-import mmap
-import os
 import threading
 import time
-import weakref
 from typing import Any
 
 import numpy as np
 
 from .._entry.pids import alive
 from . import shm as _shm
+from .shm import HEADER_BYTES, HEADER_SLOTS, Descriptor
 
-HEADER_SLOTS = 4096  # engine ids below this have a holder cell
-HEADER_BYTES = HEADER_SLOTS * 4  # a multiple of the page size: data starts page-aligned
 ARENA_BYTES = 1 << 30  # slot capacity a pool keeps for reuse
 ROUND = 1 << 20  # slot capacities are whole MiB
-
-# what an engine maps: ("arena", (slot, capacity, shape, dtype, order)) or
-# ("shm", (name, shape, dtype, order)), a fresh segment (:mod:`pxpool._data.shm`)
-Descriptor = tuple[str, tuple[Any, ...]]
 
 
 class Slot:
@@ -50,7 +46,7 @@ class Slot:
     def __init__(self, name: str, capacity: int) -> None:
         self.name = name
         self.capacity = capacity
-        self.mapping = _shm._create(name, HEADER_BYTES + capacity)
+        self.mapping = _shm.create(name, HEADER_BYTES + capacity)
         self.holders = np.frombuffer(self.mapping, np.int32, HEADER_SLOTS)
         self.busy = True
         self.used = time.monotonic()
@@ -60,9 +56,9 @@ class Slot:
 
     def write(self, array: np.ndarray) -> tuple[Any, ...]:
         """Copy ``array`` in; returns what an engine needs to map it."""
-        order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+        order = _shm.order_of(array)
         target = np.ndarray(array.shape, array.dtype, self.mapping, HEADER_BYTES, order=order)
-        _shm._copy(target, array)
+        _shm.copy_into(target, array)
         del target
         return (self.name, self.capacity, array.shape, array.dtype, order)
 
@@ -151,76 +147,3 @@ def close(prefix: str) -> None:
         arena = _ARENAS.pop(prefix, None)
     if arena is not None:
         arena.close()
-
-
-# ---------------------------------------------------------------- engine side
-
-_MAPS: dict[str, tuple[mmap.mmap, mmap.mmap, np.ndarray]] = {}  # slot -> header, data, holders
-_HELD: dict[str, int] = {}  # slot -> live arrays over it on this engine
-
-
-def engine_attach(engine_id: int, descriptors: dict[str, tuple[str, tuple[Any, ...]]]) -> None:
-    """Bind each name to a read-only array: ``("arena", slot)`` over a slot this engine
-    keeps mapped, ``("shm", descriptor)`` over a fresh segment (:mod:`pxpool._data.shm`)."""
-    from IPython import get_ipython
-
-    namespace = get_ipython().user_ns
-    for name, (kind, descriptor) in descriptors.items():
-        if kind == "shm":
-            namespace[name] = _shm.attach(descriptor, writable=False)
-        else:
-            namespace[name] = _hold(engine_id, *descriptor)
-
-
-def engine_view(descriptor: tuple[Any, ...]) -> np.ndarray:
-    """A read-only array over a slot, not held: for a map's input, which the client
-    keeps leased until the map is over (:mod:`pxpool._data.shared_parts`)."""
-    slot, capacity, shape, dtype, order = descriptor
-    return np.ndarray(shape, dtype, _maps(slot, capacity)[1], 0, order=order)
-
-
-def _hold(engine_id: int, slot: str, capacity: int, shape: Any, dtype: Any, order: str) -> Any:
-    header, data, holders = _maps(slot, capacity)
-    array = np.ndarray(shape, dtype, data, 0, order=order)
-    _HELD[slot] = _HELD.get(slot, 0) + 1
-    holders[engine_id] = os.getpid()
-    weakref.finalize(array, _let_go, slot, engine_id)
-    return array
-
-
-def _maps(slot: str, capacity: int) -> tuple[mmap.mmap, mmap.mmap, np.ndarray]:
-    if slot not in _MAPS:
-        drop_gone()
-        fd = _shm._posixshmem.shm_open("/" + slot, os.O_RDWR, mode=0o600)  # type: ignore[union-attr]
-        try:
-            header = mmap.mmap(fd, HEADER_BYTES)
-            data = mmap.mmap(fd, capacity, prot=mmap.PROT_READ, offset=HEADER_BYTES)
-        finally:
-            os.close(fd)
-        _MAPS[slot] = (header, data, np.frombuffer(header, np.int32, HEADER_SLOTS))
-    return _MAPS[slot]
-
-
-def drop_gone() -> None:
-    """Unmap slots the client closed or retired that no array here holds: their memory
-    goes only once every process has unmapped them."""
-    for gone in [s for s in _MAPS if not _HELD.get(s) and not _exists(s)]:
-        _drop(gone)
-
-
-def _let_go(slot: str, engine_id: int) -> None:
-    _HELD[slot] -= 1
-    if _HELD[slot] == 0 and slot in _MAPS:
-        _MAPS[slot][2][engine_id] = 0
-
-
-def _exists(slot: str) -> bool:
-    return os.path.exists(os.path.join(_shm.SHM_DIR, slot))
-
-
-def _drop(slot: str) -> None:
-    header, data, holders = _MAPS.pop(slot)
-    del holders
-    header.close()
-    data.close()
-    _HELD.pop(slot, None)

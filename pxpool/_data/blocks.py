@@ -14,6 +14,10 @@ So with ``chunksize="auto"``, the engine calls ``f`` on consecutive blocks of ab
 chunks: arrays and pandas objects concatenate in row order, anything else stays one
 item per block (:class:`BlockResults`, flattened by the client). With a fixed
 ``chunksize`` the user chose the partition size: ``f`` sees whole chunks.
+
+Shared by both sides: the engine runs the blocks (:mod:`pxpool._data.agent`), the
+client sizes them, slices its input with :func:`part_of` and joins chunks with the
+rule that joins blocks (:func:`join`, :func:`flatten`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ first, with a budget of engine seconds. The engine works through its share in
 batches (items) or blocks (rows) and stops after the batch that spends the budget,
 unless the whole share would be done within :data:`STRETCH` times the budget: so
 tiny work finishes in one chunk per engine, and heavy work is measured on a few
-items and the rest handed back to be balanced over all engines (see ``_mapper``).
+items and the rest handed back to be balanced over all engines (see
+:mod:`pxpool._data.mapper`). Used on the engines (:mod:`pxpool._data.agent`).
 """
 
 from __future__ import annotations

@@ -12,22 +12,29 @@ and an index of those dtypes, or a RangeIndex); anything else takes the network
 path. Lifetime: the segments are slots of the pool's arena (:mod:`pxpool._data.arena`),
 free for the next map or push when the map returns, unlinked when it fails or the
 pool stops; fresh segments (when the arena is full) are unlinked when the map ends.
+
+This module is the client's half; the engine maps the segments and rebuilds its rows
+in :func:`pxpool._data.agent.run_shared_part`, which reads the layouts made here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from . import arena as _arena
-from . import chunking as ch
 from . import shm
 
-__all__ = ["SharedInputs", "run_shared_part"]
+__all__ = ["SharedInputs", "eligible"]
 
-Descriptor = _arena.Descriptor
+Descriptor = shm.Descriptor
+# how an engine finds one input's rows (see SharedInputs._export and agent._rebuild):
+# ("numpy", array), ("series", values, index, name) or ("frame", columns, index, labels)
+# with arrays as Descriptors and the index as ("range", start, step, name) or
+# ("array", values, name)
+Layout = tuple[Any, ...]
 
 
 def _plain(dtype: Any) -> bool:
@@ -78,7 +85,7 @@ class SharedInputs:
     def __init__(self, values: Sequence[Any], prefix: str, engine_ids: list[int]) -> None:
         self.names: list[str] = []
         self.slots: list[_arena.Slot] = []
-        self.layouts: list[tuple] = []
+        self.layouts: list[Layout] = []
         self._arena = _arena.arena_for(prefix)
         self._engine_ids = engine_ids
         try:
@@ -96,14 +103,14 @@ class SharedInputs:
             self.names.append(shared[1][0])
         return shared
 
-    def _export(self, value: Any) -> tuple:
+    def _export(self, value: Any) -> Layout:
         if isinstance(value, np.ndarray):
             return ("numpy", self._array(value))
         import pandas as pd
 
         index = value.index
         if isinstance(index, pd.RangeIndex):
-            index_layout: tuple = ("range", index.start, index.step, index.name)
+            index_layout: tuple[Any, ...] = ("range", index.start, index.step, index.name)
         else:
             index_layout = ("array", self._array(index.to_numpy()), index.name)
         if isinstance(value, pd.Series):
@@ -111,7 +118,8 @@ class SharedInputs:
         columns = [(name, self._array(value[name].to_numpy())) for name in value.columns]
         return ("frame", columns, index_layout, value.columns)
 
-    def spec(self, start: int, stop: int) -> tuple[Any, ...]:
+    def spec(self, start: int, stop: int) -> tuple[int, int, list[Layout]]:
+        """What a chunk of rows ``start:stop`` sends instead of the rows."""
         return (start, stop, self.layouts)
 
     def close(self, reuse: bool = True) -> None:
@@ -126,71 +134,3 @@ class SharedInputs:
             else:
                 self._arena.retire(slot)
         self.slots.clear()
-
-
-# ---------------------------------------------------------------- engine side
-
-
-def _segments(layouts: Sequence[tuple]) -> dict[str, np.ndarray]:
-    """Every segment the layouts name, mapped once (read-only) for the whole chunk."""
-    descriptors: list[Descriptor] = []
-    for layout in layouts:
-        if layout[0] == "frame":
-            descriptors.extend(d for _, d in layout[1])
-        elif layout[0] in ("numpy", "series"):
-            descriptors.append(layout[1])
-        if layout[0] != "numpy" and layout[2][0] == "array":
-            descriptors.append(layout[2][1])
-    return {d[1][0]: _attach(d) for d in descriptors}
-
-
-def _attach(descriptor: Descriptor) -> np.ndarray:
-    kind, details = descriptor
-    if kind == "arena":
-        return _arena.engine_view(details)  # stays mapped on the engine for the next map
-    return shm.attach(details, writable=False)
-
-
-def _rebuild(layout: tuple, start: int, stop: int, mapped: dict[str, np.ndarray]) -> Any:
-    """Rows ``start:stop`` of one input, as private writable copies of the segments."""
-
-    def rows(descriptor: Descriptor) -> np.ndarray:
-        return np.array(mapped[descriptor[1][0]][start:stop], copy=True)
-
-    kind = layout[0]
-    if kind == "numpy":
-        return rows(layout[1])
-    import pandas as pd
-
-    index_layout = layout[2]
-    if index_layout[0] == "range":
-        _, first, step, name = index_layout
-        index: Any = pd.RangeIndex(first + start * step, first + stop * step, step, name=name)
-    else:
-        index = pd.Index(rows(index_layout[1]), name=index_layout[2])
-    if kind == "series":
-        return pd.Series(rows(layout[1]), index=index, name=layout[3], copy=False)
-    columns = {i: rows(d) for i, (_, d) in enumerate(layout[1])}
-    frame = pd.DataFrame(columns, index=index, copy=False)
-    frame.columns = layout[3]
-    return frame
-
-
-def run_shared_part(
-    f: Callable[..., Any], token: str, start: int, block: int, spec: tuple, budget: float = 0.0
-) -> tuple:
-    """Engine side: apply ``f`` to the chunk's rows of the segments, rebuilt block by
-    block so each block's copy stays in cache (as :func:`pxpool._data.chunking.run_part`).
-
-    Returns what :func:`pxpool._data.chunking.run_part` returns."""
-    first, stop, layouts = spec
-    mapped = _segments(layouts)
-    try:
-
-        def rows_of(a: int, b: int) -> list[Any]:
-            return [_rebuild(layout, first + a, first + b, mapped) for layout in layouts]
-
-        return ch.run_blocks(f, token, start, block, budget, stop - first, rows_of)
-    finally:
-        mapped.clear()  # the maps go with their arrays; f's copies stay valid
-        _arena.drop_gone()  # a failed map's retired slots, once its last chunk is over

@@ -19,6 +19,9 @@ Segments are opened with ``_posixshmem`` and ``mmap`` directly rather than
 process that attaches, would unlink the segment or warn about a "leak" when that
 process exits. Here only the creator unlinks, always in a ``finally``; what a crash
 leaves behind is removed when the pool stops (:func:`cleanup`).
+
+Shared by both sides: the client and the engines create, map and unlink segments with
+these functions; what the engines run is in :mod:`pxpool._data.agent`.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ import glob
 import mmap
 import os
 import secrets
-import socket
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Literal
 
 import numpy as np
 
@@ -43,7 +47,18 @@ THRESHOLD = 1 << 20  # arrays of at least this many bytes go through shared memo
 PARALLEL_COPY_BYTES = 16 << 20
 COPY_THREADS = 4
 SHM_DIR = "/dev/shm"
-_HOST = socket.gethostname()
+
+Order = Literal["C", "F"]
+# a one-off segment as the receivers map it: (name, shape, dtype, order)
+SegmentDescriptor = tuple[str, tuple[int, ...], np.dtype[Any], Order]
+
+# an arena slot (:mod:`pxpool._data.arena`): a header of one int32 holder cell per engine
+# id below HEADER_SLOTS, then the data, page-aligned
+HEADER_SLOTS = 4096
+HEADER_BYTES = HEADER_SLOTS * 4  # a multiple of the page size
+# what an engine maps: ("arena", (slot, capacity, shape, dtype, order)) or
+# ("shm", (name, shape, dtype, order)), a fresh segment
+Descriptor = tuple[str, tuple[Any, ...]]
 
 
 def available() -> bool:
@@ -73,7 +88,8 @@ def segment_name(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(6)}"
 
 
-def _create(name: str, nbytes: int) -> mmap.mmap:
+def create(name: str, nbytes: int) -> mmap.mmap:
+    """A new segment of ``nbytes``, mapped read-write and populated; the caller unlinks it."""
     assert _posixshmem is not None
     fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
     try:
@@ -87,14 +103,27 @@ def _create(name: str, nbytes: int) -> mmap.mmap:
         os.close(fd)
 
 
-def _open(name: str, nbytes: int, writable: bool) -> mmap.mmap:
+@contextmanager
+def opened(name: str, writable: bool) -> Iterator[int]:
+    """A file descriptor of the existing segment ``name``, closed on leaving (mappings
+    made from it stay)."""
     assert _posixshmem is not None
     fd = _posixshmem.shm_open("/" + name, os.O_RDWR if writable else os.O_RDONLY, mode=0o600)
     try:
-        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-        return mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED, prot=prot)
+        yield fd
     finally:
         os.close(fd)
+
+
+def _open(name: str, nbytes: int, writable: bool) -> mmap.mmap:
+    with opened(name, writable) as fd:
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        return mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED, prot=prot)
+
+
+def exists(name: str) -> bool:
+    """Whether segment ``name`` is still linked (closed or retired slots are not)."""
+    return os.path.exists(os.path.join(SHM_DIR, name))
 
 
 def unlink(name: str) -> None:
@@ -107,21 +136,26 @@ def unlink(name: str) -> None:
         pass
 
 
-def export(array: np.ndarray, prefix: str) -> tuple[str, tuple[int, ...], np.dtype, str]:
+def order_of(array: np.ndarray) -> Order:
+    """The memory order a copy of ``array`` keeps: Fortran only for Fortran arrays."""
+    return "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+
+
+def export(array: np.ndarray, prefix: str) -> SegmentDescriptor:
     """Copy ``array`` into a new segment; returns its descriptor. The caller unlinks it."""
     name = segment_name(prefix)
-    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
-    view = _create(name, max(array.nbytes, 1))
+    order = order_of(array)
+    view = create(name, max(array.nbytes, 1))
     try:
         target = np.ndarray(array.shape, array.dtype, buffer=view, order=order)
-        _copy(target, array)
+        copy_into(target, array)
         del target
     finally:
         view.close()
     return name, array.shape, array.dtype, order
 
 
-def _copy(target: np.ndarray, source: np.ndarray) -> None:
+def copy_into(target: np.ndarray, source: np.ndarray) -> None:
     """Copy in a few threads: first-touch page faults in a fresh segment cost more than
     the copy itself, and numpy releases the GIL, so they run in parallel."""
     threads = min(os.cpu_count() or 1, COPY_THREADS)
@@ -138,7 +172,7 @@ def _copy(target: np.ndarray, source: np.ndarray) -> None:
         )
 
 
-def attach(descriptor: tuple[str, tuple[int, ...], np.dtype, str], writable: bool) -> np.ndarray:
+def attach(descriptor: SegmentDescriptor, writable: bool) -> np.ndarray:
     """Map a segment as an array; the mapping lives as long as the array does."""
     name, shape, dtype, order = descriptor
     nbytes = max(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize, 1)
@@ -162,36 +196,3 @@ def pool_prefix(pool_name: str) -> str:
 
 def can_share(nbytes: int) -> bool:
     return available() and _room_for(nbytes)
-
-
-# ---------------------------------------------------------------- engine side
-
-
-def engine_host() -> str:
-    return _HOST
-
-
-def engine_export(
-    names: list[str], client_host: str, prefix: str, threshold: int = THRESHOLD
-) -> list[tuple[str, Any]]:
-    """Values of ``names`` for a pull: large arrays as segments when the client is on this
-    host (``("shm", descriptor)``), everything else by value (``("value", v)``)."""
-    from IPython import get_ipython
-
-    namespace = get_ipython().user_ns
-    out: list[tuple[str, Any]] = []
-    try:
-        for name in names:
-            if name not in namespace:
-                raise NameError(f"name {name!r} is not defined on this engine")
-            value = namespace[name]
-            if client_host == _HOST and eligible(value, threshold) and can_share(value.nbytes):
-                out.append(("shm", export(value, prefix)))
-            else:
-                out.append(("value", value))
-    except BaseException:
-        for kind, item in out:
-            if kind == "shm":
-                unlink(item[0])
-        raise
-    return out

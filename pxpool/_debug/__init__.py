@@ -1,1 +1,2 @@
-"""Remote debugging: the session on the client, the signed wire, the agent on engines."""
+"""Remote debugging: the session on the client, the signed wire, and on engines the agent
+and the pdb it serves."""

@@ -1,10 +1,12 @@
-"""Engine side of remote debugging: a pdb whose input and output travel to the client.
+"""Engine side of remote debugging: the agent that lets a client reach a pdb on the engine.
 
 :func:`install` runs on each engine (from a pool engine hook). It starts an
 :class:`Agent`: a TCP listener bound on the engine's address towards the controller,
 speaking the signed protocol of :mod:`pxpool._debug.wire`, and it sets
 ``sys.breakpointhook`` so ``breakpoint()`` in a task pauses that task until a client
 attaches (or the pool's debug timeout passes; then the task continues with a warning).
+The pdb itself, whose input and output travel to the client, is
+:mod:`pxpool._debug.remote_pdb`.
 
 Each stop of the debugger is one *session*: ``breakpoint()`` and ``%%pxdebug`` wait for a
 client to attach; post-mortem sessions run on the agent's own connection thread, on the
@@ -18,34 +20,24 @@ from __future__ import annotations
 import itertools
 import linecache
 import logging
-import pdb
 import queue
 import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from types import FrameType, TracebackType
 from typing import Any
 
 from .._entry.net import local_address
-from ..errors import PxpoolError
-from .wire import DebugConnectionError, DebugError, SignedConn
+from ..errors import DebugError
+from .remote_pdb import RemotePdb, current_debugger, describe, innermost
+from .wire import SignedConn
 
 log = logging.getLogger("pxpool.debug")
-COMMAND_TIMEOUT = 3600.0  # seconds a paused engine waits for the user's next command
 REQUEST_TIMEOUT = 24 * 3600.0  # an idle client connection is dropped after this
 MAX_ATTACH_WAIT = 600.0
-DETACH = "pxpool_detach"  # the command the engine runs when its client leaves
 _AGENT: Agent | None = None
 _cells = itertools.count(1)
-
-
-class DebuggerQuit(PxpoolError, RuntimeError):
-    """Raised in a task on the engine when the user quits (``q``) a breakpoint session.
-
-    The task ends with this error; the engine itself keeps running and takes new tasks.
-    """
 
 
 @dataclass
@@ -61,19 +53,6 @@ class Pause:
 
     def info(self) -> dict[str, Any]:
         return {"kind": self.kind, "where": self.where, "engine": self.engine, "since": self.since}
-
-
-def describe(frame: FrameType | None) -> str:
-    if frame is None:
-        return "?"
-    code = frame.f_code
-    return f"{code.co_name}() at {code.co_filename}:{frame.f_lineno}"
-
-
-def innermost(tb: TracebackType) -> TracebackType:
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb
 
 
 class Agent:
@@ -222,148 +201,21 @@ class Agent:
             debugger.io.detach("post-mortem session ended")
 
 
-class RemoteIO:
-    """pdb's stdin and stdout: output collects until pdb asks for a line, then goes out
-    with the prompt in one message; the reply is the next command."""
-
-    def __init__(self, prompt: str) -> None:
-        self.prompt = prompt
-        self.conn: SignedConn | None = None
-        self._buffer: list[str] = []
-
-    def attach(self, conn: SignedConn) -> None:
-        self.conn = conn
-
-    def write(self, text: str) -> int:
-        self._buffer.append(text)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def _take_output(self) -> str:
-        out, self._buffer = "".join(self._buffer), []
-        return out[: -len(self.prompt)] if out.endswith(self.prompt) else out
-
-    def readline(self) -> str:
-        if self.conn is None:
-            return DETACH + "\n"
-        try:
-            self.conn.send({"out": self._take_output(), "prompt": self.prompt})
-            message = self.conn.recv(COMMAND_TIMEOUT)
-        except (OSError, DebugError) as exc:
-            log.warning("pxpool: debugger client left (%s); the engine continues", exc)
-            self.conn.close()
-            self.conn = None
-            return DETACH + "\n"
-        if message.get("detach"):
-            return DETACH + "\n"
-        return str(message.get("cmd", "")).replace("\n", " ") + "\n"
-
-    def detach(self, reason: str) -> None:
-        """End this session: send what is left of the output and why it ended."""
-        conn, self.conn = self.conn, None
-        if conn is None:
-            return
-        try:
-            conn.send({"end": reason, "out": self._take_output()})
-        except (OSError, DebugError):
-            pass
-        conn.close()
-
-
-class RemotePdb(pdb.Pdb):
-    """pdb over a :class:`RemoteIO`; ``mode`` is breakpoint, cell or postmortem.
-
-    Each stop without a client waits for one (``Agent.wait_for_client``). In breakpoint
-    mode ``c`` ends the session (a later stop opens a new one) and ``q`` raises
-    :class:`DebuggerQuit` in the task; in cell mode the session lasts until the cell ends.
-    """
-
-    def __init__(self, agent: Agent, mode: str) -> None:
-        self.agent = agent
-        self.mode = mode
-        self.io = RemoteIO(f"(Pdb-e{agent.engine_id}) ")
-        self.user_quit = False
-        super().__init__(stdin=self.io, stdout=self.io, nosigint=True, readrc=False)  # type: ignore[arg-type]
-        self.prompt = self.io.prompt
-        self.use_rawinput = False
-
-    def interaction(self, frame: FrameType | None, traceback: TracebackType | None) -> None:
-        if self.io.conn is None:
-            where = describe(
-                frame if frame is not None else traceback and innermost(traceback).tb_frame
-            )
-            conn = self.agent.wait_for_client(self.mode, where)
-            if conn is None:
-                message = (
-                    f"pxpool: engine {self.agent.engine_id}: stopped at {where} but no debugger "
-                    f"attached within {self.agent.timeout:g}s; continuing. Attach sooner with "
-                    f"`%pxdebug -e {self.agent.engine_id}` or `pool.debug({self.agent.engine_id})`, "
-                    "or raise `pool.debug_timeout`."
-                )
-                log.info(message)
-                print(message, file=sys.stderr, flush=True)  # the task's stderr: the user sees it
-                self._stop_tracing()
-                return
-            self.io.attach(conn)
-        super().interaction(frame, traceback)
-
-    def _stop_tracing(self) -> None:
-        self.clear_all_breaks()
-        self.set_continue()
-
-    def do_continue(self, arg: str) -> bool | None:
-        result = super().do_continue(arg)
-        if self.mode == "breakpoint":
-            self.io.detach("continued; the task runs on")
-        return result
-
-    do_c = do_cont = do_continue
-
-    def do_quit(self, arg: str) -> bool | None:
-        self.user_quit = True
-        if self.mode != "breakpoint":
-            return super().do_quit(arg)
-        self._stop_tracing()
-        self.io.detach("quit; the task ends with DebuggerQuit")
-        raise DebuggerQuit(
-            f"pxpool: the debugger session on engine {self.agent.engine_id} was quit at "
-            f"{describe(self.curframe)}; the task stopped there. The engine keeps running "
-            "and takes new tasks."
-        )
-
-    do_q = do_exit = do_quit
-
-    def do_pxpool_detach(self, arg: str) -> bool:
-        """The client left: continue the task (or end the post-mortem)."""
-        if self.mode == "postmortem":
-            return True
-        self._stop_tracing()
-        self.io.detach("detached; the task runs on")
-        return True
-
-
-def _current_debugger() -> RemotePdb | None:
-    trace = sys.gettrace()
-    owner = getattr(trace, "__self__", None)
-    return owner if isinstance(owner, RemotePdb) else None
-
-
 def breakpointhook(*args: Any, **kwargs: Any) -> None:
     """``sys.breakpointhook`` on engines: stop the caller and wait for a client."""
     agent = _AGENT
-    frame = sys._getframe(1)
+    # the caller's frame, where pdb stops; sys._getframe is how a breakpoint hook finds it
+    frame = sys._getframe(1)  # noqa: SLF001
     if agent is None:
         return
-    debugger = _current_debugger() or RemotePdb(agent, "breakpoint")
+    debugger = current_debugger() or RemotePdb(agent, "breakpoint")
     debugger.set_trace(frame)
 
 
 def install(controller_ip: str, timeout: float) -> tuple[str, int]:
     """Start this engine's agent (once) and set the breakpoint hook; its address."""
     global _AGENT
-    from IPython import get_ipython
+    from IPython.core.getipython import get_ipython
 
     shell = get_ipython()
     kernel = shell.kernel
@@ -394,7 +246,7 @@ def run_cell(code: str) -> None:
     agent = _AGENT
     if agent is None:
         raise DebugError("no debugger on this engine; pool.debug() installs it")
-    from IPython import get_ipython
+    from IPython.core.getipython import get_ipython
 
     filename = f"<pxdebug-e{agent.engine_id}-{next(_cells)}>"
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
@@ -411,8 +263,30 @@ def run_cell(code: str) -> None:
 
 
 def configure(timeout: float) -> None:
+    """Set how long a stop waits for a client (as a ``config`` request does)."""
     if _AGENT is not None:
         _AGENT.timeout = timeout
 
 
-__all__ = ["DebuggerQuit", "install", "run_cell", "breakpointhook", "DebugConnectionError"]
+def listening_address() -> tuple[str, int] | None:
+    """The address this engine's agent listens at (the one :func:`install` returned);
+    None before it is installed."""
+    agent = _AGENT
+    return None if agent is None else agent.address
+
+
+def pause_timeout() -> float | None:
+    """Seconds a stop on this engine waits for a client before the task continues
+    (``pool.debug_timeout``); None before the agent is installed."""
+    agent = _AGENT
+    return None if agent is None else agent.timeout
+
+
+__all__ = [
+    "breakpointhook",
+    "configure",
+    "install",
+    "listening_address",
+    "pause_timeout",
+    "run_cell",
+]

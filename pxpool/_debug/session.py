@@ -13,7 +13,8 @@ import builtins
 from collections.abc import Callable
 from typing import Any
 
-from .wire import DebugAuthError, DebugConnectionError, DebugError, SignedConn
+from ..errors import DebugConnectionError, DebugError
+from .wire import SignedConn
 
 __all__ = ["DebugSession", "interact", "request", "open_session"]
 
@@ -37,6 +38,9 @@ class DebugSession:
         self.where: str = str(info["where"])
         self.timeout = timeout
         self.prompt: str | None = None
+        # (host, port) the session's connection reached: the engine's agent, or a
+        # local forward to it when the engine is behind an SSH tunnel
+        self.peer: tuple[str, int] = conn.sock.getpeername()[:2]
         self.ended = False
         self.end_reason: str | None = None
         self.intro = self._read_until_prompt(timeout)
@@ -159,7 +163,3 @@ def interact(
     reason = session.end_reason or "closed"
     write(f"pxpool: debugger session on engine {session.engine_id} ended: {reason}")
     return reason
-
-
-# the errors a session raises, re-exported for pxpool.debug
-__all__ += ["DebugError", "DebugAuthError", "DebugConnectionError"]

@@ -17,23 +17,10 @@ import secrets
 import socket
 from typing import Any
 
-from ..errors import PxpoolError
+from ..errors import DebugAuthError, DebugConnectionError
 
 PROTOCOL = "pxpool-debug/1"
 MAX_LINE = 4 * 1024 * 1024  # bytes; a longer line is refused rather than buffered
-
-
-class DebugError(PxpoolError, RuntimeError):
-    """A debugging request cannot be served (nothing to debug, no debugger on the engine)."""
-
-
-class DebugConnectionError(DebugError, ConnectionError):
-    """The debugger connection could not be made, closed, or timed out."""
-
-
-class DebugAuthError(DebugConnectionError):
-    """A message failed authentication (no signature, wrong key, replayed or reordered),
-    or the engine refused this connection for that reason."""
 
 
 class SignedConn:
@@ -99,7 +86,12 @@ class SignedConn:
             raise DebugAuthError("unsigned message")
         if not hmac.compare_digest(sign(self.key, text), signature):
             raise DebugAuthError("bad signature (the pool's key does not match)")
-        body = json.loads(text)
+        try:
+            body = json.loads(text)
+        except ValueError:
+            raise DebugConnectionError("malformed message (the signed body is not JSON)") from None
+        if not isinstance(body, dict):
+            raise DebugConnectionError("malformed message (the signed body is not an object)")
         expected_origin = "client" if self.side == "engine" else "engine"
         if body.get("nonce") != self.nonce or body.get("origin") != expected_origin:
             raise DebugAuthError("message from another connection (nonce or origin mismatch)")

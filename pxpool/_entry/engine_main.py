@@ -18,7 +18,7 @@ from ipyparallel.engine.app import IPEngine
 from . import nanny as _nanny
 
 
-class PxpoolEngine(IPEngine):
+class PxpoolEngine(IPEngine):  # type: ignore[misc]  # ipyparallel ships no type information
     """An ipyparallel engine whose nanny is pxpool's light one."""
 
     def start_nanny(self, control_url: str) -> tuple[str, subprocess.Popen[bytes]]:

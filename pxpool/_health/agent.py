@@ -239,10 +239,15 @@ def _draining_since() -> float | None:
     return None if walltime is None else walltime.draining_since()
 
 
+def listening_address() -> str | None:
+    """On an engine: the address its health agent publishes on (None before install)."""
+    return None if _AGENT is None else _AGENT.address
+
+
 def install(ip: str, interval: float) -> dict[str, Any]:
     """Start this engine's health agent (once) and return its address and identity."""
     global _AGENT
-    from IPython import get_ipython
+    from IPython.core.getipython import get_ipython
 
     with _INSTALL_LOCK:
         if _AGENT is None:

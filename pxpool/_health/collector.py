@@ -1,99 +1,69 @@
-"""Client side of the health model: one collector thread per pool, and the state rules.
+"""Client side of the health model: one collector thread per pool.
 
 The collector subscribes to every engine's agent (:mod:`pxpool._health.agent`), keeps
 the latest report per engine id, and notes which ids the hub has registered. States are
-derived when asked (:meth:`Collector.snapshots`), from what is known at that moment:
-
-- ``stopped``: the pool is stopping or stopped, or the engine was removed by ``scale``;
-- ``restarting``: ``pool.restart`` is replacing it, until the new process reports;
-- ``starting``: started by the pool, not yet registered or not yet reporting;
-- ``dead``: the hub dropped it (ipyparallel's nanny reports a death within
-  milliseconds) and its process is gone;
-- ``unresponsive``: its agent missed ``MISSED_REPORTS`` reports in a row, or the hub
-  dropped it for missed heartbeats while its process still exists (e.g. SIGSTOP);
-- ``busy`` / ``idle``: registered and reporting, with or without a running task;
-- ``draining``: told to leave (a walltime or preemption signal, see
-  :mod:`pxpool._reliability.walltime`), still registered or still finishing; then
-  ``stopped (walltime)`` once it left.
+derived when asked (:meth:`Collector.snapshots`) from what is known at that moment, by
+the rules in :mod:`pxpool._health.rules`; restarts and removals in flight come from the
+pool's record of its engine operations (:class:`pxpool._core.state.Operations`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import socket
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._core.state import PoolState
 from .._reliability.walltime import drain_records
-from ..engines._ssh_reach import reach_url
-from ..health import EngineSnapshot
+from ..engines import reach_url
+from ..health import EngineSnapshot, EngineState
 from . import agent as _health_agent
+from .rules import EngineRecord, Moment, drain_state, engine_state
 
 if TYPE_CHECKING:
-    from ..pool import Pool
+    from .._core.core import PoolCore
 
 log = logging.getLogger("pxpool.health")
 REPORT_INTERVAL = 0.5  # seconds between an agent's reports
 MISSED_REPORTS = 3  # unresponsive after this many reports in a row did not arrive
 POLL_SECONDS = 0.1
-INSTALL_BUSY_AFTER = 1.0  # an install not answered by then: the engine is busy
 FIRST_REPORT_WAIT = 3.0
 RESTART_GONE_AFTER = 1.0  # a restart no longer seen for this long has ended
-_THIS_HOST = socket.gethostname()
-
-
-@dataclass
-class _Record:
-    """What the client knows of one engine id, across restarts of its process."""
-
-    engine_id: int
-    report: dict[str, Any] | None = None
-    received: float = 0.0  # time.time() of the last report
-    registered_once: bool = False
-    install: Any = None  # AsyncResult of the pending install
-    install_sent: float = 0.0
-    address: str | None = None
-    base_done: int = 0  # counts of earlier processes under this id
-    base_failed: int = 0
-    restarting: bool = False
-    restart_from: int | None = None  # pid of the process a restart replaces
-    left_at: float | None = None  # time.time() the hub dropped it
-    restart_seen: float = 0.0  # time.time() a restart of it was last seen running
-    restart_token: object = None  # the restart operation that set restart_from
+_WITH_TASK = frozenset(
+    {EngineState.BUSY, EngineState.UNRESPONSIVE, EngineState.DEAD, EngineState.DRAINING}
+)
 
 
 class Collector:
     """Receives agent reports for one pool in a daemon thread; stops with the pool."""
 
-    def __init__(self, pool: Pool, interval: float = REPORT_INTERVAL) -> None:
+    def __init__(self, pool: PoolCore, interval: float = REPORT_INTERVAL) -> None:
         self.pool = pool
         self.interval = interval
         self.lock = threading.Lock()
-        self.records: dict[int, _Record] = {}
+        self.records: dict[int, EngineRecord] = {}
         self._connects: list[tuple[str | None, str]] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
     # ------------------------------------------------------------ engine hook
 
-    def engines_joined(self, pool: Pool, engine_ids: list[int]) -> None:
+    def engines_joined(self, pool: PoolCore, engine_ids: list[int]) -> None:
         """Engine hook: install the agent on ``engine_ids`` without waiting for it."""
-        client = pool.client
-        controller_ip = client._config["interface"].split("://", 1)[-1]
+        client = pool.live_client()
+        controller_ip = pool.controller_ip()
         now = time.time()
-        tokens = restart_tokens(pool)
+        tokens = pool.restarts_in_flight()
         for engine_id in engine_ids:
             result = client[engine_id].apply_async(
                 _health_agent.install, controller_ip, self.interval
             )
             with self.lock:
-                record = self.records.setdefault(engine_id, _Record(engine_id))
+                record = self.records.setdefault(engine_id, EngineRecord(engine_id))
                 record.install, record.install_sent = result, now
-                if record.report is not None and pool.state == "running":
+                if record.report is not None and pool.state is PoolState.RUNNING:
                     # a new process under a known id: pool.restart's or a replacement's
                     self._mark_restarting(record, tokens.get(engine_id))
         self.ensure_running()
@@ -102,7 +72,7 @@ class Collector:
         """Engines started before this collector: those not registered now are gone."""
         with self.lock:
             for engine_id in engine_ids:
-                self.records.setdefault(engine_id, _Record(engine_id)).registered_once = True
+                self.records.setdefault(engine_id, EngineRecord(engine_id)).registered_once = True
 
     def ensure_running(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -139,7 +109,7 @@ class Collector:
         sub.linger = 0
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         try:
-            while not self._stop.is_set() and self.pool.state == "running":
+            while not self._stop.is_set() and self.pool.state is PoolState.RUNNING:
                 try:
                     self._check_installs()
                     with self.lock:
@@ -164,10 +134,10 @@ class Collector:
 
     def _note_registrations(self, registered: set[int]) -> None:
         now = time.time()
-        tokens = restart_tokens(self.pool)
+        tokens = self.pool.restarts_in_flight()
         with self.lock:
             for engine_id in registered:
-                record = self.records.setdefault(engine_id, _Record(engine_id))
+                record = self.records.setdefault(engine_id, EngineRecord(engine_id))
                 record.registered_once = True
                 record.left_at = None
             for record in self.records.values():
@@ -176,7 +146,7 @@ class Collector:
                 if record.engine_id in tokens:
                     self._mark_restarting(record, tokens[record.engine_id])
 
-    def _mark_restarting(self, record: _Record, token: object = None) -> None:
+    def _mark_restarting(self, record: EngineRecord, token: object = None) -> None:
         """``record`` is being replaced until a process other than the one reporting
         when the restart ``token`` was first seen reports. The same restart seen again
         after the new process reported (its hooks still running) does not re-arm it:
@@ -189,8 +159,7 @@ class Collector:
         record.restart_from = (record.report or {}).get("pid")
 
     def _registered(self) -> list[int]:
-        client = self.pool._client
-        return list(client.ids) if client is not None and self.pool.state == "running" else []
+        return self.pool.registered_ids()
 
     def _check_installs(self) -> None:
         with self.lock:
@@ -216,7 +185,7 @@ class Collector:
     def _receive(self, report: dict[str, Any]) -> None:
         with self.lock:
             record = self.records.setdefault(
-                int(report["engine_id"]), _Record(int(report["engine_id"]))
+                int(report["engine_id"]), EngineRecord(int(report["engine_id"]))
             )
             old = record.report
             if old is not None and (old["pid"], old["host"]) != (report["pid"], report["host"]):
@@ -232,70 +201,50 @@ class Collector:
 
     def snapshots(self) -> list[EngineSnapshot]:
         """One snapshot per engine id this pool ever started, in id order."""
-        pool = self.pool
-        running = pool.state == "running"
-        registered = set(self._registered()) if running else set()
-        owned = pool._owner_ids() if running else set()
-        found = _operations(pool) if running else {}
-        operations = {engine_id: kind for engine_id, (kind, _) in found.items()}
-        drains = drain_records(pool.name) if running else {}
-        now = time.time()
-        limit = (MISSED_REPORTS + 1) * self.interval
+        moment = self._moment()
+        drains = drain_records(self.pool.name) if moment.running else {}
+        restarts = self.pool.restarts_in_flight() if moment.running else {}
         with self.lock:
-            for engine_id in set(registered) | owned:
-                self.records.setdefault(engine_id, _Record(engine_id))
-            records = sorted(self.records.values(), key=lambda r: r.engine_id)
+            for engine_id in moment.registered | moment.owned:
+                self.records.setdefault(engine_id, EngineRecord(engine_id))
             rows = []
-            for record in records:
-                operation = operations.get(record.engine_id)
-                if operation == "restarting":
-                    self._mark_restarting(record, found[record.engine_id][1])
-                elif (
-                    record.restarting
-                    and record.engine_id not in registered
-                    and now - record.restart_seen > RESTART_GONE_AFTER
-                ):
-                    record.restarting = False  # the restart is over and did not bring it back
-                state = self._state(record, running, registered, owned, operation, now, limit)
-                if state not in ("stopped", "restarting"):  # pxpool's own stops say so
-                    state = _drain_state(record, drains.get(record.engine_id), registered) or state
-                rows.append(self._snapshot(record, state, now))
+            for record in sorted(self.records.values(), key=lambda r: r.engine_id):
+                self._follow_restart(record, restarts.get(record.engine_id), moment)
+                state = engine_state(record, moment)
+                if state not in (EngineState.STOPPED, EngineState.RESTARTING):
+                    # pxpool's own stops say so; otherwise a scheduler's signal may
+                    drain = drains.get(record.engine_id)
+                    state = drain_state(record, drain, moment.registered) or state
+                rows.append(self._snapshot(record, state, moment.now))
         return rows
 
-    def _state(
-        self,
-        record: _Record,
-        running: bool,
-        registered: set[int],
-        owned: set[int],
-        operation: str | None,
-        now: float,
-        limit: float,
-    ) -> str:
-        if not running or operation == "stopped":
-            return "stopped"
-        if record.restarting:
-            return "restarting"
-        age = now - record.received if record.report is not None else None
-        if record.engine_id in registered:
-            if record.report is None:
-                pending_for = now - record.install_sent if record.install is not None else 0.0
-                return "busy" if pending_for > INSTALL_BUSY_AFTER else "starting"
-            if age is not None and age > limit:
-                return "unresponsive"
-            return "busy" if record.report.get("task") else "idle"
-        if record.engine_id not in owned:
-            return "stopped"
-        if not record.registered_once:
-            return "starting"
-        if record.left_at is not None and record.received > record.left_at:
-            return "unresponsive"  # dropped by the hub, but its agent still reports
-        return "unresponsive" if _process_alive(record.report) else "dead"
+    def _moment(self) -> Moment:
+        pool = self.pool
+        running = pool.state is PoolState.RUNNING
+        limit = (MISSED_REPORTS + 1) * self.interval
+        if not running:
+            return Moment(False, time.time(), limit)
+        operations = {i: op.kind for i, op in pool.operations.snapshot().items()}
+        return Moment(
+            True, time.time(), limit, set(self._registered()), pool.owner_ids(), operations
+        )
 
-    def _snapshot(self, record: _Record, state: str, now: float) -> EngineSnapshot:
+    def _follow_restart(self, record: EngineRecord, restart: object, moment: Moment) -> None:
+        """Mark ``record`` restarting while a restart acts on it; a restart no longer
+        seen for RESTART_GONE_AFTER that did not bring the engine back has ended."""
+        if restart is not None:
+            self._mark_restarting(record, restart)
+        elif (
+            record.restarting
+            and record.engine_id not in moment.registered
+            and moment.now - record.restart_seen > RESTART_GONE_AFTER
+        ):
+            record.restarting = False
+
+    def _snapshot(self, record: EngineRecord, state: EngineState, now: float) -> EngineSnapshot:
         report = record.report or {}
-        task = report.get("task") if state in ("busy", "unresponsive", "dead", "draining") else None
-        gone = state in ("dead", "stopped", "restarting", "stopped (walltime)")
+        task = report.get("task") if state in _WITH_TASK else None
+        gone = state.gone
         age = now - record.received if record.report is not None else None
         uptime = None
         if record.report is not None:
@@ -310,7 +259,7 @@ class Collector:
             tasks_done=record.base_done + int(report.get("tasks_done", 0)),
             tasks_failed=record.base_failed
             + int(report.get("tasks_failed", 0))
-            + (1 if state == "dead" and report.get("task") else 0),
+            + (1 if state is EngineState.DEAD and report.get("task") else 0),
             cpu_percent=0.0 if gone else report.get("cpu_percent"),
             rss_bytes=report.get("rss_bytes"),
             rss_peak_bytes=report.get("rss_peak_bytes"),
@@ -327,78 +276,3 @@ class Collector:
             return self.pool.provider.job_id_of(engine_id)
         except Exception:
             return None
-
-
-def _drain_state(record: _Record, drain: dict[str, Any] | None, registered: set[int]) -> str | None:
-    """``draining`` or ``stopped (walltime)`` for an engine that was told to leave by a
-    signal (its agent says so, or its drain record, unless a later process under the
-    same id reported since); None otherwise."""
-    report = record.report or {}
-    if record.engine_id in registered and report.get("draining"):
-        return "draining"
-    if drain is None or (report and report.get("pid") != drain.get("pid")):
-        return None
-    if record.engine_id in registered:
-        return "draining"
-    if drain.get("state") == "draining" and _process_alive(record.report):
-        return "draining"
-    return "stopped (walltime)"
-
-
-def _process_alive(report: dict[str, Any] | None) -> bool:
-    """True when the engine's process still exists on this host (SIGSTOP'd, say)."""
-    if report is None or report.get("host") != _THIS_HOST:
-        return False
-    import psutil
-
-    try:
-        process = psutil.Process(int(report["pid"]))
-        if abs(process.create_time() - float(report["create_time"])) > 1.0:
-            return False  # the pid was reused
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def pending_operations(pool: Pool) -> dict[int, str]:
-    """Engines a restart or scale of ``pool`` is replacing or removing right now."""
-    return {engine_id: kind for engine_id, (kind, _) in _operations(pool).items()}
-
-
-def restart_tokens(pool: Pool) -> dict[int, object]:
-    """Engines ``pool.restart`` is replacing right now, each with the task doing it: one
-    restart is told from the next by its task."""
-    return {i: task for i, (kind, task) in _operations(pool).items() if kind == "restarting"}
-
-
-def _operations(pool: Pool) -> dict[int, tuple[str, object]]:
-    """Pool coroutines run on the pool's loop thread; their locals say which engines they
-    act on (``_restart``: ``together`` or ``engine_id``; ``_scale``: ``have[n:]``)."""
-    loop = getattr(pool._loop_thread, "loop", None)
-    if loop is None:
-        return {}
-    found: dict[int, tuple[str, object]] = {}
-    tasks: set[asyncio.Task[Any]] = set()
-    for _ in range(3):  # the loop thread may change its task set while we copy it
-        try:
-            tasks = asyncio.all_tasks(loop)
-            break
-        except RuntimeError:
-            continue
-    for task in tasks:
-        coro: Any = task.get_coro()
-        for _ in range(8):  # restart_sync -> restart -> _restart: a short await chain
-            code = getattr(coro, "cr_code", None)
-            frame = getattr(coro, "cr_frame", None)
-            if code is None or frame is None:
-                break
-            local = frame.f_locals
-            if code.co_name == "_restart":
-                for engine_id in local.get("together") or [local.get("engine_id")]:
-                    if isinstance(engine_id, int):
-                        found[engine_id] = ("restarting", task)
-            elif code.co_name == "_scale" and isinstance(local.get("have"), list):
-                for engine_id in local["have"][local.get("n", len(local["have"])) :]:
-                    found.setdefault(engine_id, ("stopped", task))
-            coro = getattr(coro, "cr_await", None)
-    return found

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..pool import Pool
+    import ipyparallel as ipp
 
 WHOAMI_TIMEOUT = 2.0
 
@@ -22,8 +22,7 @@ def _whoami() -> tuple[str, int]:
     return socket.gethostname(), os.getpid()
 
 
-def engine_table(pool: Pool) -> list[dict[str, Any]]:
-    client = pool.client
+def engine_table(client: ipp.Client) -> list[dict[str, Any]]:
     ids = sorted(client.ids)
     if not ids:
         return []
@@ -50,14 +49,3 @@ def engine_table(pool: Pool) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
-    """Plain-text table with a header, columns as wide as their widest cell."""
-    if not rows:
-        return "(no engines)"
-    columns = columns or list(rows[0])
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
-    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
-    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,65 +98,102 @@ def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
 
 def check_value(key: Key, value: Any, source: str, where: str) -> Any:
     """Validate one raw value against its key; return it normalised (lists as tuples)."""
-    kind = key.kind
-    bad = f"got {value!r} ({type(value).__name__})"
-    if kind == "str":
-        if not isinstance(value, str):
-            raise ProfileValidationError(source, where, f"must be a string; {bad}")
-        if key.choices and value not in key.choices:
-            raise ProfileValidationError(
-                source, where, f"unknown value {value!r}; {did_you_mean(value, key.choices)}"
-            )
-        return value
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ProfileValidationError(source, where, f"must be true or false; {bad}")
-        return value
-    if kind in ("int", "float"):
-        number_ok = isinstance(value, int) or (kind == "float" and isinstance(value, float))
-        if isinstance(value, bool) or not number_ok:
-            article = "an integer" if kind == "int" else "a number"
-            raise ProfileValidationError(source, where, f"must be {article}; {bad}")
-        if key.minimum is not None and value < key.minimum:
-            raise ProfileValidationError(
-                source, where, f"must be >= {key.minimum:g}; got {value!r}"
-            )
-        return float(value) if kind == "float" else value
-    if kind == "duration":  # seconds, or text as walltimes are written
-        if isinstance(value, str):
-            value = parse_duration(value, source, where)
-        elif isinstance(value, bool) or not isinstance(value, int | float):
-            raise ProfileValidationError(
-                source, where, f"must be seconds or 'HH:MM:SS', e.g. 600 or '00:10:00'; {bad}"
-            )
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ProfileValidationError(source, where, f"must be a finite number; {bad}")
-        if key.minimum is not None and value < key.minimum:
-            raise ProfileValidationError(
-                source, where, f"must be >= {key.minimum:g} seconds; got {value!r}"
-            )
-        return float(value)
-    if kind == "list":
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise ProfileValidationError(source, where, f"must be a list of strings; {bad}")
-        return tuple(value)
-    if kind == "table":
-        if not isinstance(value, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            raise ProfileValidationError(
-                source,
-                where,
-                f'must be a table of string values, e.g. {{ OMP_NUM_THREADS = "1" }}; {bad}',
-            )
-        return dict(value)
-    if kind == "hosts":
-        if not isinstance(value, list | tuple):
-            raise ProfileValidationError(
-                source, where, f'must be a list of hosts like ["node1", "user@node2:2222"]; {bad}'
-            )
-        return tuple(value)
-    raise AssertionError(kind)
+    check = _CHECKS.get(key.kind)
+    if check is None:
+        raise AssertionError(key.kind)
+    return check(_Checked(key, value, source, where))
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A raw value being checked, with what an error about it names."""
+
+    key: Key
+    value: Any
+    source: str
+    where: str
+
+    @property
+    def bad(self) -> str:
+        return f"got {self.value!r} ({type(self.value).__name__})"
+
+    def error(self, message: str) -> ProfileValidationError:
+        return ProfileValidationError(self.source, self.where, message)
+
+
+def _check_str(c: _Checked) -> Any:
+    if not isinstance(c.value, str):
+        raise c.error(f"must be a string; {c.bad}")
+    if c.key.choices and c.value not in c.key.choices:
+        raise c.error(f"unknown value {c.value!r}; {did_you_mean(c.value, c.key.choices)}")
+    return c.value
+
+
+def _check_bool(c: _Checked) -> Any:
+    if not isinstance(c.value, bool):
+        raise c.error(f"must be true or false; {c.bad}")
+    return c.value
+
+
+def _check_number(c: _Checked) -> Any:
+    kind, value = c.key.kind, c.value
+    number_ok = isinstance(value, int) or (kind == "float" and isinstance(value, float))
+    if isinstance(value, bool) or not number_ok:
+        article = "an integer" if kind == "int" else "a number"
+        raise c.error(f"must be {article}; {c.bad}")
+    if c.key.minimum is not None and value < c.key.minimum:
+        raise c.error(f"must be >= {c.key.minimum:g}; got {value!r}")
+    return float(value) if kind == "float" else value
+
+
+def _check_duration(c: _Checked) -> Any:
+    """Seconds, or text as walltimes are written."""
+    value = c.value
+    if isinstance(value, str):
+        value = parse_duration(value, c.source, c.where)
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise c.error(f"must be seconds or 'HH:MM:SS', e.g. 600 or '00:10:00'; {c.bad}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise c.error(f"must be a finite number; {c.bad}")
+    if c.key.minimum is not None and value < c.key.minimum:
+        raise c.error(f"must be >= {c.key.minimum:g} seconds; got {value!r}")
+    return float(value)
+
+
+def _check_list(c: _Checked) -> Any:
+    value = c.value
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise c.error(f"must be a list of strings; {c.bad}")
+    return tuple(value)
+
+
+def _check_table(c: _Checked) -> Any:
+    value = c.value
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise c.error(
+            f'must be a table of string values, e.g. {{ OMP_NUM_THREADS = "1" }}; {c.bad}'
+        )
+    return dict(value)
+
+
+def _check_hosts(c: _Checked) -> Any:
+    if not isinstance(c.value, list | tuple):
+        raise c.error(f'must be a list of hosts like ["node1", "user@node2:2222"]; {c.bad}')
+    return tuple(c.value)
+
+
+_CHECKS: dict[str, Callable[[_Checked], Any]] = {
+    "str": _check_str,
+    "bool": _check_bool,
+    "int": _check_number,
+    "float": _check_number,
+    "duration": _check_duration,
+    "list": _check_list,
+    "table": _check_table,
+    "hosts": _check_hosts,
+}
 
 
 _HOST_RE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>[^@:\s]+)(?::(?P<port>\d+))?$")

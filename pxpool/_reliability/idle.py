@@ -19,43 +19,35 @@ and stops with the pool. Core-hours count, for every engine the pool ever starte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
-import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 from .._core import runtime
-from .._core.startup import StartupWatch
+from .._core.state import PoolState
 from .._profile.schema import BATCH_PROVIDERS
 from ..errors import PoolStateError
+from ..health import EngineState
 
 if TYPE_CHECKING:
+    from .._core.core import PoolCore
     from ..health import EngineSnapshot
-    from ..pool import Pool
 
-__all__ = [
-    "IdleAccess",
-    "core_hours",
-    "keeps_awake",
-    "mark_released",
-    "read_state",
-    "wake_if_released",
-    "watch_idle",
-]
+__all__ = ["IdleWatch", "mark_released", "read_state"]
 
 log = logging.getLogger("pxpool.idle")
 TICK_SECONDS = 1.0  # how often a pool checks whether it is idle
+WATCH_TASK_PREFIX = "pxpool-idle-"  # the check's asyncio task: this and the pool's name
 HUB_QUERY_TIMEOUT = 10.0  # seconds for the hub to answer queue_status
 STATE_FILE = "idle.json"  # in the pool's directory, for `pxpool status` in other processes
-IDLE = "idle"
 # True inside a wake: the setup replay and engine hooks use the pool without waking it
 _waking: contextvars.ContextVar[bool] = contextvars.ContextVar("pxpool_waking", default=False)
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class CoreClock:
@@ -86,7 +78,7 @@ class CoreClock:
 class IdleWatch:
     """One per pool: the idle check, the release, the wake and the core clock."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: PoolCore) -> None:
         self.pool = pool
         self.owner = False  # set when engines join: True in the process that started the pool
         self.timeout = 0.0
@@ -99,11 +91,13 @@ class IdleWatch:
         self.released_at: float | None = None  # time.time() of the last release
         self.releases = 0
         self._lost: set[int] = set()  # stopped by a release that failed part way
-        self._timer: asyncio.TimerHandle | None = None
+        self._watching: asyncio.Task[None] | None = None  # the check, while the pool runs
 
     # ------------------------------------------------------------ engine hook (any thread)
 
-    def engines_joined(self, pool: Pool, engine_ids: list[int]) -> None:
+    def engines_joined(self, pool: PoolCore, engine_ids: list[int]) -> None:
+        """Engine hook: count the engines' core time; release them once idle_timeout
+        passed (only in the process that started the pool)."""
         # only the process that started the pool releases it and records its core-hours
         record = runtime.read_record(pool.name) or {}
         self.owner = record.get("owner_pid") == os.getpid()
@@ -111,27 +105,35 @@ class IdleWatch:
         self.clock.opened(engine_ids, time.time())
         self.last_use = time.monotonic()
         self.write_state()
-        loop = pool._loop_thread.loop
+        loop = pool.loop.loop
         if loop is not None and loop.is_running():
             loop.call_soon_threadsafe(self._arm)
 
     # ------------------------------------------------------------ the check (pool loop)
 
     def _arm(self) -> None:
-        if self._timer is None and self.pool.state == "running":
-            loop = self.pool._loop_thread.loop
-            assert loop is not None
-            self._timer = loop.call_later(TICK_SECONDS, self._tick)
+        running = self._watching is not None and not self._watching.done()
+        if not running and self.pool.state is PoolState.RUNNING:
+            name = f"{WATCH_TASK_PREFIX}{self.pool.name}"
+            self._watching = asyncio.get_running_loop().create_task(self._watch(), name=name)
 
-    def _tick(self) -> None:
-        self._timer = None
+    async def _watch(self) -> None:
+        """Check every TICK_SECONDS until the pool stops running (stopped, or released:
+        nothing to watch until a wake arms it again)."""
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            if not self._tick():
+                return
+
+    def _tick(self) -> bool:
+        """One check; False once the pool no longer runs."""
         pool = self.pool
-        if pool.state != "running":  # stopped, or released: nothing to watch until a wake
-            if pool.state != IDLE:
+        if pool.state is not PoolState.RUNNING:
+            if pool.state is not PoolState.IDLE:
                 self.clock.close(set(self.clock.open), time.time())
                 self.write_state()
-            return
-        client = pool._client
+            return False
+        client = pool.client
         registered = set(client.ids) if client is not None else set()
         gone = set(self.clock.open) - registered - set(self.released_ids)
         if gone:
@@ -139,11 +141,11 @@ class IdleWatch:
             self.write_state()
         if self.timeout > 0 and self.idle_for() >= self.timeout and not self.lock.locked():
             asyncio.ensure_future(self._release())
-        self._arm()
+        return True
 
     def idle_for(self) -> float:
         """Seconds since this pool last had work in this process (0 while it has)."""
-        client = self.pool._client
+        client = self.pool.client
         if self.calls or client is None or client.outstanding:
             self.last_use = time.monotonic()
         return time.monotonic() - self.last_use
@@ -151,7 +153,7 @@ class IdleWatch:
     async def _hub_busy(self) -> bool:
         """True when the hub lists a task queued or running on any engine (also tasks
         of other clients); a hub that does not answer counts as busy."""
-        client = self.pool._client
+        client = self.pool.client
         if client is None:
             return True
         try:
@@ -173,25 +175,23 @@ class IdleWatch:
             return  # a call or a wake is starting: not idle
         ids: list[int] = []
         try:
-            if pool.state != "running" or self.idle_for() < self.timeout:
+            if pool.state is not PoolState.RUNNING or self.idle_for() < self.timeout:
                 return
             if await self._hub_busy():
                 self.last_use = time.monotonic()
                 return
-            ids = sorted(pool._owner_ids() | self._lost)
+            ids = sorted(pool.owner_ids() | self._lost)
             if not ids or self.calls:
                 return
             # every engine set at once: a batch system cancels its jobs in parallel
-            await asyncio.gather(
-                *(pool._remove_engines(list(s)) for s in pool._engine_sets.values())
-            )
-            if pool.state != "running":
+            await asyncio.gather(*(pool.remove_engines(list(s)) for s in pool.engine_sets.values()))
+            if pool.state is not PoolState.RUNNING:
                 return  # stopped meanwhile
-            pool.state = IDLE
+            pool.state = PoolState.IDLE
             self.released_ids, self.released_at, self._lost = ids, time.time(), set()
             self.releases += 1
             self.clock.close(set(ids), time.time())
-            pool._write_record()
+            pool.write_record()
             self.write_state()
             log.warning(
                 "pxpool: pool %r had no work for %gs (idle_timeout): released its %d "
@@ -204,8 +204,8 @@ class IdleWatch:
                 else "",
             )
         except Exception as exc:  # the pool runs on; the next release also covers these
-            if pool.state == "running":  # (a pool stopped meanwhile needs no word)
-                self._lost |= set(ids) - pool._owner_ids()
+            if pool.state is PoolState.RUNNING:  # (a pool stopped meanwhile needs no word)
+                self._lost |= set(ids) - pool.owner_ids()
                 log.warning("pxpool: releasing idle pool %r failed: %r", pool.name, exc)
         finally:
             self.lock.release()
@@ -217,8 +217,8 @@ class IdleWatch:
         if _waking.get():
             return False
         pool = self.pool
-        if pool._loop_thread.in_loop():
-            if pool.state == IDLE:
+        if pool.loop.in_loop():
+            if pool.state is PoolState.IDLE:
                 raise PoolStateError(
                     f"Pool {pool.name!r} released its engines after idle_timeout="
                     f"{self.timeout:g}s; on the pool's own loop, `await pool.wake()` first."
@@ -228,7 +228,7 @@ class IdleWatch:
             with self.count_lock:
                 self.calls += 1
             self.last_use = time.monotonic()
-            if pool.state == IDLE:
+            if pool.state is PoolState.IDLE:
                 try:
                     self._wake_blocking()
                 except BaseException:
@@ -243,41 +243,61 @@ class IdleWatch:
             self.calls = max(self.calls - 1, 0)
         self.last_use = time.monotonic()
 
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Around a pool method that uses engines: wake a released pool first, and
+        count the call as work while it runs."""
+        counted = self.enter()
+        try:
+            yield
+        finally:
+            self.leave(counted)
+
+    def wake_if_released(self) -> None:
+        """Start released engines again (blocking); a no-op when the pool has them."""
+        self.leave(self.enter())
+
+    async def wake(self) -> None:
+        """Start the engines released after ``idle_timeout`` again (a no-op otherwise)."""
+        if self.pool.state is not PoolState.IDLE:
+            return
+        await asyncio.to_thread(self.wake_if_released)
+
+    def core_hours(self) -> float:
+        """Core-hours used by the pool's engines so far in this process."""
+        return self.clock.core_seconds(time.time()) / 3600.0
+
     def _wake_blocking(self) -> None:
         profile = self.pool.profile
         limit = profile.timeouts.start + 2 * profile.timeouts.stop + 120.0  # + setup replay
-        self.pool._loop_thread.submit(self._wake()).result(timeout=limit)
+        self.pool.loop.submit(self._wake()).result(timeout=limit)
 
     async def _wake(self) -> None:
         """Start the released engines under their ids, wait for them, replay the setup."""
         _waking.set(True)
         pool = self.pool
-        client, cluster = pool._client, pool._cluster
-        if pool.state != IDLE or client is None or cluster is None:
+        client, cluster = pool.client, pool.cluster
+        if pool.state is not PoolState.IDLE or client is None or cluster is None:
             return
         ids = list(self.released_ids)
         log.info("pxpool: pool %r is used again: starting its %d engine(s)", pool.name, len(ids))
-        pool.state = "running"
+        pool.state = PoolState.RUNNING
         try:
-            new_sets = await pool.provider.start_engines(cluster, ids)
-            pool._engine_sets.update(new_sets)
-            await StartupWatch(
-                cluster, pool.profile, pool.profile.timeouts.start
-            ).engines_registered(client, ids, new_sets, pool._owner_ids())
+            await pool.add_engines(ids)  # hooks: debugger, setup replay, health, this clock
         except BaseException:
-            if pool.state == "running":  # not stopped meanwhile: idle again, as before
+            if pool.state is PoolState.RUNNING:  # not stopped meanwhile: idle again, as before
                 try:
-                    await pool._remove_engines(sorted(pool._owner_ids()))
+                    await pool.remove_engines(sorted(pool.owner_ids()))
                 except Exception as exc:
                     log.warning("pxpool: cleaning up a failed wake of %r: %r", pool.name, exc)
-                pool.state = IDLE
-                pool._write_record()
+                pool.state = PoolState.IDLE
+                pool.write_record()
             raise
-        if pool.state != "running":
+        if pool.state is not PoolState.RUNNING:
             raise PoolStateError(f"Pool {pool.name!r} was stopped while its engines started.")
         self.released_ids, self.released_at = [], None
-        pool._write_record()
-        await pool._engines_ready(ids)  # debugger, setup replay, health agents, this clock
+        pool.write_record()
+        self.write_state()
         self.last_use = time.monotonic()
 
     # ------------------------------------------------------------ state for other processes
@@ -304,24 +324,6 @@ class IdleWatch:
             pass  # the pool is being removed
 
 
-def watch_of(pool: Pool) -> IdleWatch:
-    found = pool.__dict__.get("_idle")
-    if found is None:
-        found = pool.__dict__.setdefault("_idle", IdleWatch(pool))
-    return cast(IdleWatch, found)
-
-
-def watch_idle(pool: Pool, engine_ids: list[int]) -> None:
-    """Engine hook: count the engines' core time; release them once idle_timeout passed."""
-    watch_of(pool).engines_joined(pool, engine_ids)
-
-
-def core_hours(pool: Pool) -> float:
-    """Core-hours used by ``pool``'s engines so far in this process."""
-    watch = pool.__dict__.get("_idle")
-    return 0.0 if watch is None else watch.clock.core_seconds(time.time()) / 3600.0
-
-
 def read_state(name: str) -> dict[str, Any] | None:
     """What the owning process wrote of pool ``name``: core-hours and idle release."""
     import json
@@ -336,53 +338,13 @@ def read_state(name: str) -> dict[str, Any] | None:
     return cast("dict[str, Any]", data)
 
 
-def wake_if_released(pool: Pool) -> None:
-    """Start ``pool``'s released engines again (blocking); a no-op when it has them."""
-    watch = watch_of(pool)
-    watch.leave(watch.enter())
-
-
 def mark_released(name: str, snapshots: list[EngineSnapshot]) -> list[EngineSnapshot]:
     """``pxpool status`` in another process: engines pool ``name``'s owner released
     after idle_timeout show as ``released`` rather than ``stopped``."""
     released = set((read_state(name) or {}).get("released_ids") or ())
     return [
-        dataclasses.replace(s, state="released")
-        if s.engine_id in released and s.state == "stopped"
+        dataclasses.replace(s, state=EngineState.RELEASED)
+        if s.engine_id in released and s.state == EngineState.STOPPED
         else s
         for s in snapshots
     ]
-
-
-def keeps_awake(method: F) -> F:
-    """Decorator for pool methods that use engines: wake a released pool first, and
-    count the call as work while it runs."""
-
-    @functools.wraps(method)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        watch = watch_of(self)
-        counted = watch.enter()
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            watch.leave(counted)
-
-    return cast(F, wrapper)
-
-
-class IdleAccess:
-    """Mixed into :class:`~pxpool.pool.Pool`: ``wake()`` and ``core_hours()``."""
-
-    async def wake(self) -> None:
-        """Start the engines released after ``idle_timeout`` again (a no-op otherwise);
-        any use of the pool's engines does this by itself."""
-        pool = cast("Pool", self)
-        watch = watch_of(pool)
-        if pool.state != IDLE:
-            return
-        await asyncio.to_thread(lambda: watch.leave(watch.enter()))
-
-    def core_hours(self) -> float:
-        """Core-hours the pool's engines held so far: ``cores_per_engine`` (1 outside
-        batch profiles) times the time each engine was registered, summed."""
-        return core_hours(cast("Pool", self))

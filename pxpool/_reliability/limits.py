@@ -19,20 +19,21 @@ from __future__ import annotations
 import resource
 from typing import TYPE_CHECKING, Any
 
-from . import memory as _memory_limit
+from ..engines import cgroups as _memory_limit
 from . import result_limit
 
 if TYPE_CHECKING:
-    from ..pool import Pool
+    from .._core.core import PoolCore
 
 INSTALL_TIMEOUT = 30.0  # seconds for an engine to apply its limits
 _memory: tuple[int, str] | None = None  # on an engine: (bytes, how the profile says it)
+MEMORY_MARK = "_pxpool_memory"  # attribute of the kernel's do_apply once it names the limit
 
 
 def _named_memory_errors(kernel: Any) -> None:
     """A task's MemoryError under an address-space limit says which limit it hit."""
     original = kernel.do_apply
-    if getattr(original, "_pxpool_memory", False):
+    if getattr(original, MEMORY_MARK, False):
         return
 
     def do_apply(*args: Any) -> Any:
@@ -47,14 +48,14 @@ def _named_memory_errors(kernel: Any) -> None:
             )
         return reply, buffers
 
-    do_apply._pxpool_memory = True  # type: ignore[attr-defined]
+    setattr(do_apply, MEMORY_MARK, True)
     kernel.do_apply = do_apply
 
 
 def install(memory: tuple[int, str] | None, result: tuple[int, str]) -> dict[str, Any]:
     """On an engine: apply the limits (idempotent); returns what is in force."""
     global _memory
-    from IPython import get_ipython
+    from IPython.core.getipython import get_ipython
 
     if memory is not None:
         limit = memory[0]
@@ -71,7 +72,7 @@ def install(memory: tuple[int, str] | None, result: tuple[int, str]) -> dict[str
     }
 
 
-def apply_engine_limits(pool: Pool, engine_ids: list[int]) -> None:
+def apply_engine_limits(pool: PoolCore, engine_ids: list[int]) -> None:
     """Engine hook: limit results, and memory where no cgroup does (one apply each)."""
     engine = pool.profile.engine
     where = f"in profile {pool.profile.name!r}"
@@ -87,12 +88,12 @@ def apply_engine_limits(pool: Pool, engine_ids: list[int]) -> None:
         )
     if memory is None and not engine.max_result_bytes:
         return  # nothing to limit
-    sets = {i: s for s, ids in pool._engine_sets.items() for i in ids}
+    sets = {i: s for s, ids in pool.engine_sets.items() for i in ids}
     pending = {}
     for engine_id in engine_ids:
         set_id = sets.get(engine_id)
         confined = set_id is not None and _memory_limit.engine_group(pool.name, set_id)
-        pending[engine_id] = pool.client[engine_id].apply_async(
+        pending[engine_id] = pool.live_client()[engine_id].apply_async(
             install, None if confined else memory, result
         )
     for result_of_engine in pending.values():

@@ -4,40 +4,22 @@ ipyparallel sends whatever a task returns: a 10 GB result travels through the
 controller (which keeps a copy in its task database) to the client, and can take
 either down. With ``[engine] max_result_size`` (default ``"1G"``, ``"0"``: no limit)
 each engine measures an apply result once serialised and, when it is larger, sends
-a :class:`ResultTooLarge` error instead; the engine stays usable.
+a ``ResultTooLarge`` error instead; the engine stays usable.
 
 The check wraps the one function ipyparallel's engine kernel serialises apply
 results with (``serialize_object`` in ``ipyparallel.engine.kernel``), so the error
 takes the kernel's own error path (traceback, engine info, a failed task in the
-health counts). The client turns that error back into :class:`ResultTooLarge`
-(:class:`pxpool._core.client.PxClient`).
+health counts). The client turns that error back into
+:class:`pxpool._core.client.ResultTooLarge`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import ipyparallel as ipp
-
-from ..errors import PxpoolError
-
-__all__ = ["ResultTooLarge", "limit_results", "human_size"]
+__all__ = ["limit_results", "human_size"]
 
 _limit: tuple[int, str] | None = None  # on an engine: (bytes, how the profile says it)
-
-
-class ResultTooLarge(PxpoolError, ipp.RemoteError):
-    """A task's result was larger than ``[engine] max_result_size``; the engine did not
-    send it. Also a ``RemoteError``, so views and ``CompositeError`` carry it as any
-    other engine error; the message names the size, the limit and the key."""
-
-    def __init__(
-        self, ename: str, evalue: str, traceback: str, engine_info: dict[str, Any] | None = None
-    ) -> None:
-        ipp.RemoteError.__init__(self, ename, evalue, traceback, engine_info)
-
-    def __str__(self) -> str:
-        return str(self.evalue)
 
 
 def human_size(size: float) -> str:
@@ -50,7 +32,7 @@ def human_size(size: float) -> str:
 
 def _engine_id() -> Any:
     try:
-        from IPython import get_ipython
+        from IPython.core.getipython import get_ipython
 
         return get_ipython().kernel.engine_id
     except Exception:
@@ -79,7 +61,8 @@ def _checked(serialize: Any) -> Any:
 
 
 class ResultTooLargeOnEngine(Exception):
-    """Raised on the engine; the client receives it as :class:`ResultTooLarge`."""
+    """Raised on the engine; the client receives it as
+    :class:`pxpool._core.client.ResultTooLarge`."""
 
 
 # the name the error is sent under, which the client matches
@@ -94,10 +77,3 @@ def limit_results(limit: int, described: str) -> None:
     _limit = (limit, described) if limit > 0 else None
     if not hasattr(kernel.serialize_object, "__wrapped__"):
         kernel.serialize_object = _checked(kernel.serialize_object)
-
-
-def unwrap(content: dict[str, Any], error: ipp.RemoteError) -> ipp.RemoteError:
-    """On the client: an engine's ResultTooLarge as :class:`ResultTooLarge`."""
-    if content.get("ename") != "ResultTooLarge":
-        return error
-    return ResultTooLarge(error.ename, error.evalue, error.traceback, error.engine_info)

@@ -21,17 +21,21 @@ import logging
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._core.startup import REGISTRATION_HOLD_SECONDS, EngineIdReserved
-from .memory import engine_group, oom_kills, oom_kills_since_joined
+from .._core.startup import REGISTRATION_HOLD_SECONDS
+from .._core.state import PoolState
+from ..engines.cgroups import engine_group, oom_kills, oom_kills_since_joined
+from ..errors import EngineIdReserved
 from .walltime import walltime_exit
 
 if TYPE_CHECKING:
-    from ..pool import Pool
+    from .._core.core import PoolCore
 
 log = logging.getLogger("pxpool.supervisor")
+PushTo = Callable[[dict[str, Any], list[int]], None]  # (namespace, engine ids)
 # the controller reserves the id of an engine that died while registering this long;
 # a big pool on a busy machine needs that long to register (32 engines on 2 cores: 16 s)
 MAX_BACKOFF = 30.0  # seconds: the longest wait before trying to replace an engine again
@@ -80,20 +84,21 @@ class SetupLog:
     def record_code(self, code: str) -> None:
         self.steps.append(("code", code))
 
-    def replay(self, pool: Pool, engine_ids: list[int]) -> None:
+    def replay(self, core: PoolCore, push: PushTo, engine_ids: list[int]) -> None:
         for kind, value in self.steps:
             if kind == "push":
-                pool.push(value, targets=engine_ids)
+                push(value, engine_ids)
             else:
-                result = pool.client[engine_ids].execute(value, block=False)
+                result = core.live_client()[engine_ids].execute(value, block=False)
                 result.get(timeout=REPLAY_TIMEOUT)
 
 
 class Supervisor:
     """Owned by one pool; its methods run on the pool's event loop."""
 
-    def __init__(self, pool: Pool) -> None:
-        self.pool = pool
+    def __init__(self, core: PoolCore, replay_push: PushTo) -> None:
+        self.core = core
+        self.replay_push = replay_push  # pushes replay through the pool's data path
         self.setup = SetupLog()
         self.deaths: dict[int, Death] = {}
         self.restarts: Counter[int] = Counter()
@@ -109,35 +114,46 @@ class Supervisor:
         return self.ids_by_uuid.get(uuid) if uuid else None
 
     def watch(self) -> None:
-        cluster = self.pool._cluster
+        cluster = self.core.cluster
         if cluster is not None and id(cluster) not in self._clusters:
             self._clusters.add(id(cluster))
             self._oom_seen = oom_kills()
-            cluster.add_death_listener(self.engine_set_died)  # type: ignore[attr-defined]
+            cluster.add_death_listener(self.engine_set_died)
 
     def engine_set_died(self, set_id: str, stop_data: dict[str, Any]) -> None:
-        ids = tuple(self.pool._engine_sets.get(set_id, ()))
-        if not ids or self.pool.state != "running":
+        ids = tuple(self.core.engine_sets.get(set_id, ()))
+        if not ids or self.core.state is not PoolState.RUNNING:
             return  # a replacement that died while starting: its _replace goes on
-        group = engine_group(self.pool.name, set_id)  # its own memory cgroup, if any
+        group = engine_group(self.core.name, set_id)  # its own memory cgroup, if any
         if group is not None:
             how = describe_exit(stop_data.get("exit_code"), 0, oom_kills_since_joined(group))
         else:  # engines that share this process's cgroup: any new OOM kill there
             oom_now = oom_kills()
             how = describe_exit(stop_data.get("exit_code"), self._oom_seen, oom_now)
             self._oom_seen = oom_now
-        drained = walltime_exit(self.pool, ids)  # left on a walltime or preemption signal
+        drained = walltime_exit(self.core.name, ids)  # left on a walltime or preemption signal
         how = drained or how
         death = Death(ids, how, stop_data.get("exit_code"), time.time())
         for engine_id in ids:
             self.deaths[engine_id] = death
-        log.warning("pxpool: engines %s of pool %r died: %s", list(ids), self.pool.name, how)
-        if drained or self.pool.profile.restart != "on-failure":
+        log.warning("pxpool: engines %s of pool %r died: %s", list(ids), self.core.name, how)
+        if drained or self.core.profile.restart != "on-failure":
             return  # a drained engine did not fail: replace_on_walltime replaces it
         if ids[0] in self._replacing:
             self._died_again.add(ids[0])  # while being replaced: that replacement goes again
         else:
             asyncio.ensure_future(self._replace(ids[0], how))
+
+    def engines_joined(self, core: PoolCore, engine_ids: list[int]) -> None:
+        """Engine hook: watch the pool's engines for deaths; replay the setup on new
+        engines."""
+        known = core.engine_uuids()
+        self.ids_by_uuid.update({known[i]: i for i in engine_ids if i in known})
+        loop = core.loop.loop
+        assert loop is not None
+        loop.call_soon_threadsafe(self.watch)
+        if self.setup.steps:
+            self.setup.replay(core, self.replay_push, engine_ids)
 
     def how_died(self, engine_id: int | None) -> str:
         death = self.deaths.get(engine_id) if engine_id is not None else None
@@ -148,62 +164,43 @@ class Supervisor:
         ``max_restarts`` is used up; one such loop per id at a time."""
         self._replacing.add(engine_id)
         try:
-            while self.pool.state == "running":
-                if self.restarts[engine_id] >= self.pool.profile.max_restarts:
+            while self.core.state is PoolState.RUNNING:
+                if self.restarts[engine_id] >= self.core.profile.max_restarts:
                     log.error(
                         "pxpool: engine %d of pool %r died (%s) and is not replaced: it was "
                         "restarted max_restarts=%d times already; restart it with "
                         "pool.restart_sync(%d).",
                         engine_id,
-                        self.pool.name,
+                        self.core.name,
                         how,
-                        self.pool.profile.max_restarts,
+                        self.core.profile.max_restarts,
                         engine_id,
                     )
                     return
-                delay = self.pool.profile.restart_backoff * (2 ** self.failed_in_a_row[engine_id])
+                delay = self.core.profile.restart_backoff * (2 ** self.failed_in_a_row[engine_id])
                 delay = max(delay, self._id_free_at.get(engine_id, 0.0) - time.monotonic())
                 await asyncio.sleep(min(delay, MAX_BACKOFF))
-                if self.pool.state != "running":
+                if self.core.state is not PoolState.RUNNING:
                     return
                 self._died_again.discard(engine_id)
                 self.restarts[engine_id] += 1
                 try:
-                    await self.pool._restart(engine_id)
+                    await self.core.restart_engine(engine_id)
                 except Exception as exc:
                     self.failed_in_a_row[engine_id] += 1
                     if isinstance(exc, EngineIdReserved):  # wait until the controller frees it
                         self._id_free_at[engine_id] = time.monotonic() + REGISTRATION_HOLD_SECONDS
-                    if self.pool.state == "running":
+                    if self.core.state is PoolState.RUNNING:
                         log.warning(
                             "pxpool: replacing engine %d of pool %r failed, trying again: %s",
                             engine_id,
-                            self.pool.name,
+                            self.core.name,
                             exc,
                         )
                     continue
                 self.failed_in_a_row[engine_id] = 0
                 if engine_id not in self._died_again:
-                    log.warning("pxpool: engine %d of pool %r replaced", engine_id, self.pool.name)
+                    log.warning("pxpool: engine %d of pool %r replaced", engine_id, self.core.name)
                     return
         finally:
             self._replacing.discard(engine_id)
-
-
-def supervisor_of(pool: Pool) -> Supervisor:
-    found = pool.__dict__.get("_supervisor")
-    if found is None:
-        found = pool.__dict__.setdefault("_supervisor", Supervisor(pool))
-    return found
-
-
-def supervise(pool: Pool, engine_ids: list[int]) -> None:
-    """Engine hook: watch the pool's engines for deaths; replay the setup on new engines."""
-    supervisor = supervisor_of(pool)
-    known = pool.client._engines
-    supervisor.ids_by_uuid.update({known[i]: i for i in engine_ids if i in known})
-    loop = pool._loop_thread.loop
-    assert loop is not None
-    loop.call_soon_threadsafe(supervisor.watch)
-    if supervisor.setup.steps:
-        supervisor.setup.replay(pool, engine_ids)

@@ -18,30 +18,36 @@ from typing import TYPE_CHECKING, Any
 import ipyparallel as ipp
 from traitlets import Float
 
-from .._fault_errors import EngineDied, TaskLost, TaskTimeout
-from .supervisor import supervisor_of
+from ..errors import EngineDied, TaskLost, TaskTimeout
 
 if TYPE_CHECKING:
-    from ..pool import Pool
+    from .._core.client import PxClient
+    from .._core.core import PoolCore
+    from .supervisor import Supervisor
 
 INTERRUPT_GRACE = 2.0  # seconds a task gets to end after SIGINT before its engine is killed
 POLL = 0.05
 HUB_POLL = 0.5  # seconds between asking the controller where a silent task runs
 
 
-def running_engine(ar: ipp.AsyncResult, ask_hub: bool = False) -> int | None:
+def running_engine(
+    ar: ipp.AsyncResult, ask_hub: bool = False, client: PxClient | None = None
+) -> int | None:
     """The engine running a load-balanced task, once it has started (else ``None``).
 
     The client learns it from the engine's first output message; a task that stops
     its engine at once (SIGSTOP, a hang in C) sends none, so with ``ask_hub`` the
-    controller's task table answers instead."""
+    controller's task table answers instead, asked through ``client`` (the pool's
+    client, which sent ``ar``)."""
     engine = ar.engine_id
     if isinstance(engine, int):
         return engine
     if ask_hub:
+        if client is None:
+            return None  # no client to ask (the pool stopped meanwhile)
         msg_id = ar.msg_ids[0]
         try:
-            status = ar._client.queue_status(verbose=True)
+            status = client.queue_status(verbose=True)
         except Exception:
             return None
         for key, queues in status.items():
@@ -51,61 +57,99 @@ def running_engine(ar: ipp.AsyncResult, ask_hub: bool = False) -> int | None:
     return None
 
 
-def stop_task(pool: Pool, ar: ipp.AsyncResult, engine_id: int) -> str:
-    """Interrupt ``engine_id``; kill and replace it if the task does not end. Returns
-    ``"interrupted"`` or ``"replaced"``."""
-    client = pool.client
-    try:
-        client.send_signal(signal.SIGINT, targets=[engine_id], block=True)
-    except Exception:
-        pass  # the nanny is gone too: the kill below finds out
-    if ar.wait(INTERRUPT_GRACE):
-        return "interrupted"
-    set_id = next((s for s, ids in pool._engine_sets.items() if engine_id in ids), None)
-    if set_id is not None and pool._cluster is not None:
-        pool._cluster.expect_exit(set_id)  # type: ignore[attr-defined]
-    try:
-        client.send_signal(signal.SIGKILL, targets=[engine_id], block=True)
-    except Exception:
-        pass
-    pool.restart_sync(engine_id)
-    return "replaced"
+class TaskGuard:
+    """Timeouts and retries for one pool's tasks (``pool.apply``, ``pool.map``'s
+    chunks, ``pool.lbview(timeout=...)``); the supervisor says how engines died."""
 
+    def __init__(self, core: PoolCore, supervisor: Supervisor) -> None:
+        self.core = core
+        self.supervisor = supervisor
 
-def wait_with_timeout(pool: Pool, ar: ipp.AsyncResult, timeout: float | None, task: str) -> None:
-    """Wait for ``ar``; a task running longer than ``timeout`` is stopped (TaskTimeout)."""
-    started: float | None = None
-    asked = submitted = time.monotonic()
-    while not ar.ready():
-        if timeout is None:
-            ar.wait(1.0)
-            pool._running()
-            continue
-        now = time.monotonic()
-        ask = started is None and now - submitted > timeout and now - asked > HUB_POLL
-        asked = now if ask else asked
-        engine = running_engine(ar, ask_hub=ask)
-        if engine is not None and started is None:
-            started = now if not ask else submitted  # seen only by asking: it ran all along
-        if started is not None and now - started > timeout and engine is not None:
-            action = stop_task(pool, ar, engine)
-            raise TaskTimeout(task, engine, timeout, action)
-        ar.wait(POLL)
+    def stop_task(self, ar: ipp.AsyncResult, engine_id: int) -> str:
+        """Interrupt ``engine_id``; kill and replace it if the task does not end.
+        Returns ``"interrupted"`` or ``"replaced"``."""
+        core = self.core
+        client = core.live_client()
+        try:
+            client.send_signal(signal.SIGINT, targets=[engine_id], block=True)
+        except Exception:
+            pass  # the nanny is gone too: the kill below finds out
+        if ar.wait(INTERRUPT_GRACE):
+            return "interrupted"
+        set_id = next((s for s, ids in core.engine_sets.items() if engine_id in ids), None)
+        if set_id is not None and core.cluster is not None:
+            core.cluster.expect_exit(set_id)
+        try:
+            client.send_signal(signal.SIGKILL, targets=[engine_id], block=True)
+        except Exception:
+            pass
+        core.loop.submit(core.restart_engine(engine_id)).result()
+        return "replaced"
+
+    def wait_with_timeout(self, ar: ipp.AsyncResult, timeout: float | None, task: str) -> None:
+        """Wait for ``ar``; a task running longer than ``timeout`` is stopped (TaskTimeout)."""
+        started: float | None = None
+        asked = submitted = time.monotonic()
+        while not ar.ready():
+            if timeout is None:
+                ar.wait(1.0)
+                self.core.running()
+                continue
+            now = time.monotonic()
+            ask = started is None and now - submitted > timeout and now - asked > HUB_POLL
+            asked = now if ask else asked
+            engine = running_engine(ar, ask_hub=ask, client=self.core.client)
+            if engine is not None and started is None:
+                started = now if not ask else submitted  # seen only by asking: it ran all along
+            if started is not None and now - started > timeout and engine is not None:
+                action = self.stop_task(ar, engine)
+                raise TaskTimeout(task, engine, timeout, action)
+            ar.wait(POLL)
+
+    def lost_error(self, ar: ipp.AsyncResult, task: str, retried: int) -> EngineDied:
+        """The error for a task whose engine died (``TaskLost`` once retries were tried)."""
+        engine = running_engine(ar)
+        if engine is None:  # it died before its first output: the scheduler's error names its uuid
+            named = _DIED_UUID.search(str(ar.exception(timeout=0)))
+            engine = self.supervisor.engine_of(named[1] if named else None)
+        how = self.supervisor.how_died(engine)
+        cls = TaskLost if retried else EngineDied
+        return cls(task, engine, how, retried)
+
+    def apply(
+        self,
+        f: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        retries: int,
+    ) -> Any:
+        """``pool.apply``: load-balanced, bounded by ``timeout``, retried if its engine dies."""
+        task = f"pool.apply({getattr(f, '__name__', repr(f))})"
+        view = self.core.live_client().load_balanced_view()
+        for attempt in range(retries + 1):
+            ar = view.apply_async(f, *args, **kwargs)
+            self.wait_with_timeout(ar, timeout, task)
+            try:
+                return ar.get(0)
+            except Exception as exc:
+                if not engine_died(exc):
+                    raise
+                if attempt == retries:
+                    raise self.lost_error(ar, task, attempt) from exc
+        raise AssertionError("unreachable")
+
+    def timed_lbview(self, targets: Any, timeout: float | None) -> ipp.LoadBalancedView:
+        """A LoadBalancedView whose blocking apply is bounded by ``timeout``."""
+        client = self.core.live_client()
+        socket, ids = client.balanced_view_parts(targets)
+        view = TimedLoadBalancedView(client=client, socket=socket, targets=ids)
+        view.runtime_timeout = timeout
+        view.__dict__["pxpool_guard"] = self
+        return view
 
 
 _DIED_UUID = re.compile(r"Engine b?'([^']+)' died while running task")
-
-
-def lost_error(pool: Pool, ar: ipp.AsyncResult, task: str, retried: int) -> EngineDied:
-    """The error for a task whose engine died (``TaskLost`` once retries were tried)."""
-    supervisor = supervisor_of(pool)
-    engine = running_engine(ar)
-    if engine is None:  # it died before its first output: the scheduler's error names its uuid
-        named = _DIED_UUID.search(str(ar.exception(timeout=0)))
-        engine = supervisor.engine_of(named[1] if named else None)
-    how = supervisor.how_died(engine)
-    cls = TaskLost if retried else EngineDied
-    return cls(task, engine, how, retried)
 
 
 def engine_died(error: BaseException) -> bool:
@@ -115,31 +159,7 @@ def engine_died(error: BaseException) -> bool:
     )
 
 
-def apply(
-    pool: Pool,
-    f: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    timeout: float | None,
-    retries: int,
-) -> Any:
-    """``pool.apply``: load-balanced, bounded by ``timeout``, retried if its engine dies."""
-    task = f"pool.apply({getattr(f, '__name__', repr(f))})"
-    view = pool.client.load_balanced_view()
-    for attempt in range(retries + 1):
-        ar = view.apply_async(f, *args, **kwargs)
-        wait_with_timeout(pool, ar, timeout, task)
-        try:
-            return ar.get(0)
-        except Exception as exc:
-            if not engine_died(exc):
-                raise
-            if attempt == retries:
-                raise lost_error(pool, ar, task, attempt) from exc
-    raise AssertionError("unreachable")
-
-
-class TimedLoadBalancedView(ipp.LoadBalancedView):
+class TimedLoadBalancedView(ipp.LoadBalancedView):  # type: ignore[misc]  # ipyparallel ships no type information
     """A LoadBalancedView whose blocking ``apply`` stops tasks running longer than
     ``runtime_timeout`` seconds (``pool.lbview(timeout=...)``)."""
 
@@ -152,18 +172,6 @@ class TimedLoadBalancedView(ipp.LoadBalancedView):
         if self.runtime_timeout is None or not block:
             return super()._really_apply(f, args, kwargs, block=block, **options)
         ar = super()._really_apply(f, args, kwargs, block=False, **options)
-        pool = self.__dict__["pxpool_pool"]
-        wait_with_timeout(pool, ar, self.runtime_timeout, f"task {getattr(f, '__name__', f)!s}")
+        guard: TaskGuard = self.__dict__["pxpool_guard"]
+        guard.wait_with_timeout(ar, self.runtime_timeout, f"task {getattr(f, '__name__', f)!s}")
         return ar.get(0)
-
-
-def timed_lbview(pool: Pool, targets: Any, timeout: float | None) -> ipp.LoadBalancedView:
-    client = pool.client
-    if targets == "all":
-        targets = None
-    if targets is not None:
-        targets = client._build_targets(targets)[1]
-    view = TimedLoadBalancedView(client=client, socket=client._task_stream, targets=targets)
-    view.runtime_timeout = timeout
-    view.__dict__["pxpool_pool"] = pool
-    return view

@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._core import runtime as _runtime
+from .._core.state import PoolState
 
 if TYPE_CHECKING:
-    from ..pool import Pool
+    from .._core.core import PoolCore
 
 log = logging.getLogger("pxpool.walltime")
 DRAIN_DIR = "drain"
@@ -128,7 +129,8 @@ class _Drain:
         self.write("left")
         with warnings.catch_warnings():  # tornado deprecates add_callback_from_signal
             warnings.simplefilter("ignore", DeprecationWarning)
-            self.app._signal_stop(signal.SIGTERM, None)
+            # ipyparallel's engine app stops itself only through this signal handler
+            self.app._signal_stop(signal.SIGTERM, None)  # noqa: SLF001 - no public stop
 
     def write(self, state: str) -> None:
         record = {
@@ -152,7 +154,7 @@ def install(pool_dir: str) -> dict[str, Any]:
     forget a drain record an earlier process under this engine id left."""
     global _DRAIN
     from ipyparallel.engine.app import IPEngine
-    from IPython import get_ipython
+    from IPython.core.getipython import get_ipython
 
     kernel = get_ipython().kernel
     if _DRAIN is None:
@@ -192,63 +194,61 @@ def drain_records(pool_name: str) -> dict[int, dict[str, Any]]:
     return found
 
 
-def walltime_exit(pool: Pool, engine_ids: tuple[int, ...] | list[int]) -> str | None:
+def walltime_exit(pool_name: str, engine_ids: tuple[int, ...] | list[int]) -> str | None:
     """How the engines left, when every one of them drained on a signal (else None):
     the supervisor then does not count their exit as a failure."""
-    records = drain_records(pool.name)
+    records = drain_records(pool_name)
     if not engine_ids or not all(i in records for i in engine_ids):
         return None
     names = sorted({str(records[i].get("signal")) for i in engine_ids})
     return f"stopped (walltime): drained on {', '.join(names)}"
 
 
-def prepare_drain(pool: Pool, engine_ids: list[int]) -> None:
-    """Engine hook: install the drain handlers on ``engine_ids``; with
-    ``replace_on_walltime``, watch for draining engines to replace."""
-    client = pool.client
-    folder = str(_runtime.pool_dir(pool.name))
-    pending = {i: client[i].apply_async(install, folder) for i in engine_ids}
-    for engine_id, result in pending.items():
-        try:
-            result.get(timeout=INSTALL_TIMEOUT)
-        except Exception as exc:
-            log.warning("pxpool: engine %s will not drain on signals: %r", engine_id, exc)
-    if pool.profile.batch.replace_on_walltime:
-        watcher = pool.__dict__.setdefault("_walltime_watcher", Replacer(pool))
-        watcher.ensure_running()
+class WalltimeWatch:
+    """One per pool: installs the drain handlers on engines that join and, with
+    ``replace_on_walltime``, starts a replacement for each engine set whose engines
+    start draining: new engine ids, in a new job, with the pool's setup replayed by
+    the engine hooks, while the old job finishes its tasks."""
 
-
-class Replacer:
-    """Starts a replacement for each engine set whose engines start draining
-    (``replace_on_walltime``): new engine ids, in a new job, with the pool's setup
-    replayed by the engine hooks, while the old job finishes its tasks."""
-
-    def __init__(self, pool: Pool) -> None:
-        self.pool = pool
+    def __init__(self, core: PoolCore) -> None:
+        self.core = core
         self.replaced: set[tuple[int, int]] = set()  # (engine id, pid) already replaced
         self._thread: threading.Thread | None = None
+
+    def engines_joined(self, core: PoolCore, engine_ids: list[int]) -> None:
+        """Engine hook: install the drain handlers on ``engine_ids``; with
+        ``replace_on_walltime``, watch for draining engines to replace."""
+        client = core.live_client()
+        folder = str(_runtime.pool_dir(core.name))
+        pending = {i: client[i].apply_async(install, folder) for i in engine_ids}
+        for engine_id, result in pending.items():
+            try:
+                result.get(timeout=INSTALL_TIMEOUT)
+            except Exception as exc:
+                log.warning("pxpool: engine %s will not drain on signals: %r", engine_id, exc)
+        if core.profile.batch.replace_on_walltime:
+            self.ensure_running()
 
     def ensure_running(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(
-                target=self._run, name=f"pxpool-walltime-{self.pool.name}", daemon=True
+                target=self._run, name=f"pxpool-walltime-{self.core.name}", daemon=True
             )
             self._thread.start()
 
     def _run(self) -> None:
-        while self.pool.state == "running":
+        while self.core.state is PoolState.RUNNING:
             try:
                 self.check()
             except Exception:
-                log.exception("pxpool: walltime watcher of pool %r", self.pool.name)
+                log.exception("pxpool: walltime watcher of pool %r", self.core.name)
             time.sleep(WATCH_INTERVAL)
 
     def check(self) -> None:
-        from .._health.collector import pending_operations
-
-        records = drain_records(self.pool.name)
-        busy = pending_operations(self.pool)  # engines pxpool itself restarts or removes
-        for ids in list(self.pool._engine_sets.values()):
+        """Start replacements for engine sets whose engines began draining."""
+        records = drain_records(self.core.name)
+        busy = self.core.operations.snapshot()  # engines pxpool itself restarts or removes
+        for ids in list(self.core.engine_sets.values()):
             if any(i in busy for i in ids):
                 continue
             draining = [
@@ -262,29 +262,14 @@ class Replacer:
             log.warning(
                 "pxpool: engines %s of pool %r are draining (%s); starting %d replacement(s)",
                 ids,
-                self.pool.name,
+                self.core.name,
                 records[draining[0][0]].get("signal"),
                 len(ids),
             )
-            future = self.pool._loop_thread.submit(add_engines(self.pool, len(ids)))
+            future = self.core.loop.submit(self.core.add_new_engines(len(ids)))
             future.add_done_callback(self._report)
 
     def _report(self, future: Any) -> None:
         error = future.exception()
-        if error is not None and self.pool.state == "running":
-            log.error("pxpool: replacing draining engines of %r failed: %s", self.pool.name, error)
-
-
-async def add_engines(pool: Pool, count: int) -> list[int]:
-    """Start ``count`` engines under new ids (as ``pool.scale`` grows a pool)."""
-    from .._core.startup import StartupWatch
-
-    client, cluster = pool._running()
-    ids = pool._take_ids(count)
-    new_sets = await pool.provider.start_engines(cluster, ids)
-    pool._engine_sets.update(new_sets)
-    watch = StartupWatch(cluster, pool.profile, pool.profile.timeouts.start)
-    await watch.engines_registered(client, ids, new_sets, pool._owner_ids())
-    await pool._engines_ready(ids)
-    pool._write_record()
-    return ids
+        if error is not None and self.core.state is PoolState.RUNNING:
+            log.error("pxpool: replacing draining engines of %r failed: %s", self.core.name, error)

@@ -15,7 +15,7 @@ import re
 import shlex
 import time
 from subprocess import PIPE, STDOUT, Popen
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 from ipyparallel.cluster.launcher import EngineLauncher, LocalProcessLauncher, NotRunning
@@ -73,7 +73,19 @@ def remote_command(script: str) -> str:
     return shlex.join(["sh", "-c", script])
 
 
-class SSHEngineLauncher(LocalProcessLauncher, EngineLauncher):
+class AgentForward(Protocol):
+    """A local forward to an agent on the engine's host (:class:`._ssh_reach.Forward`)."""
+
+    local_port: int
+    target: tuple[str, int]
+
+    @property
+    def alive(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class SSHEngineLauncher(LocalProcessLauncher, EngineLauncher):  # type: ignore[misc]  # untyped bases
     """One engine on an SSH host, in the foreground of a local ssh client."""
 
     ssh_argv = List(Unicode(), help="ssh, its options and the destination").tag(to_dict=True)
@@ -86,10 +98,13 @@ class SSHEngineLauncher(LocalProcessLauncher, EngineLauncher):
         List(Integer()), help="[remote port, controller port] pairs: reverse tunnels this ssh opens"
     ).tag(to_dict=True)
     _forward_options: list[str] = []
+    # attributes of ipyparallel's LocalProcessLauncher (untyped) that this class sets
+    process: psutil.Process | None
+    _output: str | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.agent_forwards: list[Any] = []  # _ssh_reach.Forward to agents on this engine
+        self.agent_forwards: list[AgentForward] = []  # forwards to agents on this engine
 
     def close_agent_forwards(self) -> None:
         """Close the local forwards to this engine's agents (it stopped or is replaced)."""
@@ -220,7 +235,7 @@ class SSHEngineLauncher(LocalProcessLauncher, EngineLauncher):
         if self.state == "running" and self.process is not None:
             self.process.send_signal(sig)
 
-    def _reconstruct_process(self, d: dict) -> None:
+    def _reconstruct_process(self, d: dict[str, Any]) -> None:
         """From a cluster file: the local ssh client may be gone while the remote
         engine still runs; keep the launcher so stop() can still kill it."""
         try:

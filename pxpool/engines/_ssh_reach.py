@@ -25,15 +25,17 @@ import socket
 import subprocess
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import psutil
 
+from ._ssh_launcher import SSHEngineLauncher
 from ._ssh_tunnel import LOOPBACK, is_local_host
-from .ssh_errors import SSHConnectError
+from .errors import SSHConnectError
 
 if TYPE_CHECKING:
-    from ..pool import Pool
+    from .._core.cluster import PxCluster
+    from .._core.core import PoolCore
 
 __all__ = ["reach", "reach_url", "Forward", "open_forward"]
 
@@ -86,24 +88,25 @@ class Forward:
             pass
 
 
-def reach(pool: Pool, engine_id: int, address: tuple[str, int]) -> tuple[str, int]:
+def reach(core: PoolCore, engine_id: int, address: tuple[str, int]) -> tuple[str, int]:
     """Where this process connects to an agent of ``engine_id`` listening at
     ``address`` on the engine's host: ``address`` itself, or the local end of a
     forward to it (opened on first use) for a tunnelled engine on another host."""
-    launcher = _tunnelled_launcher(pool, engine_id)
-    if launcher is None:
+    cluster = core.cluster
+    launcher = None if cluster is None else _tunnelled_launcher(cluster, core, engine_id)
+    if cluster is None or launcher is None:
         return address
     with _LOCK:
-        forwards: list[Forward] = launcher.agent_forwards
-        for forward in forwards:
-            if forward.target == address and forward.alive:
-                return (LOOPBACK, forward.local_port)
+        for known in launcher.agent_forwards:
+            if known.target == address and known.alive:
+                return (LOOPBACK, known.local_port)
+    profile_dir = str(cluster.profile_dir)
     forward = open_forward(
         list(launcher.ssh_argv),
         address,
         launcher.host_label,
-        {"IPP_PROFILE_DIR": str(pool._cluster.profile_dir)},  # type: ignore[union-attr]
-        os.path.join(str(pool._cluster.profile_dir), "log"),  # type: ignore[union-attr]
+        {"IPP_PROFILE_DIR": profile_dir},
+        os.path.join(profile_dir, "log"),
     )
     with _LOCK:
         launcher.agent_forwards.append(forward)
@@ -112,22 +115,19 @@ def reach(pool: Pool, engine_id: int, address: tuple[str, int]) -> tuple[str, in
     return (LOOPBACK, forward.local_port)
 
 
-def reach_url(pool: Pool, engine_id: int, url: str) -> str:
+def reach_url(core: PoolCore, engine_id: int, url: str) -> str:
     """:func:`reach` for a zmq URL such as ``tcp://127.0.0.1:4321``."""
     scheme, _, rest = url.partition("://")
     host, _, port = rest.rpartition(":")
-    local_host, local_port = reach(pool, engine_id, (host, int(port)))
+    local_host, local_port = reach(core, engine_id, (host, int(port)))
     return f"{scheme}://{local_host}:{local_port}"
 
 
-def _tunnelled_launcher(pool: Pool, engine_id: int) -> Any:
+def _tunnelled_launcher(
+    cluster: PxCluster, core: PoolCore, engine_id: int
+) -> SSHEngineLauncher | None:
     """The SSH launcher of ``engine_id`` when its agents need a forward, else None."""
-    from ._ssh_launcher import SSHEngineLauncher
-
-    cluster = pool._cluster
-    if cluster is None:
-        return None
-    for set_id, ids in list(pool._engine_sets.items()):
+    for set_id, ids in list(core.engine_sets.items()):
         if engine_id in ids:
             launcher = cluster.engines.get(set_id)
             break

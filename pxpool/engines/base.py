@@ -11,10 +11,9 @@ import sys
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-import ipyparallel as ipp
-
+from .._core.cluster import PxCluster
 from .._core.hold import STARTUP_ARG
-from ..errors import PxpoolError
+from ..errors import ProfileError
 from ..profile import Profile
 
 # `python -m` this on every host: ipyparallel's engine with pxpool's light nanny
@@ -25,10 +24,12 @@ class Provider(ABC):
     """Starts and stops engines for one profile; subclasses differ in where."""
 
     name: ClassVar[str]
-    engine_launcher_class: ClassVar[Any]
+    # Set per class, read per provider: plain (not ClassVar) so that a Provider is the
+    # core's EngineProvider protocol, whose members are instance attributes.
+    engine_launcher_class: Any
     # True when engines can start with the controller and wait for its connection file
     # (they share this machine's filesystem): a pool then starts ~1 s sooner
-    starts_before_controller: ClassVar[bool] = False
+    starts_before_controller: bool = False
     # set once the pool's engine hooks ran: engines started later wait for them (_hold)
     hold_engines: bool = False
 
@@ -41,11 +42,11 @@ class Provider(ABC):
 
     @abstractmethod
     async def start_engines(
-        self, cluster: ipp.Cluster, engine_ids: list[int]
+        self, cluster: PxCluster, engine_ids: list[int]
     ) -> dict[str, list[int]]:
         """Start engines that request ``engine_ids``; return ``{engine_set_id: ids}``."""
 
-    async def release(self, cluster: ipp.Cluster | None) -> None:
+    async def release(self, cluster: PxCluster | None) -> None:
         """Release what this provider started outside ipyparallel's view: batch jobs
         still queued, engines on remote hosts. The pool calls it on every stop, also
         after a partial start, after the cluster's own stop; it must be idempotent and
@@ -59,7 +60,7 @@ class Provider(ABC):
     def job_script(self, pool_name: str | None = None) -> str:
         """The script submitted for one job (of pool ``pool_name``); only batch providers
         submit scripts."""
-        raise PxpoolError(
+        raise ProfileError(
             f"Profile {self.profile.name!r} uses provider {self.profile.provider!r}, which starts "
             "engines directly and submits no job script; job scripts exist for batch providers "
             "(slurm, sge, pbs, lsf, htcondor)."
@@ -73,7 +74,7 @@ class Provider(ABC):
     def controller_job_script(self, pool_name: str | None = None) -> str:
         """The script submitted for the controller's own job (``controller.location =
         "job"``, batch providers that support it)."""
-        raise PxpoolError(
+        raise ProfileError(
             f"Profile {self.profile.name!r} runs the controller where pxpool runs, so there is "
             "no controller job script; set controller.location = 'job' to run it in a batch job."
         )

@@ -1,263 +1,37 @@
-"""Engines in batch jobs: the part every batch system shares.
+"""Engines in batch jobs: the provider every batch system shares.
 
 One job per engine set (``engines_per_job`` engines each), so restarting or removing
-an engine resubmits or cancels exactly the job that holds it. A job is an
-ipyparallel launcher (:class:`BatchJob`) kept in ``cluster.engines``: the cluster
-file records its job id, so ``pxpool stop`` from another process cancels it too.
-While the pool waits for registrations, each job is polled; a job that ends early
-or is still queued at the deadline is reported with the scheduler's own words.
-A system's module (slurm.py, sge.py, ...) only says which commands, directives and
-state names it uses.
+an engine resubmits or cancels exactly the job that holds it. Each job is a
+:class:`~.jobs.BatchJob`, watched while the pool waits for its engines (see
+:mod:`.jobs`). A system's module (slurm.py, sge.py, ...) only says which commands,
+directives and state names it uses.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shlex
 import shutil
 import sys
-import time
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import ipyparallel as ipp
-from ipyparallel.cluster.launcher import BaseLauncher
-from traitlets import Any as AnyTrait
-from traitlets import Float, List, Unicode
 
 from .._core import runtime as _runtime
+from .._core.cluster import PxCluster
 from ..errors import ProfileError
 from ..profile import Profile
 from .base import ENGINE_MODULE, Provider
-from .batch_errors import EnginesMissingError, JobFailedError, SubmitCommandNotFound, SubmitRejected
+from .errors import SubmitCommandNotFound
+from .jobs import BatchJob, JobSpec, JobStatus, register_batch_system
 from .launchers import forward_signals, launcher_named
 
-__all__ = ["BatchProvider", "BatchJob", "JobSpec", "JobStatus", "run_command"]
-
-POLL_FIRST = 0.5  # seconds between status polls, growing to POLL_MAX
-POLL_MAX = 5.0
-STATUS_TIMEOUT = 15.0
-PENDING, RUNNING, FINISHED, GONE, UNKNOWN = "pending", "running", "finished", "gone", "unknown"
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    """One look at a job: the scheduler's state word, its reason, and what it means."""
-
-    state: str
-    kind: str  # pending | running | finished | gone | unknown
-    reason: str = ""
-
-    def describe(self) -> str:
-        return f"{self.state} ({self.reason})" if self.reason else self.state
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """Everything that differs between the jobs of one pool."""
-
-    name: str
-    engine_ids: tuple[int, ...]
-    pool_dir: str
-    cluster_id: str
-    script_file: str
-    output_file: str
-
-
-async def run_command(
-    argv: Sequence[str], timeout: float, stdin: str | None = None
-) -> tuple[int | None, str, str]:
-    """Run ``argv``; return (exit code, stdout, stderr), exit code None after ``timeout``."""
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(
-            process.communicate(stdin.encode() if stdin is not None else None), timeout
-        )
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        return None, "", f"(no answer within {timeout:g}s)"
-    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
-
-
-class BatchJob(BaseLauncher):
-    """One submitted job running a set of engines; stop() cancels it and waits for it
-    to leave the queue."""
-
-    engine_set_id = Unicode()
-    provider_name = Unicode().tag(to_dict=True)
-    profile_name = Unicode().tag(to_dict=True)
-    job_id = Unicode().tag(to_dict=True)
-    output_file = Unicode().tag(to_dict=True)
-    engine_ids = List().tag(to_dict=True)
-    submit_argv = List()
-    submit_stdin = Unicode(None, allow_none=True)
-    submit_timeout = Float(30.0)
-    cancel_timeout = Float(15.0)
-    status = AnyTrait(None)  # the last JobStatus seen
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._watcher: asyncio.Future[None] | None = None
-        self._output: str | None = None
-        self._cancelled = False
-        self.engine_client: ipp.Client | None = None  # set by the provider that submitted
-
-    @property
-    def system(self) -> type[BatchProvider]:
-        from . import PROVIDER_CLASSES
-
-        cls = PROVIDER_CLASSES[self.provider_name]
-        assert issubclass(cls, BatchProvider)
-        return cls
-
-    def find_args(self) -> list[str]:
-        return list(self.submit_argv) or [self.provider_name]
-
-    async def start(self, n: int | None = None) -> None:
-        argv = list(self.submit_argv)
-        code, out, err = await run_command(argv, self.submit_timeout, self.submit_stdin)
-        if code != 0:
-            problem = "" if code is not None else f"gave no answer within {self.submit_timeout:g}s"
-            raise SubmitRejected(argv, code, out, err, self.profile_name, problem)
-        match = re.search(self.system.job_id_pattern, out)
-        if match is None:
-            raise SubmitRejected(argv, code, out, err, self.profile_name, "printed no job id")
-        self.job_id = match[1]
-        self.notify_start({"job_id": self.job_id})
-        self._watcher = asyncio.ensure_future(self._watch())
-
-    async def poll(self) -> JobStatus:
-        """Ask the scheduler once; a failed or silent status command counts as unknown."""
-        code, out, err = await run_command(self.system.status_argv(self.job_id), STATUS_TIMEOUT)
-        status = (
-            JobStatus("no answer", UNKNOWN)
-            if code is None
-            else self.system.parse_status(self.job_id, code, out, err)
-        )
-        if status.kind != UNKNOWN:
-            self.status = status
-        return status
-
-    async def _watch(self) -> None:
-        delay = POLL_FIRST
-        while self.state == "running":
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, POLL_MAX)
-            status = await self.poll()
-            if status.kind in (FINISHED, GONE) and self.state == "running":
-                self.notify_stop({"job_id": self.job_id, "state": status.describe()})
-                return
-
-    async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-        await self._shut_engines_down()
-        if self.job_id and not self._cancelled and not self._ended():
-            self._cancelled = True
-            await run_command(self.system.cancel_argv(self.job_id), self.submit_timeout)
-            deadline = time.monotonic() + self.cancel_timeout
-            while time.monotonic() < deadline:
-                if (await self.poll()).kind in (FINISHED, GONE):
-                    break
-                await asyncio.sleep(0.2)
-        self.notify_stop({"job_id": self.job_id, "state": self._final_state()})
-
-    async def _shut_engines_down(self) -> None:
-        """Ask the job's engines to exit before the scheduler kills them: killed
-        together with their nannies, they would only leave the hub after missed
-        heartbeats; shut down, they unregister at once."""
-        client = self.engine_client
-        if client is None or self._ended():
-            return
-        try:
-            targets = [i for i in self.engine_ids if i in client.ids]
-            if targets:
-                client.shutdown(targets=targets, block=False)
-            deadline = time.monotonic() + min(5.0, self.cancel_timeout)
-            while set(targets) & set(client.ids) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-        except Exception as exc:  # the scheduler's cancel still ends the job
-            self.log.debug("pxpool: shutting down engines of job %s: %r", self.job_id, exc)
-
-    def _ended(self) -> bool:
-        return self.status is not None and self.status.kind in (FINISHED, GONE)
-
-    def _final_state(self) -> str:
-        if self.status is None:
-            return "unknown"
-        if self.status.kind == GONE:
-            return "left the queue (the scheduler no longer knows it)"
-        return str(self.status.describe())
-
-    async def join(self, timeout: float | None = None) -> None:
-        deadline = time.monotonic() + (timeout if timeout is not None else self.cancel_timeout)
-        while self.state != "after" and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-
-    def signal(self, sig: Any) -> None:
-        """Batch jobs are only cancelled (see stop())."""
-
-    def get_output(self, remove: bool = False) -> str:
-        if self._output is None:
-            try:
-                with open(self.output_file, errors="replace") as handle:
-                    text = handle.read()
-            except OSError:
-                return ""
-            if not remove:
-                return text
-            self._output = text
-            try:
-                os.remove(self.output_file)
-            except OSError:
-                pass
-        return self._output
-
-    def _log_output(self, stop_data: Any = None) -> None:
-        """Kept for the error report instead of logged (pxpool quotes it when it matters)."""
-        self.get_output(remove=True)
-
-    # -------------------------------------------------- reports for the startup wait
-
-    def exit_error(self, missing: list[int]) -> JobFailedError:
-        return JobFailedError(
-            self.job_id or "(not submitted)",
-            self._final_state(),
-            self.get_output(),
-            system=self.system.system,
-            engine_ids=self.engine_ids,
-            output_file=self.output_file,
-            profile=self.profile_name,
-        )
-
-    @classmethod
-    def missing_error(
-        cls, launchers: list[Any], registered: list[int], wanted: list[int], timeout: float
-    ) -> EnginesMissingError:
-        jobs = [job for job in launchers if isinstance(job, BatchJob) and job.job_id]
-        first = jobs[0] if jobs else None
-        return EnginesMissingError(
-            registered,
-            wanted,
-            timeout,
-            {
-                job.job_id: (job.status.state, job.status.reason) if job.status else ("unknown", "")
-                for job in jobs
-            },
-            [job.job_id for job in jobs if job.status is not None and job.status.kind == PENDING],
-            system=first.system.system if first else "batch",
-            profile=first.profile_name if first else "?",
-        )
+# BatchJob lives in .jobs; it stays importable from here because cluster files on
+# disk name the engine launchers of batch pools "pxpool.engines.batch.BatchJob".
+__all__ = ["BatchProvider", "BatchJob"]
 
 
 class BatchProvider(Provider):
@@ -272,6 +46,12 @@ class BatchProvider(Provider):
     output_in_script: ClassVar[bool] = False  # redirect output in the script, not a directive
     controller_in_job: ClassVar[bool] = False  # see batch_controller.ControllerJobProvider
     engine_launcher_class = BatchJob
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A system's provider (one with a name) is the batch system of its jobs."""
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            register_batch_system(cls.name, cls)
 
     def __init__(self, profile: Profile) -> None:
         super().__init__(profile)
@@ -406,7 +186,7 @@ class BatchProvider(Provider):
     # -------------------------------------------------- the provider interface
 
     async def start_engines(
-        self, cluster: ipp.Cluster, engine_ids: list[int]
+        self, cluster: PxCluster, engine_ids: list[int]
     ) -> dict[str, list[int]]:
         if shutil.which(self.submit_command) is None:
             raise SubmitCommandNotFound(
@@ -442,7 +222,7 @@ class BatchProvider(Provider):
             started[set_id] = ids
         return started
 
-    async def release(self, cluster: ipp.Cluster | None) -> None:
+    async def release(self, cluster: PxCluster | None) -> None:
         """Cancel every job this provider (or the cluster file) still knows."""
         jobs = {id(job): job for job in self._jobs.values()}
         if cluster is not None:

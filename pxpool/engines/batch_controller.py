@@ -21,21 +21,22 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import ipyparallel as ipp
 from ipyparallel.cluster.launcher import ControllerLauncher
 
 from .._core import runtime as _runtime
+from .._core.cluster import PxCluster
 from .._core.startup import controller_args
 from ..errors import ControllerStartError
-from .batch import PENDING, BatchJob, BatchProvider, JobSpec
-from .batch_errors import JobFailedError
+from .batch import BatchProvider
+from .errors import JobFailedError
+from .jobs import PENDING, BatchJob, JobSpec
 
 __all__ = ["ControllerJob", "ControllerJobProvider"]
 
 FILE_POLL = 0.1  # seconds between looks for the connection files
 
 
-class ControllerJob(BatchJob, ControllerLauncher):
+class ControllerJob(BatchJob, ControllerLauncher):  # type: ignore[misc]  # untyped base
     """The controller's job; ``start()`` returns once its connection files exist.
 
     The provider that renders the script is bound per pool (see
@@ -177,7 +178,7 @@ class ControllerJobProvider(BatchProvider):
         spec = self.controller_job_spec(str(_runtime.pool_dir(name)), name)
         return self.show_job(spec, self.controller_command(spec, args))
 
-    async def release(self, cluster: ipp.Cluster | None) -> None:
+    async def release(self, cluster: PxCluster | None) -> None:
         """Engines first, while the hub still answers, then the controller's job (also
         when stopping an engine job failed). The pool stops the engine sets itself only
         when it sees a local controller process, so with a job it happens here."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .batch import FINISHED, GONE, PENDING, RUNNING, UNKNOWN, JobSpec, JobStatus
 from .batch_controller import ControllerJobProvider
+from .jobs import FINISHED, GONE, PENDING, RUNNING, UNKNOWN, JobSpec, JobStatus
 
 # JobStatus codes of a job ClassAd
 _STATES = {

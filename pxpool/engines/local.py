@@ -9,13 +9,13 @@ import sys
 import time
 from typing import Any
 
-import ipyparallel as ipp
 from ipyparallel.cluster.launcher import LocalEngineLauncher, LocalEngineSetLauncher
 
+from .._core.cluster import PxCluster
 from .._core.startup import engine_file
-from .._reliability.memory import confine_engine_set, release_pool
 from ..errors import EngineStartError
 from .base import ENGINE_MODULE, Provider
+from .cgroups import confine_engine_set, release_pool
 
 JOIN_POLL = 0.02  # seconds between looks at a stopping process
 
@@ -41,11 +41,11 @@ class NonBlockingJoin:
             await asyncio.sleep(JOIN_POLL)
 
 
-class LocalEngine(NonBlockingJoin, LocalEngineLauncher):
+class LocalEngine(NonBlockingJoin, LocalEngineLauncher):  # type: ignore[misc]  # untyped base
     """One local engine process (see :class:`NonBlockingJoin`)."""
 
 
-class LocalEngines(LocalEngineSetLauncher):
+class LocalEngines(LocalEngineSetLauncher):  # type: ignore[misc]  # untyped base
     """ipyparallel's local engine set, made of :class:`LocalEngine` launchers."""
 
     launcher_class = LocalEngine
@@ -71,7 +71,7 @@ class LocalProvider(Provider):
         return self.profile.engines or os.cpu_count() or 1
 
     async def start_engines(
-        self, cluster: ipp.Cluster, engine_ids: list[int]
+        self, cluster: PxCluster, engine_ids: list[int]
     ) -> dict[str, list[int]]:
         started: dict[str, list[int]] = {}
         command = [self.python(), "-m", ENGINE_MODULE]
@@ -100,7 +100,7 @@ class LocalProvider(Provider):
             confine_engine_set(cluster, set_id, self.profile.engine.memory_limit_bytes)
         return started
 
-    async def release(self, cluster: ipp.Cluster | None) -> None:
+    async def release(self, cluster: PxCluster | None) -> None:
         """Remove the engines' memory cgroups (``[engine] memory_limit``)."""
         if cluster is not None:
             release_pool(str(cluster.cluster_id))

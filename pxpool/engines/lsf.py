@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .batch import FINISHED, GONE, PENDING, RUNNING, UNKNOWN, JobSpec, JobStatus
 from .batch_controller import ControllerJobProvider
+from .jobs import FINISHED, GONE, PENDING, RUNNING, UNKNOWN, JobSpec, JobStatus
 
 _PENDING = {"PEND", "PSUSP", "WAIT"}
 _RUNNING = {"RUN", "USUSP", "SSUSP", "PROV"}

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import shlex
 
-import ipyparallel as ipp
 from ipyparallel.cluster.launcher import MPIEngineSetLauncher
 
+from .._core.cluster import PxCluster
 from ..errors import EngineStartError
 from .base import ENGINE_MODULE
 from .local import LocalProvider, NonBlockingJoin
@@ -24,7 +24,7 @@ __all__ = ["MPIProvider", "RankEngineSetLauncher"]
 _RANK = "${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-${PMIX_RANK:-0}}}"
 
 
-class RankEngineSetLauncher(NonBlockingJoin, MPIEngineSetLauncher):
+class RankEngineSetLauncher(NonBlockingJoin, MPIEngineSetLauncher):  # type: ignore[misc]  # untyped base
     """ipyparallel's mpiexec launcher without ``--mpi`` (which needs mpi4py): the
     engine command itself picks the engine id from the rank. Its stop waits for
     mpiexec without blocking the pool's event loop (:class:`NonBlockingJoin`)."""
@@ -51,7 +51,7 @@ class MPIProvider(LocalProvider):
         return ["sh", "-c", script]
 
     async def start_engines(
-        self, cluster: ipp.Cluster, engine_ids: list[int]
+        self, cluster: PxCluster, engine_ids: list[int]
     ) -> dict[str, list[int]]:
         if not engine_ids:
             return {}

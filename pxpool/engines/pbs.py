@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .batch import FINISHED, GONE, PENDING, RUNNING, UNKNOWN, JobSpec, JobStatus
 from .batch_controller import ControllerJobProvider
+from .jobs import FINISHED, GONE, PENDING, RUNNING, UNKNOWN, JobSpec, JobStatus
 
 _PENDING = {"Q", "H", "W", "T", "S"}
 _RUNNING = {"R", "E", "B"}

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from .batch import (
+from .batch_controller import ControllerJob, ControllerJobProvider
+from .jobs import (
     FINISHED,
     GONE,
     PENDING,
@@ -21,7 +22,6 @@ from .batch import (
     JobStatus,
     run_command,
 )
-from .batch_controller import ControllerJob, ControllerJobProvider
 
 
 class SGEJob(BatchJob):

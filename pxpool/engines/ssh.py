@@ -44,18 +44,20 @@ import shlex
 import signal
 import sys
 import time
+from typing import Any
 
 import ipyparallel as ipp
 import psutil
 
+from .._core.cluster import PxCluster
 from .._core.hold import STARTUP_ARG
-from ..errors import EngineStartError, PxpoolError
-from ..profile import SSHHost
+from ..errors import EngineStartError, ProfileError
+from ..profile import Profile, SSHHost
 from . import _ssh_tunnel
 from ._ssh_launcher import REMOTE_TERM_GRACE, SSHEngineLauncher, remote_command, run_bounded
 from ._ssh_tunnel import choose_ports, controller_ports, failed_forward_port, is_local_host
 from .base import ENGINE_MODULE, Provider
-from .ssh_errors import RemotePythonError, SSHConnectError
+from .errors import RemotePythonError, SSHConnectError
 
 __all__ = ["SSHProvider", "SSHEngineLauncher"]
 
@@ -79,7 +81,7 @@ class SSHProvider(Provider):
     name = "ssh"
     engine_launcher_class = SSHEngineLauncher
 
-    def __init__(self, profile) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, profile: Profile) -> None:
         super().__init__(profile)
         self._host_of: dict[int, int] = {}  # engine id -> index into profile.ssh.hosts
         self._probed: set[int] = set()
@@ -90,7 +92,7 @@ class SSHProvider(Provider):
     def _hosts(self) -> tuple[SSHHost, ...]:
         hosts = self.profile.ssh.hosts
         if not hosts:
-            raise PxpoolError(
+            raise ProfileError(
                 f"Profile {self.profile.name!r} ({self.profile.source}) lists no SSH hosts; "
                 'give them as hosts=["user@node1:22", ...] or in [ssh] hosts of your profile.'
             )
@@ -174,24 +176,45 @@ class SSHProvider(Provider):
                 f"({self.profile.source}); pxpool logs in with BatchMode=yes (keys, no prompts).",
             )
         found = re.search(r"__pxpool_probe__(\{.*\})", out)
-        local_version = sys.version.split()[0]
-        versions = {"local_version": local_version, "local_ipyparallel": ipp.__version__}
-        where = f"in profile {self.profile.name!r} ({self.profile.source})"
         if found is None:
-            if code == 71:
-                problem = f"cannot cd to the engine work_dir there: {err.strip()}"
-            elif code in (126, 127):
-                problem = (
-                    f"python {python!r} is missing or not executable there ({err.strip()}). "
-                    f"Set python for host {host.host} {where} to a full path; non-interactive "
-                    "ssh has a bare PATH."
-                )
-            else:
-                problem = f"python {python!r} failed there (exit {code}): {err.strip()[-300:]}"
-            raise RemotePythonError(label, python, problem, output=out + err, **versions)
-        remote = json.loads(found.group(1))
+            raise self._python_failed(host, code, out, err)
+        self._check_remote(host, json.loads(found.group(1)))
+        if not self.profile.ssh.tunnel:
+            self._warn_unreachable_controller(host)
+
+    def _local_versions(self) -> dict[str, str]:
+        return {"local_version": sys.version.split()[0], "local_ipyparallel": ipp.__version__}
+
+    def _where(self) -> str:
+        return f"in profile {self.profile.name!r} ({self.profile.source})"
+
+    def _python_failed(
+        self, host: SSHHost, code: int | None, out: str, err: str
+    ) -> RemotePythonError:
+        """The probe logged in but its python printed no versions: why, as an error."""
+        python = self.remote_python(host)
+        if code == 71:
+            problem = f"cannot cd to the engine work_dir there: {err.strip()}"
+        elif code in (126, 127):
+            problem = (
+                f"python {python!r} is missing or not executable there ({err.strip()}). "
+                f"Set python for host {host.host} {self._where()} to a full path; "
+                "non-interactive ssh has a bare PATH."
+            )
+        else:
+            problem = f"python {python!r} failed there (exit {code}): {err.strip()[-300:]}"
+        return RemotePythonError(
+            self.label(host), python, problem, output=out + err, **self._local_versions()
+        )
+
+    def _check_remote(self, host: SSHHost, remote: dict[str, Any]) -> None:
+        """Raise RemotePythonError unless the remote python matches ours (major.minor and
+        ipyparallel version) and can import pxpool."""
+        label, python = self.label(host), self.remote_python(host)
+        local_version = sys.version.split()[0]
         rv, ripp = remote["python"], remote["ipyparallel"]
         same_python = rv.split(".")[:2] == local_version.split(".")[:2]
+        found = {"remote_version": rv, "remote_ipyparallel": ripp, **self._local_versions()}
         if ripp is None or not same_python or ripp != ipp.__version__:
             have = f"ipyparallel {ripp}" if ripp else "no importable ipyparallel"
             raise RemotePythonError(
@@ -200,11 +223,9 @@ class SSHProvider(Provider):
                 f"{python} ({remote['executable']}) is Python {rv} with {have}; this client runs "
                 f"Python {local_version} with ipyparallel {ipp.__version__}. Engines need the same "
                 f"Python (major.minor) and ipyparallel version: install ipyparallel=="
-                f"{ipp.__version__} there, or point python for host {host.host} {where} at a "
-                "matching environment.",
-                remote_version=rv,
-                remote_ipyparallel=ripp,
-                **versions,
+                f"{ipp.__version__} there, or point python for host {host.host} {self._where()} "
+                "at a matching environment.",
+                **found,
             )
         if not remote.get("pxpool", True):
             raise RemotePythonError(
@@ -212,22 +233,18 @@ class SSHProvider(Provider):
                 python,
                 f"{python} ({remote['executable']}) cannot import pxpool, which runs each "
                 f"engine ({ENGINE_MODULE}) and its health agent: install pxpool there, or "
-                f"point python for host {host.host} {where} at an environment that has it.",
-                remote_version=rv,
-                remote_ipyparallel=ripp,
-                **versions,
+                f"point python for host {host.host} {self._where()} at an environment that has it.",
+                **found,
             )
-        tunnel = self.profile.ssh.tunnel
-        if (
-            not tunnel
-            and not is_local_host(host.host)
-            and is_local_host(self.profile.controller.ip)
-        ):
+
+    def _warn_unreachable_controller(self, host: SSHHost) -> None:
+        """Without tunnels, engines on another host cannot reach a loopback controller."""
+        if not is_local_host(host.host) and is_local_host(self.profile.controller.ip):
             log.warning(
                 "pxpool: engines on %s connect to the controller at %s, which only this "
                 "machine can reach; set tunnel = true, or controller_ip in profile %r to an "
                 "address %s reaches.",
-                label,
+                self.label(host),
                 self.profile.controller.ip,
                 self.profile.name,
                 host.host,
@@ -256,7 +273,7 @@ class SSHProvider(Provider):
         )
 
     async def start_engines(
-        self, cluster: ipp.Cluster, engine_ids: list[int]
+        self, cluster: PxCluster, engine_ids: list[int]
     ) -> dict[str, list[int]]:
         live = {i for s in cluster.engines if s.startswith("ssh-") for i in [int(s[4:])]}
         for engine_id in engine_ids:
@@ -276,7 +293,7 @@ class SSHProvider(Provider):
                 raise result
         return {f"ssh-{e}": [e] for e in engine_ids}
 
-    async def _start_engine(self, cluster: ipp.Cluster, engine_id: int) -> None:
+    async def _start_engine(self, cluster: PxCluster, engine_id: int) -> None:
         """Start one engine; with tunnels, again on new ports while one is taken."""
         host = self._hosts()[self._host_of[engine_id]]
         set_id = f"ssh-{engine_id}"
@@ -321,7 +338,7 @@ class SSHProvider(Provider):
         )
 
     def _plan_forwards(
-        self, cluster: ipp.Cluster, host: SSHHost, set_id: str, taken: set[int]
+        self, cluster: PxCluster, host: SSHHost, set_id: str, taken: set[int]
     ) -> list[tuple[int, int]]:
         """[(remote port, controller port)] for one engine's ssh; [] without tunnels."""
         if not self.profile.ssh.tunnel:
@@ -342,9 +359,7 @@ class SSHProvider(Provider):
         remote = choose_ports(len(ports), taken | in_use | set(ports), is_local_host(host.host))
         return list(zip(remote, ports, strict=True))
 
-    async def _discard(
-        self, cluster: ipp.Cluster, set_id: str, launcher: SSHEngineLauncher
-    ) -> None:
+    async def _discard(self, cluster: PxCluster, set_id: str, launcher: SSHEngineLauncher) -> None:
         """Forget a launcher whose ssh failed on purpose-known grounds (no death report)."""
         expect_exit = getattr(cluster, "expect_exit", None)
         if expect_exit is not None:
@@ -356,7 +371,7 @@ class SSHProvider(Provider):
             cluster.engines.pop(set_id)
         self._launchers.pop(set_id, None)
 
-    async def release(self, cluster: ipp.Cluster | None) -> None:
+    async def release(self, cluster: PxCluster | None) -> None:
         """Kill every remote engine still known, also when the controller died."""
         launchers = dict(self._launchers)
         if cluster is not None:

@@ -79,7 +79,7 @@ def unload_ipython_extension(ipython: Any) -> None:
         if not isinstance(instance, cls):
             continue
         if isinstance(instance, PxMagics):
-            instance._disable_autopx()
+            instance.disable_autopx()
         if isinstance(instance, DebugMagics):
             instance.unwatch()
         for kind, names in (instance.magics or {}).items():

@@ -28,10 +28,8 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from .._data_errors import MapError
 from .._debug.session import interact
-from ..debug import DebugError
-from ..errors import PxpoolError
+from ..errors import DebugError, MapError, PxpoolError
 from ..pool import Pool, current
 
 __all__ = ["DebugMagics", "BreakpointWatcher", "failed_engines"]
@@ -92,10 +90,11 @@ class DebugMagics(Magics):
     """``%pxdebug`` / ``%%pxdebug``, and the breakpoint watcher that runs during cells."""
 
     def __init__(self, shell: Any) -> None:
-        super().__init__(shell)
+        super().__init__(shell)  # type: ignore[no-untyped-call]  # IPython's Magics.__init__ is unannotated
         self.watcher = BreakpointWatcher()
-        shell.events.register("pre_run_cell", self.watcher.cell_started)
-        shell.events.register("post_run_cell", self.watcher.cell_finished)
+        self.shell_events: Any = shell.events
+        self.shell_events.register("pre_run_cell", self.watcher.cell_started)
+        self.shell_events.register("post_run_cell", self.watcher.cell_finished)
 
     def unwatch(self) -> None:
         """Stop watching for breakpoints (``%unload_ext``)."""
@@ -105,11 +104,11 @@ class DebugMagics(Magics):
             ("post_run_cell", self.watcher.cell_finished),
         ):
             try:
-                self.shell.events.unregister(event, callback)  # type: ignore[attr-defined]
+                self.shell_events.unregister(event, callback)
             except ValueError:
                 pass
 
-    @line_cell_magic
+    @line_cell_magic  # type: ignore[untyped-decorator]  # IPython's decorator is unannotated
     def pxdebug(self, line: str, cell: str | None = None) -> None:
         """Debug an engine; see ``pxpool.magics.debug`` (``%pxdebug?``)."""
         engine = _parse(line)
@@ -167,7 +166,7 @@ class BreakpointWatcher:
 
     def cell_started(self, info: Any = None) -> None:
         pool = _current_or_none()
-        if pool is None or not pool.__dict__.get("_debug_state") or self._thread is not None:
+        if pool is None or not pool.debugger_installed or self._thread is not None:
             return
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -199,7 +198,7 @@ class BreakpointWatcher:
                 if stop.is_set():
                     return
                 try:
-                    session = pool._open(engine, {"op": "attach", "kinds": ["breakpoint"]}, 600.0)
+                    session = pool.attach_at_breakpoint(engine, 600.0)
                 except (DebugError, OSError):
                     continue  # it went on (timeout) or someone else took it
                 later = waiting[position + 1 :]

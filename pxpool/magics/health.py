@@ -27,7 +27,10 @@ def _parser() -> argparse.ArgumentParser:
 
 @magics_class
 class HealthMagics(Magics):
-    @line_magic
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)  # type: ignore[no-untyped-call]  # IPython's Magics.__init__ is unannotated
+
+    @line_magic  # type: ignore[untyped-decorator]  # IPython's decorator is unannotated
     def pxhealth(self, line: str = "") -> Any:
         """Show the health panel of ``pxpool.current()`` (``--refresh SECONDS``)."""
         try:

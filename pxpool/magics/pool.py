@@ -15,8 +15,9 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
-from .._health.table import engine_table, format_table
+from .._health.table import engine_table
 from ..errors import PxpoolError
+from ..health import format_table
 from ..pool import Pool, current
 from ..profile import list_profiles, load_profile
 
@@ -83,7 +84,10 @@ def _number(command: str, what: str, text: str, minimum: int) -> int:
 class PoolMagics(Magics):
     """The ``%pool`` line magic."""
 
-    @line_magic
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)  # type: ignore[no-untyped-call]  # IPython's Magics.__init__ is unannotated
+
+    @line_magic  # type: ignore[untyped-decorator]  # IPython's decorator is unannotated
     def pool(self, line: str = "") -> None:
         """Manage this notebook's pool of engines; ``%pool`` alone lists the commands."""
         command, _, rest = line.strip().partition(" ")
@@ -162,7 +166,7 @@ class PoolMagics(Magics):
             f"Pool {pool.name!r} (profile {pool.profile.name!r}, {pool.profile.provider}): "
             f"{pool.engines} engines"
         )
-        print(format_table(engine_table(pool), STATUS_COLUMNS))
+        print(format_table(engine_table(pool.client), STATUS_COLUMNS))
 
     def _cmd_scale(self, rest: str) -> None:
         words = _split(rest, "scale")

@@ -22,10 +22,9 @@ from typing import Any
 from ipyparallel.client.magics import ParallelMagics
 from IPython.core.error import UsageError
 
-from .._reliability.supervisor import supervisor_of
-from ..errors import PxpoolError
+from ..errors import PxpoolError, TargetError
 from ..pool import Pool, current
-from .targets import TargetError, parse_targets
+from .targets import parse_targets
 
 __all__ = ["PxMagics", "INTERRUPT_WAIT"]
 
@@ -38,7 +37,7 @@ NO_POOL = (
 )
 
 
-class PxMagics(ParallelMagics):
+class PxMagics(ParallelMagics):  # type: ignore[misc]  # ipyparallel ships no type information
     """``%px``, ``%%px``, ``%autopx``, ``%pxresult`` and ``%pxconfig`` on the current pool."""
 
     stream_output = True
@@ -50,7 +49,7 @@ class PxMagics(ParallelMagics):
         self._view: Any = None
         super().__init__(shell, None)
 
-    @property  # type: ignore[override]
+    @property
     def view(self) -> Any:
         """The current pool's DirectView; a new one when the current pool changed."""
         try:
@@ -89,7 +88,7 @@ class PxMagics(ParallelMagics):
                 "%%px --setup runs on every engine and waits; drop --targets, --noblock and --local"
             )
         result = ParallelMagics.cell_px(self, rest, cell)
-        supervisor_of(current()).setup.record_code(cell or "")
+        current().record_setup_code(cell or "")
         return result
 
     def parallel_execute(self, cell: str, block: bool | None = None, **kwargs: Any) -> Any:
@@ -101,6 +100,10 @@ class PxMagics(ParallelMagics):
             # ParallelMagics caught KeyboardInterrupt, signalled the engines and returned
             _finish_interrupted(result, targets)
         return returned
+
+    def disable_autopx(self) -> None:
+        """Leave ``%autopx`` mode if it is on (restores the shell's ``run_cell``)."""
+        self._disable_autopx()
 
 
 # ipyparallel parses %%px's flags with the parser attached to its cell_px

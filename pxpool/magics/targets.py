@@ -9,7 +9,7 @@ A target text is items separated by commas; each item is one of
 - ``::2``, ``1:``, ``-2:``: a Python slice of the sorted engine ids.
 
 The result is the sorted, de-duplicated list of engine ids. Anything else raises
-:class:`TargetError`, which names the item, says what is wrong and lists the engines.
+:class:`~pxpool.errors.TargetError`, which names the item, says what is wrong and lists the engines.
 A list written as ``[0, 1]`` is read as ``0,1``, for users of ipyparallel's syntax.
 """
 
@@ -17,26 +17,13 @@ from __future__ import annotations
 
 import re
 
-from ..errors import PxpoolError
+from ..errors import TargetError
 
-__all__ = ["TargetError", "parse_targets"]
-
-TARGET_FORMS = "write ids (0,2), ranges (2-4), slices (::2, -2:), negative indexes (-1) or all"
+__all__ = ["parse_targets"]
 
 _INT = re.compile(r"[+-]?\d+")
 _RANGE = re.compile(r"(\d+)\s*-\s*(\d+)")
 _SLICE = re.compile(r"([+-]?\d+)?\s*:\s*([+-]?\d+)?\s*(?::\s*([+-]?\d+)?)?")
-
-
-class TargetError(PxpoolError, ValueError):
-    """An engine target text that cannot be read or names engines the pool lacks."""
-
-    def __init__(self, text: str, item: str, problem: str, ids: list[int]) -> None:
-        self.text = text
-        self.item = item
-        self.ids = list(ids)
-        where = f"target {item!r}" if item == text.strip() else f"target {item!r} in {text!r}"
-        super().__init__(f"Bad engine {where}: {problem}; {TARGET_FORMS}. Engines: {self.ids}.")
 
 
 def parse_targets(text: str, ids: list[int]) -> list[int]:

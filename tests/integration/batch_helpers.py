@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pxpool
 from .provider_suite import ProviderSuite
 
 SLURM_PARTITION = os.environ.get("PXPOOL_TEST_SLURM_PARTITION", "debug")
+SGE_QUEUE = os.environ.get("PXPOOL_TEST_SGE_QUEUE", "all.q")
 
 
 def need(command: str, hint: str, path: str | None = None) -> None:
@@ -36,6 +38,35 @@ def slurm_jobs(pool_name: str) -> list[str]:
     """This pool's SLURM jobs in any state squeue lists (pending, running, completing)."""
     names = queued_job_names(["squeue", "-h", "-o", "%i %j"])
     return [line for line in names if line.split()[-1].startswith(f"pxpool-{pool_name}-")]
+
+
+def need_sge() -> None:
+    """Skip unless ``qsub`` on PATH is Grid Engine's (not the PBS emulation's) and answers."""
+    try:
+        result = subprocess.run(
+            ["qstat", "-help"], capture_output=True, text=True, timeout=20, check=False
+        )
+    except FileNotFoundError:
+        pytest.skip("qstat not found; run `bash infra/sge.sh install && bash infra/sge.sh start`")
+    if not result.stdout.startswith("SGE"):
+        pytest.skip(f"qstat on PATH is not Grid Engine's: {result.stdout[:60]!r}")
+    if subprocess.run(["qstat"], capture_output=True, timeout=20, check=False).returncode != 0:
+        pytest.skip("sge_qmaster does not answer; run `bash infra/sge.sh start`")
+
+
+def sge_jobs(pool_name: str) -> list[str]:
+    """This pool's jobs in any state qstat lists ("id name state"); full names from -xml,
+    as the plain listing cuts names at 10 characters."""
+    result = subprocess.run(
+        ["qstat", "-xml"], capture_output=True, text=True, timeout=20, check=False
+    )
+    assert result.returncode == 0, f"qstat -xml: {result.stderr}"
+    found = []
+    for job in ET.fromstring(result.stdout).iter("job_list"):
+        name = job.findtext("JB_name", "")
+        if name.startswith(f"pxpool-{pool_name}-"):
+            found.append(f"{job.findtext('JB_job_number')} {name} {job.findtext('state')}")
+    return found
 
 
 class BatchSuite(ProviderSuite):

@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import psutil
 import pytest
 
 import pxpool
 
+from .cli_helpers import pxpool_cli
+from .ssh_helpers import remote_engines, ssh_overrides
+
 pytestmark = pytest.mark.integration
 
 COMMANDS = ["start", "script", "list", "status", "stop", "profiles", "demo"]
-
-
-def pxpool_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pxpool.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=os.environ.copy(),
-    )
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
@@ -98,7 +89,7 @@ def test_attach_to_a_stale_pool_says_to_stop_it() -> None:
     started = pxpool_cli("start", "local", "-n", "1", "--name", "stale")
     assert started.returncode == 0, started.stderr
     record_pool = pxpool.Pool.attach("stale")
-    controller_pid = record_pool._cluster.controller.pid
+    controller_pid = record_pool.core.cluster.controller.pid
     record_pool.disconnect()
     os.kill(controller_pid, 9)
     try:
@@ -138,8 +129,6 @@ def test_script_of_a_direct_provider_says_which_providers_have_scripts() -> None
 
 
 def test_stop_from_another_process_uses_the_hosts_the_ssh_pool_was_given() -> None:
-    from .test_provider_ssh import remote_engines, ssh_overrides
-
     # hosts only as a keyword: the built-in ssh profile lists none
     pool = pxpool.Pool.from_profile("ssh", pool_name="cli-ssh", **ssh_overrides(engines=1))
     pool.start_sync()

@@ -19,17 +19,20 @@ import pytest
 
 import pxpool
 from pxpool._core import runtime
+from pxpool.engines import controller_alive
 from pxpool.engines.batch_controller import ControllerJob
 
 from .batch_helpers import (
     PBS_BIN,
+    SGE_QUEUE,
     SLURM_PARTITION,
     STANDINS,
     need,
+    need_sge,
+    sge_jobs,
     slurm_jobs,
     standin_jobs,
 )
-from .test_provider_sge import SGE_QUEUE, need_sge, sge_jobs
 
 pytestmark = pytest.mark.integration
 
@@ -192,7 +195,7 @@ def test_pool_with_its_controller_in_a_job_is_running_for_attach_and_list(
 
     pool = slurm_pool(engines=1)
     pool.start_sync()
-    assert runtime.controller_alive(pool.name)  # no local controller process, but its job
+    assert controller_alive(pool.name)  # no local controller process, but its job
     attached = pxpool.Pool.attach(pool.name)
     try:
         assert attached.apply(sum, [6, 36]) == 42
@@ -205,4 +208,4 @@ def test_pool_with_its_controller_in_a_job_is_running_for_attach_and_list(
         line.split() for line in listed.stdout.splitlines()
     ], listed.stdout
     pool.stop_sync()
-    assert not runtime.controller_alive(pool.name)
+    assert not controller_alive(pool.name)

@@ -10,16 +10,14 @@ from collections.abc import Iterator
 import pytest
 
 import pxpool
+from pxpool._debug import agent as debug_agent
 from pxpool._debug.session import request
 from pxpool._debug.wire import SignedConn, sign
-from pxpool.debug import DebugAuthError, DebugError
+from pxpool.errors import DebugAuthError, DebugError
+
+from .debug_helpers import fails_with_local
 
 pytestmark = pytest.mark.integration
-
-
-def fails_with_local(n: int) -> None:
-    secret = n * 7
-    raise ValueError(f"bad input {n} ({secret})")
 
 
 def stops_at_breakpoint(x: int) -> int:
@@ -87,7 +85,7 @@ def test_breakpoint_in_a_load_balanced_task_stops_and_continues_to_the_result(
         assert "-> return z" in session.send("n")
         assert session.send("p z").strip() == "22"
         session.send("c")
-        assert session.ended and session.end_reason.startswith("continued")
+        assert session.ended and (session.end_reason or "").startswith("continued")
     assert result.get(timeout=30) == 22
 
 
@@ -113,36 +111,115 @@ def test_quit_ends_the_task_with_debugger_quit_and_the_engine_stays_usable(
     assert pool.view(0).apply_sync(ok) == "engine works"
 
 
-def test_unsigned_connection_is_refused(pool: pxpool.Pool) -> None:
-    host, port = pool._debug_address(0)
+# The security negatives forge a ``config`` request: of the requests an agent serves it
+# is the one that leaves a mark on the engine (how long a stop waits for a client), so
+# each test can show that the forged message ran nothing and that the same request,
+# signed with the pool's key on its own connection, does run. Every check waits on the
+# engine's answer or on its closing the connection, never on a fixed sleep.
+FORGED_TIMEOUT = 4321.0
+CONFIG = {"op": "config", "timeout": FORGED_TIMEOUT}
+
+
+@pytest.fixture
+def restores_debug_timeout(pool: pxpool.Pool) -> Iterator[float]:
+    before = pool.debug_timeout
+    assert before != FORGED_TIMEOUT
+    yield before
+    pool.debug_timeout = before
+
+
+def agent_address(pool: pxpool.Pool, engine_id: int) -> tuple[str, int]:
+    """Where engine ``engine_id``'s debugger listens, asked of the engine itself. These
+    are local engines, which the client reaches at that address directly."""
+    address = pool.view(engine_id).apply_sync(debug_agent.listening_address)
+    assert address is not None, f"no debugger agent runs on engine {engine_id}"
+    return str(address[0]), int(address[1])
+
+
+def engine_pause_timeout(pool: pxpool.Pool, engine_id: int) -> float:
+    """How long a stop on the engine waits for a client, as its agent holds it now."""
+    return float(pool.view(engine_id).apply_sync(debug_agent.pause_timeout))
+
+
+def signed_request(pool: pxpool.Pool, engine_id: int, body: dict[str, object]) -> dict[str, object]:
+    """``body`` sent as the pool's own client sends it: signed with the pool's key."""
+    host, port = agent_address(pool, engine_id)
+    conn = SignedConn.connect(host, port, pool.client.session.key, 10)
+    try:
+        return request(conn, body)
+    finally:
+        conn.close()
+
+
+def signed_line(key: bytes, body: dict[str, object]) -> bytes:
+    text = json.dumps(body, separators=(",", ":"))
+    return json.dumps({"body": text, "sig": sign(key, text)}).encode() + b"\n"
+
+
+def test_unsigned_message_is_refused_and_runs_nothing(
+    pool: pxpool.Pool, restores_debug_timeout: float
+) -> None:
+    host, port = agent_address(pool, 0)
+    assert engine_pause_timeout(pool, 0) == restores_debug_timeout
     with socket.create_connection((host, port), timeout=10) as raw:
         reader = raw.makefile("rb")
         hello = json.loads(reader.readline())
         assert hello["hello"] == "pxpool-debug/1"
-        raw.sendall(b'{"op": "postmortem"}\n')
+        raw.sendall(json.dumps(CONFIG).encode() + b"\n")
         assert "refused: unsigned message" in json.loads(reader.readline())["error"]
-        assert reader.readline() == b""  # closed by the engine
+        assert reader.readline() == b""  # closed by the engine: done with the message
+    assert engine_pause_timeout(pool, 0) == restores_debug_timeout
+    assert signed_request(pool, 0, CONFIG) == {"ok": True}  # control: signed, it runs
+    assert engine_pause_timeout(pool, 0) == FORGED_TIMEOUT
     assert pool.view(0).apply_sync(ok) == "engine works"
 
 
-def test_wrong_key_is_refused(pool: pxpool.Pool) -> None:
-    host, port = pool._debug_address(1)
+def test_wrong_key_is_refused_and_runs_nothing(
+    pool: pxpool.Pool, restores_debug_timeout: float
+) -> None:
+    host, port = agent_address(pool, 1)
+    assert engine_pause_timeout(pool, 1) == restores_debug_timeout
     conn = SignedConn.connect(host, port, b"not-the-pool-key", 10)
-    with pytest.raises(DebugAuthError, match="refused: bad signature"):
-        request(conn, {"op": "postmortem"})
-    conn.close()
+    try:
+        with pytest.raises(DebugAuthError, match="refused: bad signature"):
+            request(conn, CONFIG)
+    finally:
+        conn.close()
+    assert engine_pause_timeout(pool, 1) == restores_debug_timeout
+    assert signed_request(pool, 1, CONFIG) == {"ok": True}  # control: the pool's key
+    assert engine_pause_timeout(pool, 1) == FORGED_TIMEOUT
     assert pool.view(1).apply_sync(ok) == "engine works"
 
 
-def test_message_replayed_from_another_connection_is_refused(pool: pxpool.Pool) -> None:
-    host, port = pool._debug_address(1)
+def test_replayed_message_is_refused_on_its_own_and_another_connection(
+    pool: pxpool.Pool, restores_debug_timeout: float
+) -> None:
+    host, port = agent_address(pool, 1)
     key = pool.client.session.key
-    with socket.create_connection((host, port), timeout=10) as raw:
-        reader = raw.makefile("rb")
-        json.loads(reader.readline())
-        body = json.dumps({"op": "status", "nonce": "0" * 32, "seq": 1, "origin": "client"})
-        raw.sendall(json.dumps({"body": body, "sig": sign(key, body)}).encode() + b"\n")
+    with socket.create_connection((host, port), timeout=10) as first:
+        reader = first.makefile("rb")
+        nonce = json.loads(reader.readline())["nonce"]
+        line = signed_line(key, dict(CONFIG, nonce=nonce, seq=1, origin="client"))
+        first.sendall(line)
+        reply = json.loads(reader.readline())
+        assert json.loads(reply["body"])["ok"] is True  # control: on its connection, it runs
+        assert engine_pause_timeout(pool, 1) == FORGED_TIMEOUT
+        pool.debug_timeout = restores_debug_timeout  # back, so a replay that ran would show
+        assert engine_pause_timeout(pool, 1) == restores_debug_timeout
+
+        first.sendall(line)  # the same message again, on the same connection
+        assert "message out of order (seq 1)" in json.loads(reader.readline())["error"]
+        assert reader.readline() == b""
+    assert engine_pause_timeout(pool, 1) == restores_debug_timeout
+
+    with socket.create_connection((host, port), timeout=10) as second:
+        reader = second.makefile("rb")
+        assert json.loads(reader.readline())["nonce"] != nonce
+        second.sendall(line)  # the same message on a new connection
         assert "nonce or origin mismatch" in json.loads(reader.readline())["error"]
+        assert reader.readline() == b""
+    assert engine_pause_timeout(pool, 1) == restores_debug_timeout
+    assert pool.view(1).apply_sync(ok) == "engine works"
 
 
 def test_debug_timeout_must_be_positive(pool: pxpool.Pool) -> None:

@@ -56,7 +56,7 @@ def answering(monkeypatch: pytest.MonkeyPatch, *commands: str) -> Answers:
 def run(shell: InteractiveShell, source: str) -> str:
     with capture_output() as captured:
         shell.run_cell(source)
-    return captured.stdout
+    return str(captured.stdout)
 
 
 def test_cell_magic_steps_through_three_lines_on_one_engine(

@@ -6,14 +6,16 @@ package only the engines can import, and a stand-in ``cloudpickle`` 0.0.1 earlie
 engines' path (a real package shadowed the way a stray install would shadow it).
 
 Last, an SSH engine (the test sshd, this machine) whose host runs the interpreter of a
-virtual environment with another release of cloudpickle, installed by pip during the test
-session.
+virtual environment with another release of cloudpickle in its own site-packages: a copy
+of the installed one under another version, made by the test (nothing is downloaded).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -27,11 +29,13 @@ import pytest
 import pxpool
 from pxpool.doctor import diagnose
 
-from .test_cli import pxpool_cli
+from .cli_helpers import pxpool_cli
+from .ssh_helpers import ssh_overrides
 
 pytestmark = pytest.mark.integration
 
 PROBE = "PXPOOL_DOCTOR_PROBE"
+OTHER_CLOUDPICKLE = "0.0.2"  # the release the SSH engine's venv holds
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +128,7 @@ def test_doctor_names_engines_that_do_not_answer(odd: dict[str, Any]) -> None:
     with pytest.raises(
         pxpool.PxpoolError, match=r"Engines \[0\] of pool .* did not report .* within 0.5s"
     ):
-        diagnose(pool, timeout=0.5)
+        diagnose(pool.core, timeout=0.5)
     assert time.monotonic() - started < 5
     busy.get(timeout=10)
 
@@ -159,41 +163,50 @@ def test_cli_doctor_exits_0_when_alike_1_with_differences_2_on_error(
 
 @pytest.fixture(scope="module")
 def ssh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A venv over this interpreter's packages with another cloudpickle, installed by pip
-    from the package index (the client imports cloudpickle; the start check warns on it)."""
-    installed = importlib.metadata.version("cloudpickle")
+    """A venv over this interpreter's packages with another cloudpickle in the venv's own
+    site-packages, shadowing the installed one as an install into the venv would (the
+    client imports cloudpickle; the start check warns on it). That cloudpickle is a copy
+    of the installed package whose ``__version__`` and dist-info say OTHER_CLOUDPICKLE,
+    so it works like the real one; nothing comes from a package index."""
+    assert importlib.metadata.version("cloudpickle") != OTHER_CLOUDPICKLE
     venv = tmp_path_factory.mktemp("ssh-doctor") / "venv"
     subprocess.run(
         [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
         check=True,
         timeout=60,
     )
-    done = subprocess.run(
+    site = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
             str(venv / "bin" / "python"),
-            "install",
-            "--no-deps",
-            "--quiet",
-            f"cloudpickle!={installed}",
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('purelib'))",
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=30,
+        check=True,
+    ).stdout.strip()
+    installed = importlib.util.find_spec("cloudpickle")
+    assert installed is not None and installed.submodule_search_locations
+    package = Path(site) / "cloudpickle"
+    shutil.copytree(
+        installed.submodule_search_locations[0],
+        package,
+        ignore=shutil.ignore_patterns("__pycache__"),
     )
-    assert done.returncode == 0, done.stdout + done.stderr
+    with (package / "__init__.py").open("a") as init:
+        init.write(f'\n__version__ = "{OTHER_CLOUDPICKLE}"\n')
+    dist_info = Path(site) / f"cloudpickle-{OTHER_CLOUDPICKLE}.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: cloudpickle\nVersion: {OTHER_CLOUDPICKLE}\n"
+    )
     return venv
 
 
 def test_doctor_flags_an_ssh_engine_on_another_venv_and_the_start_warns(
     ssh_venv: Path,
 ) -> None:
-    # imported here: at module level pytest would collect its test class a second time
-    from .test_provider_ssh import ssh_overrides
-
     python = str(ssh_venv / "bin" / "python")
     theirs = subprocess.run(
         [python, "-c", "import cloudpickle; print(cloudpickle.__version__)"],

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import ipyparallel as ipp
 import pandas
@@ -15,6 +15,8 @@ import pytest
 
 import pxpool
 from pxpool.health import COLUMNS, STATES
+
+from .waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -30,16 +32,6 @@ def pool() -> Iterator[pxpool.Pool]:
 def own_pool() -> Iterator[pxpool.Pool]:
     with pxpool.Pool.from_profile("local", engines=3) as running:
         yield running
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> float:
-    """Seconds until ``condition()`` held; fails the test after ``timeout``."""
-    began = time.monotonic()
-    while not condition():
-        if time.monotonic() - began > timeout:
-            pytest.fail(f"condition not met within {timeout}s")
-        time.sleep(0.05)
-    return time.monotonic() - began
 
 
 def states(pool: pxpool.Pool) -> list[str]:
@@ -75,7 +67,7 @@ def test_a_running_task_shows_busy_with_its_function_and_is_counted(pool: pxpool
     time.sleep(1.0)  # agents report every 0.5 s: let tasks of earlier tests be counted first
     before = pool.health().set_index("engine_id")
     result = pool.client[0].apply_async(time.sleep, 2.5)
-    wait_for(lambda: states(pool)[0] == "busy", 2.0)
+    wait_until(lambda: states(pool)[0] == "busy", 2.0, "engine 0 shown busy", tolerate_errors=False)
     row = pool.health().set_index("engine_id").loc[0]
     assert row["task_label"] == "sleep"
     assert row["task"] == f"sleep [{result.msg_ids[0][:8]}]"
@@ -85,7 +77,12 @@ def test_a_running_task_shows_busy_with_its_function_and_is_counted(pool: pxpool
     result.get(timeout=10)
     with pytest.raises(Exception, match="on purpose"):
         pool.client[1].apply_sync(failing)
-    wait_for(lambda: states(pool)[:2] == ["idle", "idle"], 2.0)
+    wait_until(
+        lambda: states(pool)[:2] == ["idle", "idle"],
+        2.0,
+        "engines 0 and 1 shown idle again",
+        tolerate_errors=False,
+    )
     after = pool.health().set_index("engine_id")
     assert after.loc[0, "tasks_done"] == before.loc[0, "tasks_done"] + 1
     assert after.loc[1, "tasks_failed"] == before.loc[1, "tasks_failed"] + 1
@@ -105,12 +102,12 @@ def test_restart_goes_restarting_then_idle_and_stop_marks_every_row_stopped(
             time.sleep(2.5)
 
     pool.add_engine_hook(slow_setup)
-    restart = pool._loop_thread.submit(pool.restart(2))
+    restart = pool.core.loop.submit(pool.restart(2))
     while not restart.done():
         seen.append(states(pool)[2])
         time.sleep(0.02)
     restart.result()
-    wait_for(lambda: states(pool)[2] == "idle", 3.0)
+    wait_until(lambda: states(pool)[2] == "idle", 3.0, "engine 2 shown idle", tolerate_errors=False)
     assert "restarting" in seen
     assert set(seen) <= {"idle", "restarting"}
     assert int(pool.health()["pid"][2]) != old_pid
@@ -127,12 +124,23 @@ def test_killed_engine_is_dead_within_5s_and_stopped_engine_unresponsive(
     pool.health()
     pids = pool.view().apply_sync(os.getpid)
     busy = pool.client[1].apply_async(time.sleep, 30)
-    wait_for(lambda: states(pool)[1] == "busy", 2.0)
+    wait_until(lambda: states(pool)[1] == "busy", 2.0, "engine 1 shown busy", tolerate_errors=False)
     os.kill(pids[1], signal.SIGKILL)
     os.kill(pids[2], signal.SIGSTOP)
     try:
-        dead_after = wait_for(lambda: states(pool)[1] == "dead", 5.0)
-        hung_after = wait_for(lambda: states(pool)[2] == "unresponsive", 5.0)
+        began = time.monotonic()
+        wait_until(
+            lambda: states(pool)[1] == "dead", 5.0, "engine 1 shown dead", tolerate_errors=False
+        )
+        dead_after = time.monotonic() - began
+        began = time.monotonic()
+        wait_until(
+            lambda: states(pool)[2] == "unresponsive",
+            5.0,
+            "engine 2 shown unresponsive",
+            tolerate_errors=False,
+        )
+        hung_after = time.monotonic() - began
         frame = pool.health().set_index("engine_id")
         assert frame.loc[0, "state"] == "idle"
         assert frame.loc[1, "tasks_failed"] >= 1  # the task it died in

@@ -5,13 +5,13 @@ engines, a real IPython shell for ``%%px``, and real SLURM jobs (``infra/up.sh``
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 
 import ipyparallel as ipp
 import psutil
@@ -20,27 +20,26 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 import pxpool
+from pxpool._reliability import idle
 from pxpool.errors import EngineStartError, PoolStateError
 
 from .batch_helpers import SLURM_PARTITION, need, slurm_jobs
+from .waits import wait_until
 
 pytestmark = pytest.mark.integration
 
 IDLE_WAIT = 30.0  # seconds a test waits for a release it expects
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g}s: {what}")
-        time.sleep(0.1)
-
-
 @ipp.interactive
 def scaled(x: int) -> float:
     """Uses what the pool's setup left on the engines: a pushed name and a setup cell."""
     return offset + scale * math.sqrt(x * x)  # type: ignore[name-defined]  # noqa: F821
+
+
+async def task_names() -> list[str]:
+    """The asyncio tasks on the running loop (the pool's, when submitted to it)."""
+    return [task.get_name() for task in asyncio.all_tasks()]
 
 
 def set_up(pool: pxpool.Pool) -> None:
@@ -53,7 +52,7 @@ def pool_threads(pool: pxpool.Pool) -> list[str]:
     return [
         t.name
         for t in threading.enumerate()
-        if pool.name in t.name and t is not pool._loop_thread.thread and t.is_alive()
+        if pool.name in t.name and t is not pool.core.loop.thread and t.is_alive()
     ]
 
 
@@ -63,8 +62,20 @@ def test_local_pool_releases_idle_engines_and_the_next_map_starts_them_again() -
         set_up(pool)
         pids = pool.view().apply(os.getpid)
         pool.health_summary()  # health agents on: their rows must show the release
-        wait_for(lambda: pool.state == "idle", IDLE_WAIT, "the pool released its engines")
-        wait_for(lambda: not any(psutil.pid_exists(p) for p in pids), 10, "engines exited")
+        wait_until(
+            lambda: pool.state == "idle",
+            IDLE_WAIT,
+            "the pool released its engines",
+            interval=0.1,
+            tolerate_errors=False,
+        )
+        wait_until(
+            lambda: not any(psutil.pid_exists(p) for p in pids),
+            10,
+            "engines exited",
+            interval=0.1,
+            tolerate_errors=False,
+        )
         assert pool.ids == [] and pool.engines == 0
         assert list(pool.health()["state"]) == ["released", "released"]
         summary = pool.health_summary()
@@ -95,7 +106,8 @@ def test_local_pool_releases_idle_engines_and_the_next_map_starts_them_again() -
         time.sleep(0.3)
         assert pool.core_hours() > released_hours  # engines hold cores again
     time.sleep(1.5)  # one check interval: the idle check ends with the pool
-    assert pool.__dict__["_idle"]._timer is None
+    watching = f"{idle.WATCH_TASK_PREFIX}{pool.name}"
+    assert watching not in pool.core.loop.submit(task_names()).result(5)
     assert pool_threads(pool) == []
 
 
@@ -108,7 +120,13 @@ def test_work_keeps_engines_a_failed_restart_is_a_start_error_and_px_wakes_the_p
         time.sleep(2.5)
         assert pool.state == "running"
         result.get(timeout=10)
-        wait_for(lambda: pool.state == "idle", IDLE_WAIT, "the pool released its engines")
+        wait_until(
+            lambda: pool.state == "idle",
+            IDLE_WAIT,
+            "the pool released its engines",
+            interval=0.1,
+            tolerate_errors=False,
+        )
 
         profile = pool.provider.profile
         broken = dataclasses.replace(
@@ -143,8 +161,20 @@ def test_slurm_pool_cancels_its_jobs_when_idle_and_submits_them_again_on_next_ma
         first_jobs = {pool.provider.job_id_of(i) for i in pool.ids}
         assert len(slurm_jobs(pool.name)) == 2
         set_up(pool)
-        wait_for(lambda: pool.state == "idle", IDLE_WAIT, "the pool released its engines")
-        wait_for(lambda: not slurm_jobs(pool.name), 20, "squeue lists none of the pool's jobs")
+        wait_until(
+            lambda: pool.state == "idle",
+            IDLE_WAIT,
+            "the pool released its engines",
+            interval=0.1,
+            tolerate_errors=False,
+        )
+        wait_until(
+            lambda: not slurm_jobs(pool.name),
+            20,
+            "squeue lists none of the pool's jobs",
+            interval=0.1,
+            tolerate_errors=False,
+        )
         released_hours = pool.health_summary()["core_hours"]
         assert released_hours > 0
 
@@ -154,4 +184,10 @@ def test_slurm_pool_cancels_its_jobs_when_idle_and_submits_them_again_on_next_ma
         assert len(jobs) == 2 and {line.split()[0] for line in jobs}.isdisjoint(first_jobs)
         time.sleep(0.5)
         assert pool.health_summary()["core_hours"] > released_hours
-    wait_for(lambda: not slurm_jobs(pool.name), 20, "squeue lists none of the pool's jobs")
+    wait_until(
+        lambda: not slurm_jobs(pool.name),
+        20,
+        "squeue lists none of the pool's jobs",
+        interval=0.1,
+        tolerate_errors=False,
+    )

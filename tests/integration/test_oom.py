@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import resource
 import threading
-import time
 from collections.abc import Iterator
 
 import ipyparallel as ipp
 import pytest
 
 import pxpool
-from pxpool._reliability import memory as _memory_limit
+from pxpool.engines import cgroups as _memory_limit
+
+from .waits import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -42,19 +43,6 @@ def engine_facts() -> dict[str, object]:
     import resource
 
     return {"pid": os.getpid(), "address_space": resource.getrlimit(resource.RLIMIT_AS)[0]}
-
-
-def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            found = predicate()
-        except Exception:
-            found = None  # e.g. asking an engine that is being replaced
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:g}s"
-        time.sleep(0.05)
 
 
 def row(pool: pxpool.Pool, engine_id: int) -> dict[str, object]:
@@ -104,7 +92,7 @@ def test_engine_past_its_limit_is_reported_out_of_memory_and_replaced(pool: pxpo
     caller = threading.Thread(target=run)
     caller.start()
     # the controller notices the death by missed heartbeats (~5 s): watch health meanwhile
-    frame = wait_for(
+    frame = wait_until(
         lambda: (f := pool.health())[f.state == "dead"].engine_id.tolist(), 15, "a dead row"
     )
     engine = frame[0]
@@ -115,8 +103,8 @@ def test_engine_past_its_limit_is_reported_out_of_memory_and_replaced(pool: pxpo
         match=rf"engine {engine} died while running it \(out of memory: the kernel",
     ):
         raise errors[0]
-    assert "out of memory" in pool._supervisor.deaths[engine].how
-    wait_for(
+    assert "out of memory" in pool.engine_deaths()[engine]
+    wait_until(
         lambda: row(pool, engine)["state"] == "idle" and row(pool, engine)["pid"] != before[engine],
         WAIT,
         f"engine {engine} replaced",
@@ -133,7 +121,7 @@ def test_a_task_retried_elsewhere_that_runs_out_of_memory_again_is_lost(pool: px
         pxpool.TaskLost, match=r"after 1 retry on other engines: engine \d died .*\(out of memory"
     ):
         pool.apply(hog, 1024)  # retries=1: the second engine runs out of memory too
-    wait_for(lambda: pool.ids == [0, 1] and pool.apply(abs, -1) == 1, WAIT, "replacements")
+    wait_until(lambda: pool.ids == [0, 1] and pool.apply(abs, -1) == 1, WAIT, "replacements")
 
 
 @needs_cgroup
@@ -143,7 +131,7 @@ def test_a_removed_engines_group_goes(pool: pxpool.Pool) -> None:
     pool.scale_sync(3)
     assert (base / "engine-2").is_dir()
     pool.scale_sync(2)
-    wait_for(lambda: not (base / "engine-2").exists(), 10, "engine-2's group removed")
+    wait_until(lambda: not (base / "engine-2").exists(), 10, "engine-2's group removed")
     assert sorted(p.name for p in base.iterdir() if p.is_dir()) == ["engine-0", "engine-1"]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from IPython.core.error import UsageError
@@ -16,6 +16,8 @@ import pxpool
 import pxpool.pool
 from pxpool.panel import STATE_COLOURS, Panel
 
+from .waits import wait_until
+
 pytestmark = pytest.mark.integration
 
 
@@ -23,14 +25,6 @@ pytestmark = pytest.mark.integration
 def pool() -> Iterator[pxpool.Pool]:
     with pxpool.Pool.from_profile("local", engines=3) as running:
         yield running
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        time.sleep(0.05)
 
 
 def badge(panel: Panel, engine_id: int) -> str:
@@ -42,18 +36,28 @@ def test_rows_show_busy_idle_and_dead_engines_and_the_header_counts_them(
 ) -> None:
     panel = pool.panel(refresh=0.2)
     try:
-        assert "pxpool-panel" in panel._dom_classes
+        assert "pxpool-panel" in panel.get_state()["_dom_classes"]
         assert sorted(panel.rows) == [0, 1, 2]
-        wait_for(lambda: all(">idle<" in badge(panel, i) for i in range(3)), 5)
+        wait_until(
+            lambda: all(">idle<" in badge(panel, i) for i in range(3)),
+            5,
+            "every row showing idle",
+            tolerate_errors=False,
+        )
         pids = pool.view().apply_sync(os.getpid)
         running = pool.client[0].apply_async(time.sleep, 20)
         os.kill(pids[2], signal.SIGKILL)
-        wait_for(lambda: ">busy<" in badge(panel, 0) and ">dead<" in badge(panel, 2), 5)
+        wait_until(
+            lambda: ">busy<" in badge(panel, 0) and ">dead<" in badge(panel, 2),
+            5,
+            "engine 0 shown busy and engine 2 dead",
+            tolerate_errors=False,
+        )
 
         busy, idle, dead = (panel.rows[i] for i in range(3))
-        assert {"pxpool-row", "pxpool-row-0"} <= set(busy._dom_classes)
-        assert {"pxpool-state", "pxpool-state-busy"} <= set(busy.state._dom_classes)
-        assert "pxpool-state-idle" not in busy.state._dom_classes
+        assert {"pxpool-row", "pxpool-row-0"} <= set(busy.get_state()["_dom_classes"])
+        assert {"pxpool-state", "pxpool-state-busy"} <= set(busy.state.get_state()["_dom_classes"])
+        assert "pxpool-state-idle" not in busy.state.get_state()["_dom_classes"]
         assert STATE_COLOURS["busy"] in busy.state.value
         assert busy.task.value.startswith("sleep [")
         assert panel.rows[0].state.value.startswith("<b>0</b>")
@@ -62,7 +66,7 @@ def test_rows_show_busy_idle_and_dead_engines_and_the_header_counts_them(
         assert idle.memory.value == pytest.approx(rss / panel.memory_scale, abs=0.02)
         memory, heartbeat = idle.meta.value.split(" &middot; ")
         assert memory.endswith(" MiB") and float(heartbeat.rstrip("s")) < 2.0
-        assert "pxpool-state-dead" in dead.state._dom_classes
+        assert "pxpool-state-dead" in dead.state.get_state()["_dom_classes"]
         assert dead.cpu.value == 0.0
         assert [b.disabled for b in dead.buttons] == [True, False, True]  # restart stays
         assert "busy</span> 1" in panel.counts.value
@@ -88,10 +92,22 @@ def test_paused_panel_keeps_its_values_and_actions_report_errors_in_the_panel(
         time.sleep(0.5)
         assert panel.rows[1].meta.value == before
         panel.auto.value = True
-        wait_for(lambda: panel.rows[1].meta.value != before, 3)
+        wait_until(
+            lambda: panel.rows[1].meta.value != before,
+            3,
+            "a refresh of engine 1's row after resuming",
+            tolerate_errors=False,
+        )
 
-        panel._act("interrupt", 2)  # engine 2 is dead: the error shows in the panel
-        wait_for(lambda: "failed" in panel.error.value, 10)
+        # engine 2 is dead (its interrupt button is disabled; the action still runs
+        # when asked): the error shows in the panel
+        next(b for b in panel.rows[2].buttons if b.description == "interrupt").click()
+        wait_until(
+            lambda: "failed" in panel.error.value,
+            10,
+            "the failed interrupt reported in the panel",
+            tolerate_errors=False,
+        )
         assert "interrupt engine 2 failed" in panel.error.value
     finally:
         panel.close()
@@ -103,11 +119,26 @@ def test_restart_button_brings_a_dead_engine_back_and_stop_pool_ends_refreshing(
     panel = pool.panel(refresh=0.2)
     restart = panel.rows[2].buttons[1]
     restart.click()
-    wait_for(lambda: ">idle<" in badge(panel, 2), 30)
+    wait_until(
+        lambda: ">idle<" in badge(panel, 2),
+        30,
+        "engine 2 idle again after the restart button",
+        tolerate_errors=False,
+    )
     assert panel.error.value == ""
     panel.stop_button.click()
-    wait_for(lambda: pool.state == "stopped", 30)
-    wait_for(lambda: panel._thread is not None and not panel._thread.is_alive(), 5)
+    wait_until(
+        lambda: pool.state == "stopped",
+        30,
+        "the pool stopped by the stop button",
+        tolerate_errors=False,
+    )
+    wait_until(
+        lambda: not panel.refreshing,
+        5,
+        "the panel's refresh thread ending",
+        tolerate_errors=False,
+    )
     assert all(">stopped<" in badge(panel, i) for i in range(3))
 
 

@@ -78,7 +78,7 @@ def test_connection_files_are_private(pool: pxpool.Pool) -> None:
 
 
 def test_controller_listens_on_loopback_only(pool: pxpool.Pool) -> None:
-    controller = psutil.Process(pool._cluster.controller.pid)
+    controller = psutil.Process(pool.core.cluster.controller.pid)
     addresses = {
         c.laddr.ip
         for p in [controller, *controller.children(recursive=True)]
@@ -90,7 +90,7 @@ def test_controller_listens_on_loopback_only(pool: pxpool.Pool) -> None:
 
 def test_the_controller_runs_without_ipythons_terminal(pool: pxpool.Pool) -> None:
     """Started through pxpool._entry.controller_main, which skips IPython's terminal imports."""
-    controller = psutil.Process(pool._cluster.controller.pid)
+    controller = psutil.Process(pool.core.cluster.controller.pid)
     assert "pxpool._entry.controller_main" in controller.cmdline()
     probe = (
         "import sys; from pxpool._entry.controller_main import skip_terminal; skip_terminal(); "

@@ -9,47 +9,15 @@ import os
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
 
 import pxpool
 
-from .batch_helpers import BatchSuite
+from .batch_helpers import SGE_QUEUE, BatchSuite, need_sge, sge_jobs
 
 pytestmark = pytest.mark.integration
-
-SGE_QUEUE = os.environ.get("PXPOOL_TEST_SGE_QUEUE", "all.q")
-
-
-def need_sge() -> None:
-    """Skip unless ``qsub`` on PATH is Grid Engine's (not the PBS emulation's) and answers."""
-    try:
-        result = subprocess.run(
-            ["qstat", "-help"], capture_output=True, text=True, timeout=20, check=False
-        )
-    except FileNotFoundError:
-        pytest.skip("qstat not found; run `bash infra/sge.sh install && bash infra/sge.sh start`")
-    if not result.stdout.startswith("SGE"):
-        pytest.skip(f"qstat on PATH is not Grid Engine's: {result.stdout[:60]!r}")
-    if subprocess.run(["qstat"], capture_output=True, timeout=20, check=False).returncode != 0:
-        pytest.skip("sge_qmaster does not answer; run `bash infra/sge.sh start`")
-
-
-def sge_jobs(pool_name: str) -> list[str]:
-    """This pool's jobs in any state qstat lists ("id name state"); full names from -xml,
-    as the plain listing cuts names at 10 characters."""
-    result = subprocess.run(
-        ["qstat", "-xml"], capture_output=True, text=True, timeout=20, check=False
-    )
-    assert result.returncode == 0, f"qstat -xml: {result.stderr}"
-    found = []
-    for job in ET.fromstring(result.stdout).iter("job_list"):
-        name = job.findtext("JB_name", "")
-        if name.startswith(f"pxpool-{pool_name}-"):
-            found.append(f"{job.findtext('JB_job_number')} {name} {job.findtext('state')}")
-    return found
 
 
 class TestSGE(BatchSuite):

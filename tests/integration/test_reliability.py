@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import pxpool
-from pxpool._core.processes import _launcher_processes
+from pxpool._core.processes import launcher_processes as _launcher_processes
 
 from .waits import wait_until
 
@@ -122,13 +122,13 @@ def test_dead_engine_comes_back_under_its_id_with_the_setup_replayed(pool: pxpoo
     os.kill(victim, signal.SIGKILL)
     # replaced: registered under id 1 and done replaying (registration alone comes first)
     wait_until(
-        lambda: 1 in pool.ids and not pool._supervisor._replacing and pids(pool)[1] != victim,
+        lambda: 1 in pool.ids and not pool.core.operations.snapshot() and pids(pool)[1] != victim,
         REPLACE_WAIT,
         "engine 1's replacement",
     )
     assert pool.client[1].pull("answer", block=True) == 42
     assert pool.client[1].pull("tau_twice", block=True) == pytest.approx(4 * 3.141592653589793)
-    assert pool._supervisor.deaths[1].how == "killed by SIGKILL"
+    assert pool.engine_deaths()[1] == "killed by SIGKILL"
 
 
 def square_slowly(x: int) -> int:
@@ -140,7 +140,7 @@ def square_slowly(x: int) -> int:
 
 def engine_processes(pool: pxpool.Pool) -> list[int]:
     """The engine processes (not their nannies) of the pool's running engine sets."""
-    cluster = pool._cluster
+    cluster = pool.core.cluster
     assert cluster is not None
     launchers = list(cluster.engines.values())
     return [

@@ -29,7 +29,7 @@ SILENCE_SECONDS = 1.5  # how long a forged request gets to (not) run
 
 
 def connection(pool: pxpool.Pool, side: str) -> dict[str, Any]:
-    folder = Path(pool._cluster.profile_dir) / "security"  # type: ignore[union-attr]
+    folder = Path(pool.core.cluster.profile_dir) / "security"  # type: ignore[union-attr]
     (path,) = folder.glob(f"ipcontroller-*-{side}.json")
     return json.loads(path.read_text())
 
@@ -58,7 +58,7 @@ def send_raw(
     socket.connect(f"{info['interface']}:{info[socket_name]}")
     try:
         session = Session(key=key, signature_scheme="hmac-sha256", username="intruder")
-        idents = [] if socket_name == "task" else [pool.client._engines[0].encode()]
+        idents = [] if socket_name == "task" else [pool.core.engine_uuids()[0].encode()]
         session.send(socket, msg_type, content=content, ident=idents)
     finally:
         socket.close()

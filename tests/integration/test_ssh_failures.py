@@ -18,9 +18,9 @@ import ipyparallel as ipp
 import pytest
 
 import pxpool
-from pxpool.engines.ssh_errors import RemotePythonError, SSHConnectError
+from pxpool.engines.errors import RemotePythonError, SSHConnectError
 
-from .test_provider_ssh import SSH_HOST, remote_engines, ssh_overrides
+from .ssh_helpers import SSH_HOST, remote_engines, ssh_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +121,7 @@ def test_stop_kills_remote_engines_after_the_controller_died() -> None:
     pool.start_sync()
     try:
         assert len(remote_engines(pool.name)) == 1
-        controller = pool._cluster.controller  # type: ignore[union-attr]
+        controller = pool.core.cluster.controller  # type: ignore[union-attr]
         controller.process.kill()
         controller.process.wait(10)
     finally:

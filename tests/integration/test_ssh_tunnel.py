@@ -20,11 +20,12 @@ import psutil
 import pytest
 
 import pxpool
+from pxpool._health import agent as health_agent
 from pxpool.engines import _ssh_tunnel
-from pxpool.engines.ssh_errors import SSHConnectError
+from pxpool.engines.errors import SSHConnectError
 
-from .test_debug import fails_with_local
-from .test_provider_ssh import remote_engines, ssh_overrides
+from .debug_helpers import fails_with_local
+from .ssh_helpers import remote_engines, ssh_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,7 @@ def remote_host_overrides(engines: int, **keys: Any) -> dict[str, Any]:
 
 
 def controller_info(pool: pxpool.Pool) -> dict[str, Any]:
-    cluster = pool._cluster  # type: ignore[attr-defined]
+    cluster = pool.core.cluster  # type: ignore[attr-defined]
     path = os.path.join(
         cluster.profile_dir, "security", f"ipcontroller-{cluster.cluster_id}-engine.json"
     )
@@ -53,7 +54,7 @@ def engine_info() -> dict[str, Any]:
 
 def forwards(pool: pxpool.Pool, engine_id: int) -> dict[int, int]:
     """remote port -> controller port of one engine's ssh client."""
-    launcher = pool._cluster.engines[f"ssh-{engine_id}"]  # type: ignore[attr-defined]
+    launcher = pool.core.cluster.engines[f"ssh-{engine_id}"]  # type: ignore[attr-defined]
     return {int(r): int(c) for r, c in launcher.tunnel_forwards}
 
 
@@ -148,13 +149,12 @@ def test_health_reports_arrive_through_local_forwards_to_the_agents(pool: pxpool
     assert (frame["rss_bytes"] > 0).all() and frame["cpu_percent"].notna().all()
     engine_pids = dict(zip(pool.ids, pool.view().apply_sync(os.getpid), strict=True))
     forwarded = agent_forwards()
-    collector = pool._health  # type: ignore[attr-defined]
     for engine_id, pid in engine_pids.items():
-        url = collector.records[engine_id].address
-        local = int(url.rsplit(":", 1)[1])
-        assert url.startswith("tcp://127.0.0.1:") and local in forwarded
-        # the forward's far end is the engine's own agent socket on its host
-        assert listeners({forwarded[local][1]}) == {forwarded[local][1]: pid}
+        # the engine's agent listens on its host; this client reads it through a forward
+        agent_url = pool.view(engine_id).apply_sync(health_agent.listening_address)
+        far = int(agent_url.rsplit(":", 1)[1])
+        local = next(port for port, (_, target) in forwarded.items() if target == far)
+        assert listeners({far}) == {far: pid}
         assert local in connected_ports()
     busy = pool.view(1).apply_async(time.sleep, 1.5)
     assert list(wait_states(pool, ["idle", "busy"])["state"]) == ["idle", "busy"]
@@ -168,7 +168,7 @@ def test_post_mortem_debugger_attaches_through_a_local_forward(pool: pxpool.Pool
     with pool.debug(1) as session:
         assert session.kind == "postmortem"
         assert session.send("p secret").strip() == "42"
-        local = session._conn.sock.getpeername()[1]
+        local = session.peer[1]
         forward, target = agent_forwards()[local]
         assert listeners({target}) == {target: engine_pid}
     assert session.ended
@@ -181,7 +181,7 @@ def test_restarted_engine_gets_a_new_tunnel_and_the_old_session_ends(
     old = forwards(pool, 0)
     sessions = set(listeners(set(old)).values())
     assert sessions
-    launcher = pool._cluster.engines["ssh-0"]  # type: ignore[attr-defined]
+    launcher = pool.core.cluster.engines["ssh-0"]  # type: ignore[attr-defined]
     old_agents = [f.process.pid for f in launcher.agent_forwards]
     assert old_agents, "engine 0's health agent is reached through a forward"
     pool.restart_sync(0)
@@ -194,7 +194,7 @@ def test_restarted_engine_gets_a_new_tunnel_and_the_old_session_ends(
     assert not alive, f"the old engine's sshd session still runs: {alive}"
     assert not set(old_agents) & {p.pid for p, _ in agent_forwards().values()}
     assert list(wait_states(pool, ["idle", "idle"])["state"]) == ["idle", "idle"]
-    new_agents = pool._cluster.engines["ssh-0"].agent_forwards  # type: ignore[attr-defined]
+    new_agents = pool.core.cluster.engines["ssh-0"].agent_forwards  # type: ignore[attr-defined]
     assert len(new_agents) == 1 and new_agents[0].process.pid not in old_agents
 
 

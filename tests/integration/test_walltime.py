@@ -16,8 +16,8 @@ import pytest
 import pxpool
 from pxpool._reliability import walltime as _walltime
 
-from .batch_helpers import SLURM_PARTITION, need, slurm_jobs
-from .test_provider_sge import SGE_QUEUE, need_sge, sge_jobs
+from .batch_helpers import SGE_QUEUE, SLURM_PARTITION, need, need_sge, sge_jobs, slurm_jobs
+from .waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -45,14 +45,6 @@ def watch_states(pool: pxpool.Pool, engine_id: int, stop: threading.Event) -> li
     return seen
 
 
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g}s: {what}")
-        time.sleep(0.05)
-
-
 def test_signalled_engines_finish_their_task_and_leave_without_a_restart() -> None:
     """Engine 0 gets SIGUSR1 (a walltime warning), engine 1 SIGTERM (preemption), both
     while running a task of a map; engine 2 is left to finish it."""
@@ -67,13 +59,23 @@ def test_signalled_engines_finish_their_task_and_leave_without_a_restart() -> No
             target=lambda: results.append(pool.map(slow_square, range(12), chunksize=1))
         )
         mapper.start()
-        wait_for(lambda: all("busy" in s for s in states.values()), 10, "engines 0, 1 run tasks")
+        wait_until(
+            lambda: all("busy" in s for s in states.values()),
+            10,
+            "engines 0, 1 run tasks",
+            tolerate_errors=False,
+        )
         os.kill(pids[0], signal.SIGUSR1)
         os.kill(pids[1], signal.SIGTERM)
         mapper.join(timeout=30)
         assert not mapper.is_alive()
         for seen in states.values():
-            wait_for(lambda s=seen: s[-1] == "stopped (walltime)", 10, f"stopped: {states}")
+            wait_until(
+                lambda s=seen: s[-1] == "stopped (walltime)",
+                10,
+                f"stopped: {states}",
+                tolerate_errors=False,
+            )
         time.sleep(0.5)  # a restart would have begun by now (restart_backoff = 0.1)
         stop.set()
 
@@ -82,7 +84,7 @@ def test_signalled_engines_finish_their_task_and_leave_without_a_restart() -> No
         ran_on = {pid for _, pid, _ in results[0]}
         assert {pids[0], pids[1], pids[2]} == ran_on  # the tasks in flight finished
         records = _walltime.drain_records(pool.name)
-        deaths = pool._supervisor.deaths
+        deaths = pool.engine_deaths()
         for engine_id, signum in ((0, signal.SIGUSR1), (1, signal.SIGTERM)):
             seen = states[engine_id]
             assert seen[seen.index("draining") - 1] == "busy", seen
@@ -91,13 +93,13 @@ def test_signalled_engines_finish_their_task_and_leave_without_a_restart() -> No
                 signum.name,
                 "left",
             )
-            assert deaths[engine_id].how == f"stopped (walltime): drained on {signum.name}"
+            assert deaths[engine_id] == f"stopped (walltime): drained on {signum.name}"
         assert pool.ids == [2]
         assert pool.apply(slow_square, 3)[0] == 9  # the pool goes on with engine 2
         panel = pool.panel(refresh=60)  # a drained row: its badge, and no live actions
         try:
             row = panel.rows[0]
-            assert "pxpool-state-stopped-walltime" in row.state._dom_classes
+            assert "pxpool-state-stopped-walltime" in row.state.get_state()["_dom_classes"]
             assert [b.disabled for b in row.buttons if b.description != "restart"] == [True, True]
         finally:
             panel.close()
@@ -159,9 +161,10 @@ def test_a_job_drains_before_its_walltime_and_a_replacement_takes_over(system: s
         record = _walltime.drain_records(pool.name)[0]
         assert (record["signal"], record["state"]) == ("SIGUSR1", "left")
         assert 0 not in pool.ids and pool.ids  # (the replacement may be draining already)
-        wait_for(
+        wait_until(
             lambda: not any(line.split()[0] == first_job for line in batch_jobs(system, pool.name)),
             15,
             "the drained job left the queue",
+            tolerate_errors=False,
         )
     assert batch_jobs(system, pool.name) == []

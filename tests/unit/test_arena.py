@@ -52,7 +52,7 @@ def test_a_slot_held_by_a_live_engine_is_not_reused_and_a_dead_ones_is(arena: _a
 def test_no_slot_for_ids_without_a_header_cell_or_past_the_arena_size(
     arena: _arena.Arena, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert arena.lease(1 << 20, [_arena.HEADER_SLOTS]) is None
+    assert arena.lease(1 << 20, [_shm.HEADER_SLOTS]) is None
     monkeypatch.setattr(_arena, "ARENA_BYTES", 4 << 20)
     first, second = arena.lease(1 << 20, [0]), arena.lease(1 << 20, [0])
     third = arena.lease(2 << 20, [0])
@@ -71,7 +71,7 @@ def test_copy_in_uses_a_slot_when_one_fits_else_a_fresh_segment(arena: _arena.Ar
     (kind, descriptor), slot = arena.copy_in(data, [0])
     assert kind == "arena" and slot is not None and descriptor[0] == slot.name
     arena.done(slot)
-    (kind, descriptor), slot = arena.copy_in(data, [_arena.HEADER_SLOTS])  # no header cell
+    (kind, descriptor), slot = arena.copy_in(data, [_shm.HEADER_SLOTS])  # no header cell
     assert kind == "shm" and slot is None
     try:
         copy = _shm.attach(descriptor, writable=False)

@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pxpool._data import agent, shm, wire
 from pxpool._data import chunking as ch
-from pxpool._data import shm
+from pxpool._data.source import FIRST_BYTES, Source
+from pxpool._data.wire import ChunkReply
 from pxpool.data import join, split
 
 
@@ -75,9 +77,9 @@ def test_even_count_is_the_lower_multiple_of_the_engines_unless_chunks_grow_past
     engines: int, ideal_chunks: int, chunks: int
 ) -> None:
     sizer = ch.ChunkSizer(engines=engines, total=None, even=True)
-    assert sizer._even_count(ideal_chunks, float(ideal_chunks)) == chunks
+    assert sizer.even_count(ideal_chunks, float(ideal_chunks)) == chunks
     # 5.4 chunks' worth: 4 chunks of 1.35 times the size, not 6 (ceil, then even)
-    assert ch.ChunkSizer(engines=2, total=None, even=True)._even_count(6, 5.4) == 4
+    assert ch.ChunkSizer(engines=2, total=None, even=True).even_count(6, 5.4) == 4
 
 
 def test_sizer_never_exceeds_what_remains() -> None:
@@ -121,51 +123,55 @@ def test_pack_round_trips_dataframe_with_columns_out_of_band() -> None:
     df = pd.DataFrame(
         {"x": np.arange(100_000.0), "y": np.arange(100_000)}, index=np.arange(100_000) * 2
     )
-    packed = ch.pack(df)
+    packed = wire.pack(df)
     assert packed[0] == "pickle5"
     assert packed[2] >= 1  # column blocks travel as separate buffers
     assert all(isinstance(b, np.ndarray) for b in packed[3:])
-    assert ch.unpack(packed).equals(df)
+    assert wire.unpack(packed).equals(df)
 
 
 def test_pack_keeps_arrays_and_objects_as_they_are() -> None:
     array = np.arange(4)
-    assert ch.pack(array) == ("array", array)
-    assert ch.unpack(ch.pack({"a": 1})) == {"a": 1}
+    assert wire.pack(array) == ("array", array)
+    assert wire.unpack(wire.pack({"a": 1})) == {"a": 1}
+
+
+def test_a_chunk_reply_travels_as_a_plain_flat_tuple_and_is_read_by_name() -> None:
+    array = np.arange(4)
+    flat = ChunkReply(0.5, 4, wire.pack(array)).flat()
+    assert type(flat) is tuple and flat[:2] == (0.5, 4) and flat[3] is array  # a frame
+    reply = ChunkReply.read(flat)
+    assert (reply.seconds, reply.done) == (0.5, 4) and reply.results() is array
 
 
 def test_run_items_returns_cost_and_pickled_results() -> None:
-    import pickle
-
-    seconds, payload, done = ch.run_items(lambda x: x + 1, "t", 0, [1, 2], False)
-    assert seconds >= 0
-    assert (pickle.loads(payload), done) == ([2, 3], 2)
-    _, payload, done = ch.run_items(lambda a, b: a * b, "t", 0, [(2, 3)], True)
-    assert (pickle.loads(payload), done) == ([6], 1)
+    reply = ChunkReply.read(agent.run_items(lambda x: x + 1, "t", 0, [1, 2], False))
+    assert reply.seconds >= 0
+    assert reply.body[0] == "pickled" and isinstance(reply.body[1], bytes)
+    assert (reply.results(), reply.done) == ([2, 3], 2)
+    reply = ChunkReply.read(agent.run_items(lambda a, b: a * b, "t", 0, [(2, 3)], True))
+    assert (reply.results(), reply.done) == ([6], 1)
 
 
 def test_a_budgeted_chunk_of_tiny_items_runs_to_the_end() -> None:
-    import pickle
-
-    _, payload, done = ch.run_items(lambda x: x * x, "t", 0, range(100_000), False, 0.02)
-    assert done == 100_000
-    assert pickle.loads(payload) == [x * x for x in range(100_000)]
+    flat = agent.run_items(lambda x: x * x, "t", 0, range(100_000), False, 0.02)
+    reply = ChunkReply.read(flat)
+    assert reply.done == 100_000
+    assert reply.results() == [x * x for x in range(100_000)]
 
 
 def test_a_budgeted_chunk_of_slow_items_stops_early_and_says_how_far_it_got() -> None:
-    import pickle
-
     def slow(a: int, b: int) -> int:
         time.sleep(0.01)
         return a + b
 
     items = [(i, 1) for i in range(50)]
-    seconds, payload, done = ch.run_items(slow, "t", 0, items, True, 0.02)
+    reply = ChunkReply.read(agent.run_items(slow, "t", 0, items, True, 0.02))
     # stops once over budget, with the whole chunk (0.5 s) over 3x the budget: after
     # 1+2 items (0.03 s), or a few more on a busy machine
-    assert 2 <= done < 50
-    assert pickle.loads(payload) == [i + 1 for i in range(done)]
-    assert seconds < 0.25
+    assert 2 <= reply.done < 50
+    assert reply.results() == [i + 1 for i in range(reply.done)]
+    assert reply.seconds < 0.25
 
 
 def test_a_budgeted_chunk_runs_on_when_it_would_end_within_its_stretch() -> None:
@@ -174,8 +180,8 @@ def test_a_budgeted_chunk_runs_on_when_it_would_end_within_its_stretch() -> None
         return x
 
     # 40 items of 1 ms: over the 20 ms budget halfway, but done within 3x of it
-    _, _, done = ch.run_items(steady, "t", 0, list(range(40)), False, 0.02)
-    assert done == 40
+    reply = ChunkReply.read(agent.run_items(steady, "t", 0, list(range(40)), False, 0.02))
+    assert reply.done == 40
 
 
 def test_run_items_records_the_global_index_of_the_failing_item() -> None:
@@ -185,16 +191,16 @@ def test_run_items_records_the_global_index_of_the_failing_item() -> None:
         return x
 
     with pytest.raises(ValueError, match="seven"):
-        ch.run_items(fail_on_seven, "tok", 5, [5, 6, 7, 8], False)
-    assert ch.failed_index("tok") == 7
-    assert ch.failed_index("tok") is None
+        agent.run_items(fail_on_seven, "tok", 5, [5, 6, 7, 8], False)
+    assert agent.failed_index("tok") == 7
+    assert agent.failed_index("tok") is None
 
 
 def test_run_part_unpacks_several_inputs_and_packs_the_result() -> None:
     df = pd.DataFrame({"x": np.arange(5)})
-    flat = ch.flat_args([df, np.arange(5)])
-    seconds, done, *packed = ch.run_part(lambda d, a: d.x + a, "t", 0, 0, 0.0, 2, *flat)
-    assert ch.unpack(packed).tolist() == [0, 2, 4, 6, 8] and done == 5
+    flat = wire.flat_args([df, np.arange(5)])
+    reply = ChunkReply.read(agent.run_part(lambda d, a: d.x + a, "t", 0, 0, 0.0, 2, *flat))
+    assert reply.results().tolist() == [0, 2, 4, 6, 8] and reply.done == 5
 
 
 def test_combine_concatenates_arrays_and_pandas_but_lists_scalars() -> None:
@@ -245,19 +251,15 @@ def test_shm_eligibility_needs_a_large_plain_array() -> None:
 
 
 def test_first_share_is_an_equal_share_capped_by_the_bytes_sent() -> None:
-    from pxpool._data.mapper import FIRST_BYTES, _Source
-
-    assert _Source("range", range(200_000), ()).first_share(2) == 100_000
-    assert _Source("sequence", list(range(10)), ()).first_share(4) == 3
+    assert Source("range", range(200_000), ()).first_share(2) == 100_000
+    assert Source("sequence", list(range(10)), ()).first_share(4) == 3
     big = [bytes([i]) * (1 << 20) for i in range(40)]  # a little over 1 MiB pickled each
-    assert _Source("sequence", big, ()).first_share(2) == FIRST_BYTES // (1 << 20) - 1
-    assert _Source("sequence", [], ()).first_share(2) == 1
+    assert Source("sequence", big, ()).first_share(2) == FIRST_BYTES // (1 << 20) - 1
+    assert Source("sequence", [], ()).first_share(2) == 1
 
 
 def test_items_handed_back_are_taken_again_before_new_ones() -> None:
-    from pxpool._data.mapper import _Source
-
-    source = _Source("range", range(100), ())
+    source = Source("range", range(100), ())
     assert source.take(60)[:2] == (0, 60)
     source.give_back(20, 40)  # the chunk did items 0..19 only
     assert source.remaining == 80

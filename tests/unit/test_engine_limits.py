@@ -10,9 +10,10 @@ import ipyparallel as ipp
 import pytest
 
 import pxpool
-from pxpool._reliability import memory as _memory_limit
-from pxpool._reliability.result_limit import ResultTooLarge, human_size, unwrap
+from pxpool._core.client import ResultTooLarge, unwrap_result_too_large
+from pxpool._reliability.result_limit import human_size
 from pxpool._reliability.supervisor import describe_exit
+from pxpool.engines import cgroups as _memory_limit
 
 
 def test_memory_limit_and_max_result_size_are_read_into_bytes() -> None:
@@ -88,12 +89,12 @@ def test_result_too_large_arrives_as_a_pxpool_error_and_a_remote_error() -> None
         "traceback": [],
         "engine_info": {"engine_id": 1, "method": "apply"},
     }
-    error = unwrap(content, ipp.error.unwrap_exception(content))
+    error = unwrap_result_too_large(content, ipp.error.unwrap_exception(content))
     assert isinstance(error, ResultTooLarge)
     assert isinstance(error, pxpool.PxpoolError) and isinstance(error, ipp.RemoteError)
     assert str(error) == "The result of a task on engine 1 is 2.0 GiB ..."
     other = ipp.error.unwrap_exception({**content, "ename": "ValueError"})
-    assert unwrap({**content, "ename": "ValueError"}, other) is other
+    assert unwrap_result_too_large({**content, "ename": "ValueError"}, other) is other
 
 
 def test_human_size() -> None:

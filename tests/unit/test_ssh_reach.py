@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from pxpool.engines._ssh_reach import open_forward
-from pxpool.engines.ssh_errors import SSHConnectError
+from pxpool.engines.errors import SSHConnectError
 
 
 def closed_port() -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pxpool import PxpoolError
-from pxpool.magics.targets import TargetError, parse_targets
+from pxpool.errors import PxpoolError, TargetError
+from pxpool.magics.targets import parse_targets
 
 IDS = [0, 1, 2, 3, 4, 5]
 

@@ -1,8 +1,8 @@
 """Per-engine memory limits through the kernel's memory cgroups.
 
-With ``[engine] memory_limit`` set, each local engine is moved, right after its
-process starts (before it registers, so before any task), into a memory cgroup of
-its own limited to that many bytes. An engine that allocates past it is killed by
+With ``[engine] memory_limit`` set, the local provider moves each engine, right after
+its process starts (before it registers, so before any task), into a memory cgroup
+of its own limited to that many bytes. An engine that allocates past it is killed by
 the kernel's OOM killer: a real death, which the supervisor reports as out of memory
 (it reads the ``oom_kill`` count of that engine's group) and replaces with
 ``restart = "on-failure"``. A cgroup limits resident memory, which is what a user
@@ -25,10 +25,10 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .._core import runtime as _runtime
-from .._core.processes import _launcher_processes
+from .._core.cluster import PxCluster
+from .._core.processes import launcher_processes
 
 log = logging.getLogger("pxpool.memory")
 CGROUP_MOUNT = Path("/sys/fs/cgroup")
@@ -129,13 +129,13 @@ def confine(pool_name: str, set_id: str, pids: list[int], limit: int) -> Path | 
     return group
 
 
-def confine_engine_set(cluster: Any, set_id: str, limit: int | None) -> Path | None:
+def confine_engine_set(cluster: PxCluster, set_id: str, limit: int | None) -> Path | None:
     """Confine the processes of a just-started local engine set; its group goes when
     the set stops."""
     launcher = cluster.engines.get(set_id)
     if not limit or launcher is None:
         return None
-    pids = [process.pid for process in _launcher_processes(launcher)]
+    pids = [process.pid for process in launcher_processes(launcher)]
     group = confine(str(cluster.cluster_id), set_id, pids, limit)
     if group is not None:
         inode = group.stat().st_ino  # a replacement's group has the same path, not inode

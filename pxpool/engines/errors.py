@@ -1,8 +1,10 @@
-"""What can go wrong between ``pool.start()`` and engines registering from batch jobs.
+"""Errors of the engine providers: batch jobs that did not bring engines, ssh hosts.
 
-Each error carries the facts a user needs without opening a log: the command and
-its output for a submit, the job id, final state and output tail for a job that
-ended, and the scheduler's own reason for jobs still waiting::
+They subclass the start errors of :mod:`pxpool.errors` (whose docstring draws the whole
+tree), so code that handles a pool that did not come up catches them too. Each carries
+the facts a user needs without opening a log: the command and its output for a submit,
+the job id, final state and output tail for a job that ended, the scheduler's own reason
+for jobs still waiting, the host and ssh's stderr, both python versions::
 
     PoolStartError
     ├── SubmitCommandNotFound   sbatch/qsub/bsub/condor_submit is not on PATH
@@ -10,7 +12,9 @@ ended, and the scheduler's own reason for jobs still waiting::
     └── EngineStartError
         ├── JobFailedError      a job ended before all its engines registered (or,
         │                       for a controller job, before its connection files)
-        └── EnginesMissingError fewer engines than asked before the start timeout
+        ├── EnginesMissingError fewer engines than asked before the start timeout
+        ├── SSHConnectError     ssh could not reach a host or log in
+        └── RemotePythonError   the remote python is missing or differs from this one
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ __all__ = [
     "SubmitRejected",
     "JobFailedError",
     "EnginesMissingError",
+    "SSHConnectError",
+    "RemotePythonError",
 ]
 
 
@@ -132,3 +138,50 @@ class EnginesMissingError(EngineStartError):
             f"Ask for fewer cores or less memory, another queue, or raise timeouts.start "
             f"in profile {profile!r}."
         )
+
+
+class SSHConnectError(EngineStartError):
+    """ssh could not reach a host or log in (refused, timed out, authentication failed)."""
+
+    def __init__(
+        self, host: str, command: str, exit_code: int | None, stderr: str, hint: str
+    ) -> None:
+        self.host = host
+        self.command = command
+        self.exit_code = exit_code
+        self.stderr = stderr
+        what = "did not answer" if exit_code is None else f"exited with {exit_code}"
+        if "Permission denied" in stderr:
+            what += " (authentication failed)"
+        super().__init__(
+            f"Cannot reach SSH host {host}: `{command}` {what}. "
+            f"ssh said:\n{tail(stderr) if stderr.strip() else '    (nothing)'}\n  {hint}"
+        )
+
+
+class RemotePythonError(EngineStartError):
+    """The remote python is missing, lacks ipyparallel, or differs from this client's.
+
+    ``remote_version``/``remote_ipyparallel`` are ``None`` when the interpreter did
+    not run (missing) or ipyparallel could not be imported there.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        python: str,
+        problem: str,
+        *,
+        remote_version: str | None = None,
+        remote_ipyparallel: str | None = None,
+        local_version: str = "",
+        local_ipyparallel: str = "",
+        output: str = "",
+    ) -> None:
+        self.host = host
+        self.python = python
+        self.remote_version = remote_version
+        self.remote_ipyparallel = remote_ipyparallel
+        self.local_version = local_version
+        self.local_ipyparallel = local_ipyparallel
+        super().__init__(f"SSH host {host}: {problem}", output)
