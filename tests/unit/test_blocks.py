@@ -66,9 +66,10 @@ def test_a_budget_stops_after_the_block_that_spends_it_and_says_how_far() -> Non
         return part * 2
 
     # 10 blocks of 10 ms, budget 15 ms: spent after 2 blocks, with the whole chunk
-    # (0.1 s) over 3x the budget; a busy machine may let it take a block or two more
+    # (0.1 s) over 3x the budget. On a busy machine a 10 ms sleep can overrun: the first
+    # block alone may spend the budget, or a block or two more may fit before the check
     _, out, done = apply_blocks(slow, [np.arange(100)], 10, budget=0.015)
-    assert done in (20, 30, 40)
+    assert done in (10, 20, 30, 40)
     assert np.array_equal(out, np.arange(done) * 2)
 
 
