@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Open MPI settings for the pxpool MPI tests (root, 2 cores, loopback only).
 #   infra/mpi.sh env    print the export lines
-#   infra/mpi.sh check  run 'mpiexec -n 3 hostname' and a 3-rank MPI_Init/Allreduce program
+#   infra/mpi.sh check  run 'mpiexec -n 3 hostname', a 3-rank MPI_Init/Allreduce program
+#                       and, when python3 has mpi4py (the test extra), a 3-rank mpi4py allreduce
 set -euo pipefail
 
 INFRA_DIR="${PXPOOL_INFRA_DIR:-/tmp/pxpool-infra}"
@@ -81,7 +82,28 @@ EOF
     else
         log "no working mpicc: skipped the MPI_Init check"
     fi
+    check_mpi4py
     log "ok"
+}
+
+check_mpi4py() {
+    # mpi4py comes with the project's test extra; the MPI engine test runs its allreduce.
+    # Under the README's test command (PXPOOL_REQUIRE_SERVICES=1) it must be there.
+    if ! python3 -c "import mpi4py" >>"$LOG" 2>&1; then
+        if [[ "${PXPOOL_REQUIRE_SERVICES:-}" == 1 ]]; then
+            die "python3 cannot import mpi4py; the test extra installs it: python3 -m pip install -e '.[test]'"
+        fi
+        log "python3 has no mpi4py (the test extra installs it): skipped the mpi4py check"
+        return 0
+    fi
+    log "mpiexec -n 3 python3 (mpi4py allreduce)"
+    # rank 0 prints what every rank got: the ranks' own lines could interleave
+    timeout 60 mpiexec -n 3 python3 -c "from mpi4py import MPI; w = MPI.COMM_WORLD; \
+sums = w.gather(w.allreduce(w.Get_rank())); \
+w.Get_rank() or print('pxpool-mpi4py size', w.Get_size(), 'sums', *sums)" \
+        >>"$LOG" 2>&1 || die "3-rank mpi4py allreduce failed or timed out after 60s (exit $?)"
+    grep -qx 'pxpool-mpi4py size 3 sums 3 3 3' "$LOG" ||
+        die "3-rank mpi4py allreduce: not every rank got the sum 3 (see the log)"
 }
 
 case "${1:-}" in

@@ -27,6 +27,8 @@ mkdir -p "$INFRA_DIR"
 "$HERE/sge.sh" install || die "sge.sh install failed"
 "$HERE/sge.sh" start || die "sge.sh start failed"
 "$HERE/sge.sh" check || die "sge.sh check failed"
+"$HERE/cgroup.sh" check || die "cgroup.sh check failed: the OOM tests need a writable memory cgroup"
+"$HERE/chromium.sh" check || die "chromium.sh check failed: the browser test needs headless Chromium"
 
 tmp="$(mktemp "$INFRA_DIR/env.sh.XXXXXX")"
 {

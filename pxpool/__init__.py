@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._tasks import joblib_hook as _joblib_hook
 from ._version import __version__
 
 # Names are imported on first use: engines import pxpool's small engine-side modules
@@ -43,6 +44,10 @@ _EXPORTS = {
     "EngineDied": ".errors",
     "TaskLost": ".errors",
     "ResultTooLarge": "._core.client",
+    "TaskError": "._core.client",
+    "TaskFuture": "._tasks.future",
+    "as_completed": "._tasks.future",
+    "wait": "._tasks.future",
     "DebugSession": ".debug",
     "DebugError": ".errors",
     "DebugAuthError": ".errors",
@@ -60,6 +65,10 @@ _EXPORTS = {
 
 __all__ = ["__version__", *_EXPORTS]
 
+# joblib's backend="pxpool": registered now if joblib is loaded, else when it is imported
+# (a finder on sys.meta_path; joblib itself is not imported here)
+_joblib_hook.register_when_imported()
+
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
@@ -75,7 +84,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
+    from concurrent.futures import as_completed as as_completed
+    from concurrent.futures import wait as wait
+
     from ._core.client import ResultTooLarge as ResultTooLarge
+    from ._core.client import TaskError as TaskError
+    from ._tasks.future import TaskFuture as TaskFuture
     from .debug import DebugSession as DebugSession
     from .doctor import EnvironmentMismatchWarning as EnvironmentMismatchWarning
     from .engines.errors import EnginesMissingError as EnginesMissingError

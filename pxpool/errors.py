@@ -30,6 +30,7 @@ Each message says what failed, the values involved, and the next step::
     ├── EngineNameError              pull of a name an engine does not have
     ├── TaskTimeout                  a task ran past its timeout=; its engine was stopped
     ├── ResultTooLarge+              a result over [engine] max_result_size (not sent)
+    ├── TaskError+                   pool.submit: the task raised on its engine (names both)
     ├── EngineDied                   the engine running a task died (says how)
     │   └── TaskLost                 ...and the task's retries are used up
     ├── DebugError                   a debugging request cannot be served
@@ -38,10 +39,11 @@ Each message says what failed, the values involved, and the next step::
     └── DebuggerQuit                 `q` in a breakpoint session ended the task
 
 Every class is defined here except two groups: ``*`` marks the errors of the engine
-providers, in :mod:`pxpool.engines.errors`, and ``+`` marks ``ResultTooLarge``, in
-:mod:`pxpool._core.client` (the client that makes it): it is also an ipyparallel
-``RemoteError``, and this module imports the standard library only, so engine-side code
-(the debugger agent) imports it without ipyparallel. ``pxpool`` exports every public one.
+providers, in :mod:`pxpool.engines.errors`, and ``+`` marks ``ResultTooLarge`` and
+``TaskError``, in :mod:`pxpool._core.client` (beside the client): they are also
+ipyparallel ``RemoteError`` errors, and this module imports the standard library only,
+so engine-side code (the debugger agent) imports it without ipyparallel. ``pxpool``
+exports every public one.
 
 Errors that carry a process's output keep it in ``.output`` and also quote its tail
 in the message, so a notebook user sees the cause without opening a log file.

@@ -1,10 +1,4 @@
-"""The Pool: one ipyparallel controller, the engines a provider started, and a Client.
-
-``Pool`` is the front: each public method is written out here and delegates to the
-core (:class:`pxpool._core.core.PoolCore`) or to a feature object made in
-``__init__``. Coroutine methods have typed blocking ``_sync`` twins, as in
-ipyparallel; the data methods block. Every wait is bounded by the profile's timeouts.
-"""
+"""Pool: every public method written out, over a :class:`PoolCore` and feature objects."""
 
 from __future__ import annotations
 
@@ -26,6 +20,7 @@ from ._reliability.limits import apply_engine_limits
 from ._reliability.supervisor import Supervisor
 from ._reliability.timeouts import TaskGuard
 from ._reliability.walltime import WalltimeWatch
+from ._tasks.lane import Lane, PoolExecutor, TaskFuture, check_options, use_current
 from .debug import Debugger, DebugSession
 from .engines import controller_alive, provider_for
 from .errors import PoolStateError
@@ -54,6 +49,7 @@ def current() -> Pool:
 
 def _make_current(pool: Pool | None, *, unless: Pool | None = None) -> None:
     global _current
+    use_current(current)  # joblib's backend="pxpool" runs on the current pool by default
     if unless is None or _current is unless:
         _current = pool
 
@@ -65,20 +61,21 @@ class Pool:
         self, profile: Profile, name: str | None = None, *, detached: bool = False
     ) -> None:
         name = runtime.check_pool_name(name or f"{profile.name}-{secrets.token_hex(3)}")
-        core = PoolCore(profile, name, provider_for(profile), detached=detached)
-        self._core = core
-        self._supervisor = Supervisor(core, replay_push=self._replay_push)
+        self._core = core = PoolCore(profile, name, provider_for(profile), detached=detached)
+        self._supervisor = Supervisor(core, replay_push=lambda ns, to: data.push(core, ns, to))
         self._tasks = TaskGuard(core, self._supervisor)
         self._idle = IdleWatch(core)
         self._walltime = WalltimeWatch(core)
         self._debugger = Debugger(core)
         self._health = HealthView(core, self._idle)
-        core.teardown_hooks.append(data.release_pool_memory)
+        self._lane = Lane(core, self._tasks, self._idle)
+        core.teardown_hooks += [data.release_pool_memory, self._lane.teardown]
         for hook in (
             apply_engine_limits,  # before setup replays
             self._debugger.engines_joined,  # breakpoint() and pool.debug() on engines
             self._walltime.engines_joined,  # SIGUSR1/SIGUSR2/SIGTERM: finish, leave cleanly
             self._supervisor.engines_joined,  # deaths noticed, engines replaced, setup replayed
+            self._lane.engines_joined,  # the task lane's agent (pool.submit, executor, joblib)
             doctor.warn_on_version_mismatch,  # Python/package versions differ
             self._idle.engines_joined,  # core-hours; idle_timeout releases the engines
         ):
@@ -142,8 +139,7 @@ class Pool:
     async def start(
         self, wait: bool = True, timeout: float | None = None, engines: int | None = None
     ) -> Pool:
-        """Start the controller and engines; with ``wait``, until all registered. A
-        :class:`~pxpool.errors.PoolStartError` carries the output of what failed."""
+        """Start the controller and engines (``wait``: until all registered)."""
         startable = self.state in (PoolState.NEW, PoolState.STOPPED, PoolState.FAILED)
         if startable and controller_alive(self.name):  # also a controller in a batch job
             raise PoolStateError(
@@ -191,9 +187,6 @@ class Pool:
     def add_engine_hook(self, hook: Callable[[Pool, list[int]], None]) -> None:
         """Call ``hook(pool, engine_ids)`` whenever engines (re)join, and now."""
         self._core.add_engine_hook(lambda _core, engine_ids: hook(self, engine_ids))
-
-    def _replay_push(self, namespace: dict[str, Any], targets: list[int]) -> None:
-        data.push(self._core, namespace, targets)
 
     @classmethod
     def attach(cls, name: str, timeout: float = 10.0) -> Pool:
@@ -259,16 +252,14 @@ class Pool:
             return self._core.view(targets)
 
     def lbview(self, targets: Any = None, timeout: float | None = None) -> ipp.LoadBalancedView:
-        """A blocking LoadBalancedView; with ``timeout``, a blocking ``apply`` running
-        longer is stopped and raises :class:`~pxpool.TaskTimeout` (as ``pool.apply``)."""
+        """A blocking LoadBalancedView; ``timeout`` as in :meth:`apply`."""
         with self._idle.in_use():
             view = self._tasks.timed_lbview(targets, timeout)
         view.block = True
         return view
 
     def push(self, namespace: dict[str, Any], targets: Any = None) -> None:
-        """Set names on the engines (all unless ``targets``); names pushed to all
-        engines are pushed again to engines that join later."""
+        """Set names on the engines (all, also later ones, unless ``targets``)."""
         with self._idle.in_use():
             data.push(self._core, namespace, targets)
         if targets is None or targets == "all":
@@ -300,8 +291,7 @@ class Pool:
         timeout: float | None = None,
         retries: int = 1,
     ) -> Any:
-        """Apply ``f`` to every item of ``values`` on the engines, load-balanced
-        (see :func:`pxpool.data.pool_map`)."""
+        """``f`` on every item of ``values``, load-balanced (:func:`pxpool.data.pool_map`)."""
         options = MapOptions(chunksize, ordered, progress, timeout, retries)
         with self._idle.in_use():
             return data.pool_map(self._core, self._tasks, f, values, *more, options=options)
@@ -309,16 +299,26 @@ class Pool:
     def apply(
         self, f: Any, *args: Any, timeout: float | None = None, retries: int = 1, **kwargs: Any
     ) -> Any:
-        """Run ``f(*args, **kwargs)`` on the next free engine; return its result.
-
-        ``timeout``: seconds ``f`` may run; then its engine is interrupted (killed and
-        replaced if it does not yield): :class:`~pxpool.TaskTimeout`. ``retries``: runs
-        again elsewhere when its engine dies, then :class:`~pxpool.TaskLost`. An
-        exception raised by ``f`` itself is never retried."""
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout must be a positive number of seconds; got {timeout!r}")
+        """``f(*args, **kwargs)`` on the next free engine; its result. ``timeout``: seconds
+        it may run, then :class:`~pxpool.TaskTimeout` (engine interrupted, or replaced);
+        ``retries``: again if its engine dies (not if f raised), then ``TaskLost``."""
+        check_options(timeout, retries)
         with self._idle.in_use():
             return self._tasks.apply(f, args, kwargs, timeout, retries)
+
+    def submit(
+        self, f: Any, *args: Any, timeout: float | None = None, retries: int = 1, **kwargs: Any
+    ) -> TaskFuture:
+        """``f(*args, **kwargs)`` queued on the task lane (:mod:`pxpool._tasks.lane`): a Future."""
+        return self._lane.submit(f, args, kwargs, timeout, retries)
+
+    def executor(self, timeout: float | None = None, retries: int = 1) -> PoolExecutor:
+        """A ``concurrent.futures.Executor`` on the engines (shutting it down keeps the pool)."""
+        return self._lane.executor(timeout, retries)
+
+    def register_joblib(self) -> None:
+        """Make joblib's ``backend="pxpool"`` run on this pool (see :mod:`pxpool._tasks`)."""
+        self._lane.register_joblib(self)
 
     def setup(self, code: str) -> None:
         """Run ``code`` on every engine now and on every engine that joins later."""
@@ -378,8 +378,7 @@ class Pool:
     def debug(
         self, engine_id: int | None = None, *, wait: float = 0.0, timeout: float | None = None
     ) -> DebugSession:
-        """A debugger session at a ``breakpoint()`` or post-mortem (:mod:`pxpool.debug`);
-        ``wait`` s for a breakpoint, ``timeout`` per command (default 600 s)."""
+        """A debugger session at a ``breakpoint()`` or post-mortem (:mod:`pxpool.debug`)."""
         return self._debugger.debug(engine_id, wait=wait, timeout=timeout)
 
     def debug_status(self) -> dict[int, dict[str, Any]]:

@@ -64,6 +64,30 @@ class ResultTooLarge(PxpoolError, ipp.RemoteError):  # type: ignore[misc]  # unt
         return str(self.evalue)
 
 
+class TaskError(PxpoolError, ipp.RemoteError):  # type: ignore[misc]  # untyped base
+    """A task of ``pool.submit`` (or of ``pool.executor()``, the joblib backend) raised on
+    its engine. A ``RemoteError`` as ``pool.apply``'s errors are: ``ename``, ``evalue``,
+    ``traceback`` (the engine's, shown by IPython) and ``engine_info``; ``task`` and
+    ``engine_id`` name what failed where, and ``pool.debug(engine_id)`` opens the
+    failure post-mortem. Defined beside :class:`ResultTooLarge` for the same reason."""
+
+    def __init__(self, task: str, engine_id: int, ename: str, evalue: str, traceback: str) -> None:
+        info = {"engine_id": engine_id, "method": "submit"}
+        ipp.RemoteError.__init__(self, ename, evalue, traceback, info)
+        self.task = task
+        self.engine_id = engine_id
+
+    def __str__(self) -> str:
+        return (
+            f"{self.task} failed on engine {self.engine_id}: {self.ename}: {self.evalue}. "
+            f"The engine's traceback is in .traceback; `pool.debug({self.engine_id})` "
+            "opens it post-mortem."
+        )
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.task, self.engine_id, self.ename, self.evalue, self.traceback))
+
+
 def unwrap_result_too_large(content: dict[str, Any], error: Any) -> Any:
     """An engine's refusal to send a too large result (the engine-side error's name is
     ``ResultTooLarge``, :mod:`pxpool._reliability.result_limit`) as ResultTooLarge."""

@@ -18,6 +18,9 @@ task to an engine that handed it back, so a task handed back by every engine (a
 one-engine pool, or all engines joining at once after an idle wake) would wait
 for good. The scheduler sends an engine one task at a time (``hwm = 1``), so at
 most one load-balanced task per joining engine waits for its hooks.
+
+Agents with a channel of their own (the task lane, :mod:`pxpool._tasks.agent`) pass
+no wrapped handler: they ask :func:`is_held` and wait with :func:`when_released`.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class _Hold:
         self.held = True
         self.waiting: list[tuple[Callable[..., Any], Any, Any, dict[str, Any]]] = []
         self.muted: set[str] = set()  # deferred requests whose "idle" status is not sent
+        self.on_release: list[Callable[[], None]] = []  # engine-side agents' deferred work
         for kind in HANDLERS:
             kernel.shell_handlers[kind] = partial(self.dispatch, kernel.shell_handlers[kind])
         # ipykernel's Kernel has no public hook around the status it publishes
@@ -86,6 +90,9 @@ class _Hold:
         self.held = False
         if self.waiting:
             asyncio.ensure_future(self.flush())
+        callbacks, self.on_release = self.on_release, []
+        for callback in callbacks:
+            asyncio.get_event_loop().call_soon(callback)
         return True
 
     async def flush(self) -> None:
@@ -119,6 +126,22 @@ def hold() -> None:
 
     if _HOLD is None:
         _HOLD = _Hold(IPEngine.instance().kernel)
+
+
+def is_held() -> bool:
+    """On an engine: True until the pool released it. Agents with a channel of their
+    own (the task lane) ask, since their messages do not pass the wrapped handlers."""
+    return _HOLD is not None and _HOLD.held
+
+
+def when_released(callback: Callable[[], None]) -> None:
+    """On an engine's main thread: call ``callback()`` on the kernel's loop once the
+    engine is released (soon, if it is not held)."""
+    if is_held():
+        assert _HOLD is not None
+        _HOLD.on_release.append(callback)
+    else:
+        asyncio.get_event_loop().call_soon(callback)
 
 
 def _release() -> bool:

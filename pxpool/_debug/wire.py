@@ -4,20 +4,23 @@ Both ends (the engine agent and :class:`~pxpool.DebugSession`) use :class:`Signe
 The engine opens each connection with an unsigned hello carrying a fresh random nonce;
 from then on every message body holds that nonce, its direction and a sequence number,
 and is signed with HMAC-SHA256 under the pool's key (the key ipyparallel signs its own
-messages with). A message from someone without the key, a replayed one or one out of
-order is refused and the connection closed, so only the pool's clients reach a debugger.
+messages with; :mod:`pxpool._entry.signing`, shared with the task lane). A message
+from someone without the key, a replayed one or one out of order is refused and the
+connection closed, so only the pool's clients reach a debugger.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import secrets
 import socket
 from typing import Any
 
+from .._entry.signing import sign
 from ..errors import DebugAuthError, DebugConnectionError
+
+__all__ = ["SignedConn", "sign"]  # sign: from pxpool._entry.signing, as before
 
 PROTOCOL = "pxpool-debug/1"
 MAX_LINE = 4 * 1024 * 1024  # bytes; a longer line is refused rather than buffered
@@ -143,7 +146,3 @@ class SignedConn:
         if not isinstance(message, dict):
             raise DebugConnectionError("malformed message (not an object)")
         return message
-
-
-def sign(key: bytes, text: str) -> str:
-    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()

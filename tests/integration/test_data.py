@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import os
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +20,8 @@ from pxpool._data import shm
 from pxpool._data.blocks import BLOCK_BYTES
 from pxpool._data.ready import done_result
 from pxpool.data import MapError, UnpicklableFunctionError
+
+from .waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -103,16 +108,83 @@ def test_map_zips_more_iterables_like_builtin_map(pool: pxpool.Pool) -> None:
     assert pool.map(add, range(4), iter([5, 5, 5])) == [5, 6, 7]
 
 
-def test_map_reads_a_generator_lazily_with_bounded_chunks_in_flight(pool: pxpool.Pool) -> None:
-    pulled = []
+def count_after_release(x: int, done: str, started: str, release: str) -> int:
+    """Runs on an engine: waits (bounded) until ``release`` exists, saying so once in
+    ``started``; then takes a millisecond and counts itself done (one byte in ``done``)."""
+    import os
+    import time
 
-    def numbers() -> Iterator[int]:
-        for i in range(20_000):
-            pulled.append(i)
+    if not os.path.exists(release):
+        with open(started, "ab") as handle:
+            handle.write(b"x")
+        deadline = time.monotonic() + 30
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.005)
+    time.sleep(0.001)
+    with open(done, "ab") as handle:
+        handle.write(b"x")
+    return x * x
+
+
+def file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+# a generator's chunks are sized to about 20 ms of engine time: at most 20 items that
+# take over 1 ms each; at most two chunks per engine are in flight
+ITEM_SECONDS, CHUNK_SECONDS, IN_FLIGHT = 0.001, 0.02, 2
+
+
+def test_map_reads_a_generator_lazily_with_bounded_chunks_in_flight(
+    pool: pxpool.Pool, tmp_path: Path
+) -> None:
+    """While both engines wait on their first items, the map has read one item per
+    engine (the first chunks of a generator); after the release, it never reads more
+    than two chunks per engine ahead of what the engines have done."""
+    engines = len(pool.ids)
+    done, started, release = tmp_path / "done", tmp_path / "started", tmp_path / "release"
+    pulled = 0
+    lead = []  # at each read: items read minus items the engines have done
+
+    def numbers(n: int) -> Iterator[int]:
+        nonlocal pulled
+        for i in range(n):
+            pulled += 1
+            lead.append(pulled - file_size(done))
             yield i
 
-    assert pool.map(square, numbers()) == [x * x for x in range(20_000)]
-    assert len(pulled) == 20_000
+    f = functools.partial(
+        count_after_release, done=str(done), started=str(started), release=str(release)
+    )
+    with concurrent.futures.ThreadPoolExecutor(1) as running:
+        mapped = running.submit(pool.map, f, numbers(600))
+        try:
+            wait_until(lambda: file_size(started) >= engines, 30, "every engine starting")
+            seen = set()
+            until = time.monotonic() + 0.2  # and the map reads nothing more meanwhile
+            while time.monotonic() < until:
+                seen.add(pulled)
+                time.sleep(0.01)
+            assert seen == {engines}, "one item per engine while no result has come back"
+        finally:
+            release.touch()
+        assert mapped.result(timeout=60) == [x * x for x in range(600)]
+    assert pulled == 600 and file_size(done) == 600
+    per_chunk = round(CHUNK_SECONDS / ITEM_SECONDS)
+    assert max(lead) <= IN_FLIGHT * engines * per_chunk, f"read ahead by {max(lead)} items"
+
+    read = []
+
+    def more_numbers() -> Iterator[int]:
+        for i in range(20_000):
+            read.append(i)
+            yield i
+
+    assert pool.map(square, more_numbers()) == [x * x for x in range(20_000)]
+    assert len(read) == 20_000
 
 
 def pid_after_a_millisecond(x: int) -> tuple[int, int]:

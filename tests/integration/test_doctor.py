@@ -5,6 +5,10 @@ so the same packages import), in another working directory, with an extra variab
 package only the engines can import, and a stand-in ``cloudpickle`` 0.0.1 earlier on the
 engines' path (a real package shadowed the way a stray install would shadow it).
 
+Then an engine on another Python minor version than the client's: the interpreter of a
+venv whose start-up rewrites ``sys.version`` (Debian 12 packages no second Python 3; see
+``other_python``).
+
 Last, an SSH engine (the test sshd, this machine) whose host runs the interpreter of a
 virtual environment with another release of cloudpickle in its own site-packages: a copy
 of the installed one under another version, made by the test (nothing is downloaded).
@@ -15,6 +19,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -156,6 +161,75 @@ def test_cli_doctor_exits_0_when_alike_1_with_differences_2_on_error(
     missing = pxpool_cli("doctor", "doc")
     assert missing.returncode == 2
     assert "pxpool: error: No running pool named 'doc'" in missing.stderr
+
+
+# ---------------------------------------------------------------- another Python
+
+
+def other_python(venv: Path) -> str:
+    """Make ``venv``'s interpreter announce the next minor version of this Python: a
+    ``.pth`` file in its site-packages, run at every start before anything else, rewrites
+    ``sys.version``, from which ``platform.python_version()`` (what doctor reads) parses
+    the version. A stand-in for an engine on another Python that needs no second
+    interpreter and nothing downloaded; it is the same interpreter underneath, so the
+    engine works as usual. Returns the version it announces."""
+    announced = f"{sys.version_info.major}.{sys.version_info.minor + 1}.0"
+    site = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('purelib'))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.strip()
+    (Path(site) / "zz_pxpool_test_other_python.pth").write_text(
+        f"import sys; sys.version = {announced!r} + sys.version[sys.version.index(' '):]\n"
+    )
+    return announced
+
+
+def test_an_engine_on_another_python_minor_warns_at_start_and_in_doctor(
+    tmp_path: Path,
+) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        check=True,
+        timeout=60,
+    )
+    theirs = other_python(venv)
+    python = str(venv / "bin" / "python")
+    said = subprocess.run(
+        [python, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.strip()
+    assert said == theirs, "the stand-in interpreter announces the other version"
+    ours = platform.python_version()
+    pool = pxpool.Pool.from_profile("local", engines=1, python=python)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pool.start_sync()
+    try:
+        lines = [str(w.message) for w in caught if w.category is pxpool.EnvironmentMismatchWarning]
+        assert lines == [
+            f"pxpool: engine 0 runs Python {minor(theirs)}, this client runs Python "
+            f"{minor(ours)}; objects may not unpickle alike. See `pool.doctor()`."
+        ]
+        rows = _rows(pool.doctor(env=[], show=False))
+        assert rows[0, "python"] == (ours, theirs)
+        assert pool.apply(abs, -3) == 3
+    finally:
+        pool.stop_sync()
+
+
+def minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
 
 
 # ---------------------------------------------------------------- an SSH engine

@@ -195,7 +195,9 @@ def test_restarted_engine_gets_a_new_tunnel_and_the_old_session_ends(
     assert not set(old_agents) & {p.pid for p, _ in agent_forwards().values()}
     assert list(wait_states(pool, ["idle", "idle"])["state"]) == ["idle", "idle"]
     new_agents = pool.core.cluster.engines["ssh-0"].agent_forwards  # type: ignore[attr-defined]
-    assert len(new_agents) == 1 and new_agents[0].process.pid not in old_agents
+    # one forward per agent on the new engine (health, task lane), none of the old ones
+    assert len(new_agents) == len(old_agents)
+    assert not {f.process.pid for f in new_agents} & set(old_agents)
 
 
 def test_stop_ends_the_sshd_sessions_and_their_listeners(pool: pxpool.Pool) -> None:

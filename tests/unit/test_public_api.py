@@ -42,6 +42,10 @@ EXPECTED_PUBLIC_NAMES = {
     "EngineDied",
     "TaskLost",
     "ResultTooLarge",
+    "TaskError",
+    "TaskFuture",
+    "as_completed",
+    "wait",
     "DebugSession",
     "DebugError",
     "DebugAuthError",
@@ -81,6 +85,9 @@ POOL_API = {
     "panel",
     "setup",
     "debug",
+    "submit",
+    "executor",
+    "register_joblib",
 }
 
 
@@ -127,3 +134,15 @@ def test_fault_errors_are_pxpool_errors_and_task_lost_is_an_engine_death() -> No
     assert issubclass(pxpool.TaskTimeout, TimeoutError)
     assert issubclass(pxpool.TaskLost, pxpool.EngineDied)
     assert issubclass(pxpool.DebuggerQuit, pxpool.PxpoolError)
+
+
+def test_task_futures_are_standard_futures_and_task_errors_remote_errors() -> None:
+    import concurrent.futures
+
+    import ipyparallel
+
+    assert issubclass(pxpool.TaskFuture, concurrent.futures.Future)
+    assert pxpool.as_completed is concurrent.futures.as_completed
+    assert pxpool.wait is concurrent.futures.wait
+    assert issubclass(pxpool.TaskError, pxpool.PxpoolError)
+    assert issubclass(pxpool.TaskError, ipyparallel.RemoteError)

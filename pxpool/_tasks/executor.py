@@ -1,0 +1,111 @@
+"""``pool.executor()``: a real ``concurrent.futures.Executor`` over the task lane.
+
+Code written for ``ProcessPoolExecutor`` runs unchanged on the pool's engines, wherever
+they are: ``submit``, ``map`` (with ``timeout`` and ``chunksize``), ``shutdown(wait,
+cancel_futures)`` and ``with`` work as the standard library documents them. The
+executor does not own the pool: shutting it down leaves the pool and its engines
+running (stop the pool for that).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, wait
+from functools import partial
+from typing import Any
+
+from .agent import run_chunk
+from .future import TaskFuture
+
+SHUTDOWN_POLL = 1.0  # seconds between checks while shutdown(wait=True) waits
+
+Submit = Callable[[Any, tuple[Any, ...], dict[str, Any], float | None, int], TaskFuture]
+
+
+def chunks(iterables: tuple[Iterable[Any], ...], size: int) -> Iterator[list[tuple[Any, ...]]]:
+    """The argument tuples of ``map`` in lists of ``size``."""
+    calls = zip(*iterables, strict=False)
+    while chunk := list(itertools.islice(calls, size)):
+        yield chunk
+
+
+class PoolExecutor(Executor):
+    """An Executor whose workers are the pool's engines (see the module docstring).
+
+    ``timeout`` and ``retries`` apply to each task, as in ``pool.submit``."""
+
+    def __init__(self, submit: Submit, timeout: float | None = None, retries: int = 1) -> None:
+        self._submit = submit
+        self._timeout = timeout
+        self._retries = retries
+        self._lock = threading.Lock()
+        self._shutdown = False
+        self._pending: set[TaskFuture] = set()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            future = self._submit(fn, args, kwargs, self._timeout, self._retries)
+            self._pending.add(future)
+        future.add_done_callback(self._forget)
+        return future
+
+    def _forget(self, future: Any) -> None:
+        with self._lock:
+            self._pending.discard(future)
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[Any]:
+        """``fn`` over the items, in order; ``chunksize`` calls travel as one task."""
+        if not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError(f"chunksize must be a whole number >= 1; got {chunksize!r}")
+        if chunksize == 1:
+            return super().map(fn, *iterables, timeout=timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # each chunk's calls travel inside its task's function, cloudpickled with fn
+        futures = [
+            self.submit(partial(run_chunk, fn, chunk)) for chunk in chunks(iterables, chunksize)
+        ]
+        return itertools.chain.from_iterable(_in_order(futures, deadline))
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+            pending = list(self._pending)
+        if cancel_futures:
+            for future in pending:
+                future.cancel()
+        if wait:
+            while pending:
+                pending = list(_wait_some(pending))
+
+
+def _in_order(futures: list[TaskFuture], deadline: float | None) -> Iterator[Any]:
+    """The futures' results in order, as ``Executor.map`` yields them: within the
+    deadline (else TimeoutError), the ones not reached cancelled when abandoned."""
+    futures = futures[::-1]
+    try:
+        while futures:
+            left = None if deadline is None else deadline - time.monotonic()
+            future = futures.pop()
+            try:
+                yield future.result(left)
+            finally:
+                future.cancel()
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _wait_some(futures: list[TaskFuture]) -> set[Any]:
+    """The futures still not done after one bounded wait."""
+    return set(wait(futures, timeout=SHUTDOWN_POLL).not_done)

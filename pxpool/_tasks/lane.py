@@ -1,0 +1,185 @@
+"""The task lane as a pool uses it: ``pool.submit`` and the engine hook behind it.
+
+``pool.apply`` takes ipyparallel's route: client, scheduler process, engine, scheduler,
+client, with the hub recording every message (milliseconds of CPU per task across four
+processes). The lane goes straight from the client to an agent on each engine
+(:mod:`pxpool._tasks.agent`) and back, signed with the pool's key. Same semantics as the
+rest of the pool: the engine's main thread and namespace, timeouts, retries, pxpool's
+errors. Remote engines are reached as health and debugging reach them
+(:func:`pxpool.engines.reach_url`, through SSH forwards when engines are tunnelled).
+
+**Results exactly once, execution at least once.** A task whose engine dies runs again
+on another engine (up to ``retries`` times), so it may have run partly or wholly
+before; a task taken back from an engine busy with a long one may, rarely, run there
+too. Its future still gets exactly one outcome: the first. Give side effects that must
+not repeat an idempotent form (write to a file named after the task, say).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ipyparallel.serialize import serialize_object
+
+from .._core.client import SEND_ERRORS, pickle_error
+from .._core.names import function_name
+from ..engines import reach_url
+from ..errors import PoolStateError, UnpicklableArgumentError, UnpicklableFunctionError
+from . import agent as _lane_agent
+from .board import Task
+from .dispatch import Dispatcher
+from .executor import PoolExecutor
+from .future import TaskFuture
+from .joblib_hook import register, use_current
+from .pickling import dumps_function
+from .support import Activity
+
+if TYPE_CHECKING:
+    from .._core.core import PoolCore
+    from .._reliability.timeouts import TaskGuard
+
+__all__ = ["Lane", "PoolExecutor", "TaskFuture", "check_options", "encode", "use_current"]
+
+log = logging.getLogger("pxpool.tasks")
+INSTALL_TIMEOUT = 30.0  # seconds for an engine to start its lane agent
+
+
+def check_options(timeout: float | None, retries: int) -> None:
+    """Bad ``timeout``/``retries`` fail where they were given, not on an engine."""
+    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+        raise ValueError(f"timeout must be a positive number of seconds or None; got {timeout!r}")
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ValueError(f"retries must be a whole number >= 0; got {retries!r}")
+
+
+def encode(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[Any], int, int]:
+    """The payload of a task: ``f`` cloudpickled (a notebook's functions travel with the
+    globals they use), the arguments as ipyparallel sends them (large numpy buffers as
+    frames of their own); and the numbers of argument and keyword frames."""
+    name = function_name(f)
+    try:
+        function = dumps_function(f)
+    except (*SEND_ERRORS, ValueError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        raise UnpicklableFunctionError(name, reason, caller="pool.submit") from exc
+    try:
+        arg_frames = serialize_object(args) if args else []
+        kw_frames = serialize_object(kwargs) if kwargs else []
+    except SEND_ERRORS as exc:
+        for what, value in [(f"argument {i}", a) for i, a in enumerate(args, 1)] + [
+            (f"keyword argument {k!r}", v) for k, v in kwargs.items()
+        ]:
+            if (why := pickle_error(value)) is not None:
+                raise UnpicklableArgumentError(name, what, value, why) from exc
+        raise
+    return [function, *arg_frames, *kw_frames], len(arg_frames), len(kw_frames)
+
+
+class Lane:
+    """One pool's lane: agents' addresses from the engine hook, a dispatcher on first use."""
+
+    def __init__(self, core: PoolCore, guard: TaskGuard, activity: Activity) -> None:
+        self.core = core
+        self.guard = guard
+        self.activity = activity
+        self.lock = threading.Lock()
+        self.addresses: dict[int, tuple[str, str]] = {}  # engine id -> (address, uuid)
+        self._dispatcher: Dispatcher | None = None
+        self._ids = itertools.count(1)
+
+    def submit(
+        self,
+        f: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None = None,
+        retries: int = 1,
+    ) -> TaskFuture:
+        """Queue ``f(*args, **kwargs)``; its future (see :class:`TaskFuture`)."""
+        check_options(timeout, retries)
+        if not callable(f):
+            raise TypeError(f"pool.submit needs a function (a callable); got {f!r}")
+        self.activity.wake_if_released()  # engines released after idle_timeout start again
+        self.core.running()
+        payload, na, nk = encode(f, args, kwargs)
+        task_id = next(self._ids)
+        label = f"pool.submit({function_name(f)}) #{task_id}"
+        task = Task(task_id, label, payload, na, nk, TaskFuture(label), timeout, retries)
+        self.dispatcher().add(task)
+        return task.future
+
+    def executor(self, timeout: float | None, retries: int) -> PoolExecutor:
+        """``pool.executor()``: its tasks go through :meth:`submit`."""
+        check_options(timeout, retries)
+        return PoolExecutor(self.submit, timeout, retries)
+
+    def register_joblib(self, pool: Any) -> None:
+        """``pool.register_joblib()``: joblib's ``backend="pxpool"`` runs on ``pool``."""
+        try:
+            register(pool)
+        except ImportError as exc:
+            raise ImportError(
+                f"pool.register_joblib() needs joblib, which is not importable here ({exc}); "
+                "install it with `pip install joblib`."
+            ) from exc
+
+    def dispatcher(self) -> Dispatcher:
+        """The running dispatcher (made on first use, with every agent known so far; a
+        pool attached from another process installs the agents now)."""
+        dispatcher = self._dispatcher
+        if dispatcher is not None and dispatcher.thread.is_alive() and not dispatcher.closing:
+            return dispatcher
+        if not self.addresses:  # attached from another process: the hook never ran here
+            self.engines_joined(self.core, self.core.registered_ids())
+        with self.lock:
+            dispatcher = self._dispatcher
+            if dispatcher is not None and dispatcher.thread.is_alive() and not dispatcher.closing:
+                return dispatcher
+            key = self.core.live_client().session.key
+            dispatcher = self._dispatcher = Dispatcher(self.core, self.guard, self.activity, key)
+            known = dict(self.addresses)
+        for engine_id, (address, uuid) in known.items():
+            self._post_link(dispatcher, engine_id, address, uuid)
+        return dispatcher
+
+    def engines_joined(self, core: PoolCore, engine_ids: list[int]) -> None:
+        """Engine hook: start the lane agent on ``engine_ids``; the lane sends them tasks
+        from now on (held engines run them after their release)."""
+        if not engine_ids:
+            return
+        client = core.live_client()
+        controller_ip = core.controller_ip()
+        pending = {i: client[i].apply_async(_lane_agent.install, controller_ip) for i in engine_ids}
+        for engine_id, result in pending.items():
+            try:
+                answer = result.get(timeout=INSTALL_TIMEOUT)
+                address = reach_url(core, engine_id, str(answer["address"]))
+            except Exception as exc:
+                log.warning("pxpool: the task lane did not start on engine %s: %r", engine_id, exc)
+                continue
+            uuid = str(answer["uuid"])
+            with self.lock:
+                self.addresses[engine_id] = (address, uuid)
+                dispatcher = self._dispatcher
+            if dispatcher is not None:
+                self._post_link(dispatcher, engine_id, address, uuid)
+
+    @staticmethod
+    def _post_link(dispatcher: Dispatcher, engine_id: int, address: str, uuid: str) -> None:
+        dispatcher.post(lambda: dispatcher.add_link(engine_id, address, uuid))
+
+    def teardown(self, name: str) -> None:
+        """Teardown hook of the pool: tasks not finished fail with PoolStateError."""
+        with self.lock:
+            dispatcher, self._dispatcher = self._dispatcher, None
+            self.addresses.clear()
+        if dispatcher is not None:
+            dispatcher.close(
+                PoolStateError(
+                    f"pool {name!r} stopped before the task finished; start it again "
+                    "and submit the task anew"
+                )
+            )

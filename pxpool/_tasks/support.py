@@ -1,0 +1,42 @@
+"""Small pieces of the lane's dispatcher: what keeps a pool from being released as idle,
+what a timeout's stop waits on, and the error a failed task becomes."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+from .._core.client import ResultTooLarge, TaskError
+
+__all__ = ["Activity", "Ended", "task_error"]
+
+
+class Activity(Protocol):
+    """What keeps a pool from being released as idle (``IdleWatch``)."""
+
+    def enter(self) -> bool: ...
+
+    def leave(self, counted: bool) -> None: ...
+
+    def wake_if_released(self) -> None: ...
+
+
+class Ended:
+    """What ``TaskGuard.stop_task`` waits on: the stopped task's reply arriving."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.event.wait(timeout)
+
+
+def task_error(label: str, engine_id: int, content: dict[str, Any]) -> Exception:
+    """The error of a task that failed on ``engine_id`` (its reply's content): what
+    ``pool.apply`` raises for the same failure, naming the task too."""
+    ename, evalue = str(content.get("ename")), str(content.get("evalue"))
+    traceback = "\n".join(str(line) for line in content.get("traceback") or [])
+    if ename == "ResultTooLarge":
+        info = {"engine_id": engine_id, "method": "submit"}
+        return ResultTooLarge(ename, evalue, traceback, info)
+    return TaskError(label, engine_id, ename, evalue, traceback)

@@ -1,0 +1,514 @@
+"""The task lane on real engines: pool.submit futures, the Executor, the joblib backend,
+timeouts and deaths, interleaving with %%px cells, and the signed lane socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import CancelledError
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import pytest
+import zmq
+
+import pxpool
+from pxpool._tasks import agent as lane_agent
+from pxpool._tasks import joblib_hook, wire
+from pxpool._tasks.lane import encode
+
+from . import debug_helpers
+from .debug_helpers import fails_with_local
+from .waits import wait_until
+
+pytestmark = pytest.mark.integration
+# engines cannot import this test module: its functions travel by value, as a notebook's
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+cloudpickle.register_pickle_by_value(debug_helpers)
+RESULT_WAIT = 60.0  # seconds any single result may take here
+REPLACE_WAIT = 60.0  # seconds for a dead engine's replacement
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def wait_for_file(path: str, limit: float = 60.0) -> str:
+    """On an engine: block until ``path`` exists (a barrier the test opens)."""
+    import os
+    import time
+
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"barrier {path} not opened within {limit}s")
+        time.sleep(0.005)
+    return "released"
+
+
+def touch(path: str) -> str:
+    open(path, "a").close()
+    return path
+
+
+def engine_pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def freeze_myself() -> None:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def record_run(log: str, i: int, seconds: float) -> int:
+    """Append ``i`` and this engine's pid to ``log`` (one line per execution), work."""
+    import os
+    import time
+
+    with open(log, "a") as handle:
+        handle.write(f"{i} {os.getpid()}\n")
+    time.sleep(seconds)
+    return i * 10
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[pxpool.Pool]:
+    with pxpool.Pool.from_profile(
+        "local",
+        engines=2,
+        restart="on-failure",
+        max_restarts=20,
+        restart_backoff=0.1,
+        max_result_size="1M",
+    ) as started:
+        yield started
+
+
+def wait_both_engines(pool: pxpool.Pool) -> None:
+    wait_until(
+        lambda: pool.ids == [0, 1] and not pool.core.operations.snapshot(),
+        REPLACE_WAIT,
+        "both engines registered, their hooks done",
+    )
+
+
+# ---------------------------------------------------------------- futures
+
+
+def test_ten_thousand_submits_come_back_in_order_and_correct(pool: pxpool.Pool) -> None:
+    futures = [pool.submit(square, i) for i in range(10_000)]
+    assert [f.result(RESULT_WAIT) for f in futures] == [i * i for i in range(10_000)]
+    assert {f.engine_id for f in futures} == {0, 1}
+    assert all(isinstance(f, pxpool.TaskFuture) for f in futures)
+
+
+def test_futures_work_with_as_completed_wait_callbacks_and_await(pool: pxpool.Pool) -> None:
+    futures = [pool.submit(square, i) for i in range(20)]
+    seen: list[int] = []
+    futures[0].add_done_callback(lambda f: seen.append(f.result()))
+    done = sorted(f.result() for f in pxpool.as_completed(futures, timeout=RESULT_WAIT))
+    assert done == sorted(i * i for i in range(20))
+    finished, pending = pxpool.wait(futures, timeout=RESULT_WAIT)
+    assert len(finished) == 20 and not pending
+    assert seen == [0]
+    assert futures[3].exception() is None
+
+    async def awaited() -> int:
+        return int(await pool.submit(square, 12))
+
+    assert asyncio.run(asyncio.wait_for(awaited(), RESULT_WAIT)) == 144
+
+
+def test_health_counts_lane_tasks(pool: pxpool.Pool) -> None:
+    def done() -> int:
+        return sum(s.tasks_done or 0 for s in pool.health_snapshots())
+
+    before = done()
+    futures = [pool.submit(square, i) for i in range(200)]
+    for future in futures:
+        future.result(RESULT_WAIT)
+    wait_until(lambda: done() >= before + 200, RESULT_WAIT, "200 more tasks done in health")
+
+
+def test_a_cancelled_queued_task_never_runs(pool: pxpool.Pool, tmp_path: Path) -> None:
+    barrier = tmp_path / "open"
+    side_effect = tmp_path / "ran"
+    # more blockers than all engines hold in flight: the rest, and the victim, queue here
+    blockers = [pool.submit(wait_for_file, str(barrier)) for _ in range(100)]
+    victim = pool.submit(touch, str(side_effect))
+    assert victim.cancel()
+    assert victim.cancelled()
+    barrier.touch()
+    assert {b.result(RESULT_WAIT) for b in blockers} == {"released"}
+    # a task queued after the victim ran: the victim's turn came and went
+    assert pool.submit(touch, str(tmp_path / "after")).result(RESULT_WAIT)
+    assert not side_effect.exists()
+    with pytest.raises(CancelledError):
+        victim.result(0)
+
+
+def test_a_failing_task_names_task_and_engine_and_debugs_post_mortem(pool: pxpool.Pool) -> None:
+    future = pool.submit(fails_with_local, 6)
+    with pytest.raises(pxpool.TaskError) as info:
+        future.result(RESULT_WAIT)
+    error = info.value
+    assert error.engine_id == future.engine_id
+    assert error.ename == "ValueError" and "bad input 6 (42)" in error.evalue
+    assert "pool.submit(fails_with_local) #" in str(error)
+    assert f"failed on engine {future.engine_id}" in str(error)
+    assert "fails_with_local" in error.traceback
+    with pool.debug(error.engine_id) as session:
+        assert session.kind == "postmortem"
+        assert session.send("p secret").strip() == "42"
+        assert session.send("p n").strip() == "6"
+    assert pool.submit(square, 3).result(RESULT_WAIT) == 9
+
+
+def test_bad_arguments_fail_where_they_are_given(pool: pxpool.Pool) -> None:
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        pool.submit(square, 1, timeout=0)
+    with pytest.raises(ValueError, match="retries must be a whole number"):
+        pool.submit(square, 1, retries=-1)
+    with pytest.raises(TypeError, match="needs a function"):
+        pool.submit(42)
+    with pytest.raises(pxpool.UnpicklableArgumentError, match="argument 1 of square"):
+        pool.submit(square, threading.Lock())
+
+
+def test_a_result_over_the_limit_is_refused_on_the_engine(pool: pxpool.Pool) -> None:
+    with pytest.raises(pxpool.ResultTooLarge, match="larger than the limit"):
+        pool.submit(bytes, 2_000_000).result(RESULT_WAIT)
+    assert pool.submit(bytes, 10).result(RESULT_WAIT) == bytes(10)
+
+
+# ---------------------------------------------------------------- names
+
+
+NOTEBOOK = """
+import math as notebook_math
+offset = 5
+both = "client"
+
+def helper(x):
+    return x + offset
+
+def uses_notebook(x):
+    return helper(notebook_math.isqrt(x)) * pushed_factor
+
+def which_both():
+    return both
+"""
+
+
+def test_notebook_functions_use_client_imports_and_engine_names(pool: pxpool.Pool) -> None:
+    notebook: dict[str, Any] = {"__name__": "__main__"}
+    exec(NOTEBOOK, notebook)
+    pool.push({"pushed_factor": 2, "both": "engine"})
+    assert pool.submit(notebook["uses_notebook"], 49).result(RESULT_WAIT) == (7 + 5) * 2
+    assert pool.submit(notebook["which_both"]).result(RESULT_WAIT) == "engine"  # engine wins
+    notebook["offset"] = 100  # a changed global travels with the next submit
+    assert pool.submit(notebook["uses_notebook"], 49).result(RESULT_WAIT) == (7 + 100) * 2
+    pool.push({"scale": 10})
+    assert pool.submit(lambda x: x * scale, 4).result(RESULT_WAIT) == 40  # noqa: F821
+
+
+# ---------------------------------------------------------------- scheduling
+
+
+def test_a_long_task_does_not_delay_short_ones(pool: pxpool.Pool, tmp_path: Path) -> None:
+    wait_both_engines(pool)
+    barrier = tmp_path / "open"
+    long = pool.submit(wait_for_file, str(barrier))
+    wait_until(lambda: long.running(), RESULT_WAIT, "the long task sent to an engine")
+    shorts = [pool.submit(square, i) for i in range(30)]
+    try:
+        assert [f.result(RESULT_WAIT) for f in shorts] == [i * i for i in range(30)]
+        assert not long.done()
+        assert {f.engine_id for f in shorts} == {1 - long.engine_id}  # type: ignore[operator]
+    finally:
+        barrier.touch()
+    assert long.result(RESULT_WAIT) == "released"
+
+
+CELL = """
+import time
+_t0 = time.time()
+while time.time() - _t0 < 0.01:
+    pass
+spans.append(("cell", _t0, time.time()))
+"""
+
+
+def lane_span(seconds: float) -> None:
+    import time
+
+    t0 = time.time()
+    while time.time() - t0 < seconds:
+        pass
+    spans.append(("lane", t0, time.time()))  # noqa: F821 - an engine name
+
+
+def test_lane_tasks_and_px_cells_never_overlap_on_an_engine(pool: pxpool.Pool) -> None:
+    wait_both_engines(pool)
+    pool.execute("spans = []")
+    view = pool.client.direct_view("all")
+    cells = []
+    futures = []
+    for _ in range(15):
+        cells.append(view.execute(CELL, block=False))
+        futures += [pool.submit(lane_span, 0.003) for _ in range(8)]
+    for cell in cells:
+        cell.get(RESULT_WAIT)
+    for future in futures:
+        future.result(RESULT_WAIT)
+    for engine_id in pool.ids:
+        spans = sorted(pool.client[engine_id].pull("spans", block=True), key=lambda s: s[1])
+        kinds = {kind for kind, _, _ in spans}
+        assert "lane" in kinds and "cell" in kinds, (engine_id, kinds)
+        for (kind_a, _, end_a), (kind_b, start_b, _) in zip(spans, spans[1:], strict=False):
+            assert end_a <= start_b, f"engine {engine_id}: {kind_a} overlaps {kind_b}"
+
+
+def read_marker() -> tuple[int, int]:
+    import os
+
+    return os.getpid(), marker  # type: ignore[name-defined]  # noqa: F821 - an engine name
+
+
+def test_an_engine_that_joins_runs_lane_tasks_only_after_its_setup(pool: pxpool.Pool) -> None:
+    """A joining engine starts held; pushes replay on it before its lane runs a task."""
+    wait_both_engines(pool)
+    pool.push({"marker": 42})
+    grown = threading.Thread(target=pool.scale_sync, args=(3,))
+    grown.start()
+    try:
+        answers = []
+        deadline = time.monotonic() + RESULT_WAIT
+        while (grown.is_alive() or len({pid for pid, _ in answers}) < 3) and (
+            time.monotonic() < deadline
+        ):
+            answers += [
+                f.result(RESULT_WAIT) for f in [pool.submit(read_marker) for _ in range(20)]
+            ]
+        assert {value for _, value in answers} == {42}
+        assert len({pid for pid, _ in answers}) == 3, "the new engine ran no lane task"
+    finally:
+        grown.join(RESULT_WAIT)
+        pool.scale_sync(2)
+    wait_both_engines(pool)
+
+
+# ---------------------------------------------------------------- faults
+
+
+def test_a_frozen_task_times_out_and_its_engine_is_replaced(pool: pxpool.Pool) -> None:
+    wait_both_engines(pool)
+    before = {i: pool.client[i].apply_sync(engine_pid) for i in pool.ids}
+    future = pool.submit(freeze_myself, timeout=1.0)
+    with pytest.raises(pxpool.TaskTimeout, match="killed and replaced") as info:
+        future.result(RESULT_WAIT)
+    assert info.value.action == "replaced"
+    engine = info.value.engine_id
+    assert engine == future.engine_id
+    wait_both_engines(pool)
+    assert pool.client[engine].apply_sync(engine_pid) != before[engine]
+    futures = [pool.submit(square, i) for i in range(200)]
+    assert [f.result(RESULT_WAIT) for f in futures] == [i * i for i in range(200)]
+    assert {f.engine_id for f in futures} == {0, 1}
+
+
+def test_a_python_task_past_its_timeout_is_interrupted(pool: pxpool.Pool) -> None:
+    wait_both_engines(pool)
+    with pytest.raises(pxpool.TaskTimeout, match="interrupted with SIGINT"):
+        pool.submit(time.sleep, 30, timeout=0.5).result(RESULT_WAIT)
+    assert pool.submit(square, 5, timeout=5).result(RESULT_WAIT) == 25
+
+
+def test_sigkill_under_queued_tasks_resolves_each_future_once(
+    pool: pxpool.Pool, tmp_path: Path
+) -> None:
+    wait_both_engines(pool)
+    log = tmp_path / "runs"
+    victim = pool.client[0].apply_sync(engine_pid)
+    settled: dict[int, int] = {}
+    futures = []
+    for i in range(50):
+        future = pool.submit(record_run, str(log), i, 0.02)
+        future.add_done_callback(lambda f, i=i: settled.__setitem__(i, settled.get(i, 0) + 1))
+        futures.append(future)
+    wait_until(
+        lambda: log.exists() and f" {victim}\n" in log.read_text(),
+        RESULT_WAIT,
+        "a task running on engine 0",
+    )
+    os.kill(victim, signal.SIGKILL)
+    assert [f.result(RESULT_WAIT) for f in futures] == [i * 10 for i in range(50)]
+    assert settled == {i: 1 for i in range(50)}
+    runs = [line.split() for line in log.read_text().splitlines()]
+    assert {int(i) for i, _ in runs} == set(range(50))  # each ran, some of them twice
+    wait_both_engines(pool)
+
+
+def test_without_retries_a_killed_engine_fails_its_task(pool: pxpool.Pool, tmp_path: Path) -> None:
+    wait_both_engines(pool)
+    before = {i: pool.client[i].apply_sync(engine_pid) for i in pool.ids}
+    future = pool.submit(wait_for_file, str(tmp_path / "never"), retries=0)
+    wait_until(lambda: future.running(), RESULT_WAIT, "the task sent to an engine")
+    assert future.engine_id is not None
+    os.kill(before[future.engine_id], signal.SIGKILL)
+    with pytest.raises(pxpool.EngineDied, match=r"died while running it") as info:
+        future.result(RESULT_WAIT)
+    assert not isinstance(info.value, pxpool.TaskLost)
+    wait_both_engines(pool)
+
+
+# ---------------------------------------------------------------- executor and joblib
+
+
+def test_executor_submit_map_chunks_timeout_and_shutdown(pool: pxpool.Pool, tmp_path: Path) -> None:
+    with pool.executor() as executor:
+        assert executor.submit(square, 7).result(RESULT_WAIT) == 49
+        assert list(executor.map(square, range(50))) == [i * i for i in range(50)]
+        assert list(executor.map(pow, range(30), [2] * 30, chunksize=7)) == [
+            i**2 for i in range(30)
+        ]
+        with pytest.raises(TimeoutError):
+            list(executor.map(time.sleep, [1.0], timeout=0.2))
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        executor.submit(square, 1)
+    barrier = tmp_path / "open"
+    executor = pool.executor()
+    blockers = [executor.submit(wait_for_file, str(barrier)) for _ in range(100)]
+    queued = executor.submit(touch, str(tmp_path / "queued"))
+    executor.shutdown(wait=False, cancel_futures=True)
+    barrier.touch()
+    assert queued.cancelled()
+    for blocker in blockers:
+        if not blocker.cancelled():
+            assert blocker.result(RESULT_WAIT) == "released"
+    assert pool.submit(touch, str(tmp_path / "after")).result(RESULT_WAIT)
+    assert not (tmp_path / "queued").exists()
+
+
+JOBLIB_NOTEBOOK = """
+import math
+def tiny(i):
+    return math.isqrt(i) + i
+"""
+
+
+def test_joblib_backend_runs_main_functions_also_as_a_generator(pool: pxpool.Pool) -> None:
+    joblib = pytest.importorskip("joblib")
+    notebook: dict[str, Any] = {"__name__": "__main__"}
+    exec(JOBLIB_NOTEBOOK, notebook)
+    tiny = notebook["tiny"]
+    expected = [tiny(i) for i in range(300)]
+    with joblib.parallel_config(backend="pxpool"):
+        assert joblib.Parallel(n_jobs=2)(joblib.delayed(tiny)(i) for i in range(300)) == expected
+        lazy = joblib.Parallel(n_jobs=2, return_as="generator")(
+            joblib.delayed(tiny)(i) for i in range(300)
+        )
+        assert list(lazy) == expected
+        with pytest.raises(pxpool.TaskError, match="ZeroDivisionError"):
+            joblib.Parallel(n_jobs=-1)(joblib.delayed(divmod)(1, i) for i in [1, 0, 2])
+    pool.register_joblib()  # bound to this pool, whichever is current
+    try:
+        with joblib.parallel_config(backend="pxpool", n_jobs=-1):
+            assert joblib.Parallel()(joblib.delayed(square)(i) for i in range(10)) == [
+                i * i for i in range(10)
+            ]
+    finally:
+        joblib_hook.register()  # back to the current pool
+
+
+# ---------------------------------------------------------------- the signed socket
+
+
+def _lane_socket(pool: pxpool.Pool, engine_id: int) -> zmq.Socket[bytes]:
+    answer = pool.client[engine_id].apply_sync(lane_agent.install, pool.core.controller_ip())
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(answer["address"])
+    return sock
+
+
+def _run_message(signer: wire.FrameSigner, token: str, seq: int, f: Any, *args: Any) -> list[Any]:
+    parts, na, nk = encode(f, args, {})
+    header = {"op": wire.RUN, "c": token, "q": seq, "tasks": [[seq, seq, na, nk, 0]]}
+    return wire.pack(signer, header, parts)
+
+
+def _reply(sock: zmq.Socket[bytes], signer: wire.FrameSigner) -> dict[str, Any]:
+    assert sock.poll(int(RESULT_WAIT * 1000)), "no reply from the engine"
+    unpacked = wire.unpack(signer, sock.recv_multipart())
+    assert not isinstance(unpacked, str), unpacked
+    return unpacked[0]
+
+
+def test_unsigned_and_wrongly_signed_messages_run_nothing(
+    pool: pxpool.Pool, tmp_path: Path
+) -> None:
+    wait_both_engines(pool)
+    right = wire.FrameSigner(pool.client.session.key)
+    wrong = wire.FrameSigner(b"not the pool's key")
+    sock = _lane_socket(pool, 0)
+    try:
+        forged = tmp_path / "forged"
+        unsigned = _run_message(right, "attacker", 1, touch, str(forged))
+        unsigned[0] = b"0" * 64 + bytes(unsigned[0])[64:]  # signature replaced
+        sock.send_multipart(unsigned)
+        sock.send_multipart(_run_message(wrong, "attacker", 2, touch, str(forged)))
+        # barrier: a correctly signed task sent after them has run and answered
+        barrier = tmp_path / "barrier"
+        sock.send_multipart(_run_message(right, "tester", 1, touch, str(barrier)))
+        assert _reply(sock, right)["r"][0][1] == wire.OK
+        assert barrier.exists() and not forged.exists()
+        # positive control: the same message, signed with the pool's key, runs
+        signed = _run_message(right, "tester", 2, touch, str(forged))
+        sock.send_multipart(signed)
+        assert _reply(sock, right)["r"][0][1] == wire.OK
+        assert forged.exists()
+        # and replaying it (a recorded message) runs nothing
+        forged.unlink()
+        sock.send_multipart(signed)
+        sock.send_multipart(_run_message(right, "tester", 3, touch, str(barrier)))
+        assert _reply(sock, right)["r"][0][1] == wire.OK
+        assert not forged.exists()
+    finally:
+        sock.close(linger=0)
+    counts = pool.client[0].apply_sync(lane_agent.counts)
+    assert counts["refused"] >= 3
+
+
+# ---------------------------------------------------------------- the pool's life
+
+
+def test_stopping_the_pool_fails_unfinished_tasks_and_a_restart_serves_again(
+    tmp_path: Path,
+) -> None:
+    small = pxpool.Pool.from_profile("local", engines=1)
+    small.start_sync()
+    try:
+        running = small.submit(wait_for_file, str(tmp_path / "never"))
+        queued = [small.submit(square, i) for i in range(5)]
+        wait_until(lambda: running.running(), RESULT_WAIT, "the first task sent")
+        small.stop_sync()
+        for future in [running, *queued]:
+            with pytest.raises(pxpool.PoolStateError, match="stopped before the task finished"):
+                future.result(RESULT_WAIT)
+        with pytest.raises(pxpool.PoolStateError):
+            small.submit(square, 1)
+        small.start_sync()
+        assert small.submit(square, 9).result(RESULT_WAIT) == 81
+    finally:
+        small.stop_sync()
