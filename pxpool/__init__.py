@@ -33,6 +33,7 @@ _EXPORTS = {
     "UnknownProfileError": ".errors",
     "ProfileValidationError": ".errors",
     "PoolStateError": ".errors",
+    "NoEnginesError": ".errors",
     "PoolNotFoundError": ".errors",
     "PoolStartError": ".errors",
     "ControllerStartError": ".errors",
@@ -107,6 +108,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from .errors import EngineNotFoundError as EngineNotFoundError
     from .errors import EngineStartError as EngineStartError
     from .errors import MapError as MapError
+    from .errors import NoEnginesError as NoEnginesError
     from .errors import PoolNotFoundError as PoolNotFoundError
     from .errors import PoolStartError as PoolStartError
     from .errors import PoolStateError as PoolStateError

@@ -10,6 +10,7 @@ Each message says what failed, the values involved, and the next step::
     │   └── TargetError              an engine target text (%px --targets) that is wrong
     ├── RuntimeDirectoryError        the runtime directory belongs to another user
     ├── PoolStateError               the call does not fit the pool's state (not started...)
+    │   └── NoEnginesError           work waits for an engine and none is running or starting
     ├── PoolNotFoundError            no running pool of that name (for attach/stop)
     ├── PoolStartError               a pool did not come up within its timeout
     │   ├── ControllerStartError     the controller exited or never wrote its files
@@ -63,6 +64,7 @@ __all__ = [
     "TargetError",
     "RuntimeDirectoryError",
     "PoolStateError",
+    "NoEnginesError",
     "PoolNotFoundError",
     "PoolStartError",
     "ControllerStartError",
@@ -155,6 +157,21 @@ class RuntimeDirectoryError(PxpoolError):
 
 class PoolStateError(PxpoolError, RuntimeError):
     """The call needs a pool in another state (for example started, not stopped)."""
+
+
+class NoEnginesError(PoolStateError):
+    """Work waits for an engine, and the pool has none running and none on its way: every
+    engine died or was stopped, and no restart or scale is starting another."""
+
+    def __init__(self, pool: str, waited: float, work: str) -> None:
+        self.pool = pool
+        self.waited = waited
+        super().__init__(
+            f"{work} cannot run: pool {pool!r} has no engines, and none has been starting "
+            f"for {waited:g}s (they died or were stopped; `pool.health()` says how). Add "
+            'engines with `pool.scale_sync(N)`, or set `restart = "on-failure"` in the '
+            "profile so pxpool replaces engines that die."
+        )
 
 
 class PoolNotFoundError(PxpoolError, LookupError):

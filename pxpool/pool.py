@@ -18,6 +18,7 @@ from ._health.view import HealthView
 from ._reliability.idle import IdleWatch
 from ._reliability.limits import apply_engine_limits
 from ._reliability.supervisor import Supervisor
+from ._reliability.timeouts import DEFAULT_RETRIES as RETRIES
 from ._reliability.timeouts import TaskGuard
 from ._reliability.walltime import WalltimeWatch
 from ._tasks.lane import Lane, PoolExecutor, TaskFuture, check_options, use_current
@@ -289,7 +290,7 @@ class Pool:
         ordered: bool = True,
         progress: bool | None = None,
         timeout: float | None = None,
-        retries: int = 1,
+        retries: int = RETRIES,
     ) -> Any:
         """``f`` on every item of ``values``, load-balanced (:func:`pxpool.data.pool_map`)."""
         options = MapOptions(chunksize, ordered, progress, timeout, retries)
@@ -297,22 +298,22 @@ class Pool:
             return data.pool_map(self._core, self._tasks, f, values, *more, options=options)
 
     def apply(
-        self, f: Any, *args: Any, timeout: float | None = None, retries: int = 1, **kwargs: Any
+        self, f: Any, *args: Any, timeout: float | None = None, retries: int = RETRIES, **kw: Any
     ) -> Any:
-        """``f(*args, **kwargs)`` on the next free engine; its result. ``timeout``: seconds
+        """``f(*args, **kw)`` on the next free engine; its result. ``timeout``: seconds
         it may run, then :class:`~pxpool.TaskTimeout` (engine interrupted, or replaced);
         ``retries``: again if its engine dies (not if f raised), then ``TaskLost``."""
         check_options(timeout, retries)
         with self._idle.in_use():
-            return self._tasks.apply(f, args, kwargs, timeout, retries)
+            return self._tasks.apply(f, args, kw, timeout, retries)
 
     def submit(
-        self, f: Any, *args: Any, timeout: float | None = None, retries: int = 1, **kwargs: Any
+        self, f: Any, *args: Any, timeout: float | None = None, retries: int = RETRIES, **kw: Any
     ) -> TaskFuture:
-        """``f(*args, **kwargs)`` queued on the task lane (:mod:`pxpool._tasks.lane`): a Future."""
-        return self._lane.submit(f, args, kwargs, timeout, retries)
+        """``f(*args, **kw)`` queued on the task lane (:mod:`pxpool._tasks.lane`): a Future."""
+        return self._lane.submit(f, args, kw, timeout, retries)
 
-    def executor(self, timeout: float | None = None, retries: int = 1) -> PoolExecutor:
+    def executor(self, timeout: float | None = None, retries: int = RETRIES) -> PoolExecutor:
         """A ``concurrent.futures.Executor`` on the engines (shutting it down keeps the pool)."""
         return self._lane.executor(timeout, retries)
 

@@ -58,6 +58,8 @@ class PoolCore:
         self.hooks: list[EngineHook] = []
         self.teardown_hooks: list[Callable[[str], None]] = []  # called with the pool's name
         self.operations = Operations()
+        self.joining: set[int] = set()  # ids add_engines is starting now
+        self.replacing: set[int] = set()  # ids the supervisor will start again (back-off too)
         self.loop = LoopThread(f"pxpool-{name}")
 
     # ------------------------------------------------------------ reading state
@@ -84,6 +86,11 @@ class PoolCore:
         """Engine ids the hub has registered now; empty unless running."""
         client = self.client
         return sorted(client.ids) if client is not None and self.state is PoolState.RUNNING else []
+
+    def engines_on_the_way(self) -> bool:
+        """True while engines are starting, being replaced, or restarted: work that
+        waits for an engine will get one."""
+        return bool(self.joining or self.replacing or self.operations.snapshot())
 
     def controller_ip(self) -> str:
         """The controller's address as engines reach it (agents on engines listen on
@@ -160,14 +167,18 @@ class PoolCore:
         """Start engines under ``engine_ids``, wait until they registered (within
         ``timeouts.start``), run the engine hooks on them, and write the record."""
         client, cluster = self.running()
-        new_sets = await self.launch(cluster, engine_ids)
+        self.joining.update(engine_ids)
         try:
-            await StartupWatch(
-                cluster, self.profile, self.profile.timeouts.start
-            ).engines_registered(client, engine_ids, new_sets, self.owner_ids())
+            new_sets = await self.launch(cluster, engine_ids)
+            try:
+                await StartupWatch(
+                    cluster, self.profile, self.profile.timeouts.start
+                ).engines_registered(client, engine_ids, new_sets, self.owner_ids())
+            finally:
+                self.write_record()
+            await self.engines_ready(engine_ids)
         finally:
-            self.write_record()
-        await self.engines_ready(engine_ids)
+            self.joining.difference_update(engine_ids)
         self.write_record()
 
     async def add_new_engines(self, count: int) -> list[int]:

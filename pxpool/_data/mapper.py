@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import secrets
+import time
 from typing import TYPE_CHECKING, Any
 
 import ipyparallel as ipp
@@ -19,7 +20,8 @@ from ipyparallel.serialize import PrePickled
 
 from .._core.client import SEND_ERRORS
 from .._core.names import function_name
-from ..errors import PoolStateError, UnpicklableFunctionError
+from .._core.waiting import EngineWait
+from ..errors import UnpicklableFunctionError
 from . import agent, shared_parts, shm
 from . import chunking as ch
 from .blocks import block_rows
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["MapRun", "plan_sizer", "plan_source", "pool_map", "prepickle"]
 
 WAIT_SLICE = 1.0  # seconds between checks that the pool still runs
+ENGINE_POLL = 0.05  # seconds between looks for an engine while the pool has none
 TIMEOUT_POLL = 0.05  # seconds between checks of chunk run times when a timeout is set
 # engine seconds per chunk: partitions run vectorised code with a fixed cost per call,
 # so they get longer chunks; the balance cap in ChunkSizer still leaves 4 per engine
@@ -69,11 +72,7 @@ def pool_map(
     """See :func:`pxpool.data.pool_map`, which documents the options."""
     packed_f = prepickle(f)
     client = pool.live_client()
-    engines = len(client.ids)
-    if engines == 0:
-        raise PoolStateError(
-            f"Pool {pool.name!r} has no engines to map over; add some with `pool.scale_sync(n)`."
-        )
+    engines = len(await_an_engine(pool, f"pool.map({function_name(f)})"))
     source = plan_source(pool, client, values, more, options.chunksize)
     sizer = plan_sizer(source, engines, options.chunksize)
     names = MapNames(function_name(f), secrets.token_hex(4), source.partitions)
@@ -89,6 +88,17 @@ def pool_map(
         if source.shared is not None:
             source.shared.close()
     return run.combine()
+
+
+def await_an_engine(pool: PoolCore, work: str) -> list[int]:
+    """The registered engines, once there is one (while none is on its way for
+    ``NO_ENGINE_GRACE`` seconds: NoEnginesError)."""
+    wait = EngineWait(pool, work)
+    while not (ids := pool.registered_ids()):
+        pool.running()  # PoolStateError if the pool stopped meanwhile
+        wait.check()
+        time.sleep(ENGINE_POLL)
+    return ids
 
 
 def plan_source(
@@ -165,6 +175,7 @@ class MapRun:
         self.number = 0  # chunks sent so far
         self.exhausted = False  # the source has handed out everything (for now)
         self.bar = Progress(source.total, options.progress, f"pool.map({names.function})")
+        self.engine_wait = EngineWait(core, f"pool.map({names.function})")
 
     def collect(self, f: PrePickled) -> None:
         """Submit chunks of ``f`` and collect their replies until every item is done."""
@@ -233,6 +244,7 @@ class MapRun:
         )
         if not done:
             self.core.running()  # raises PoolStateError if the pool stopped meanwhile
+            self.engine_wait.check()  # ... or NoEnginesError if no engine will come
             if timeout is not None:
                 enforce_timeout(self.tasks, self.names, self.inflight, timeout)
         return done

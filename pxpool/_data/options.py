@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._reliability.timeouts import DEFAULT_RETRIES
+
 
 @dataclass(frozen=True)
 class MapOptions:
@@ -13,7 +15,7 @@ class MapOptions:
     ordered: bool = True
     progress: bool | None = None
     timeout: float | None = None
-    retries: int = 1
+    retries: int = DEFAULT_RETRIES  # a chunk whose engine died runs again elsewhere
 
     def __post_init__(self) -> None:
         chunksize = self.chunksize

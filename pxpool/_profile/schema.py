@@ -41,6 +41,7 @@ KEYS: tuple[Key, ...] = (
     Key("", "restart", "str", "restart", choices=RESTART_POLICIES),
     Key("", "max_restarts", "int", "max_restarts", minimum=0),
     Key("", "restart_backoff", "float", "restart_backoff", minimum=0),
+    Key("", "restart_window", "duration", "restart_window", minimum=1),
     Key("", "idle_timeout", "duration", "idle_timeout", minimum=0),
     Key("controller", "ip", "str", "controller_ip"),
     Key("controller", "port", "int", "controller_port", minimum=0),

@@ -106,8 +106,11 @@ class Profile:
     description: str = ""
     source: str = "(defaults)"
     restart: str = "never"  # "on-failure": a dead engine is replaced under the same id
-    max_restarts: int = 3  # per engine id, over the pool's life
-    restart_backoff: float = 1.0  # seconds before the first restart, doubling after
+    # a crash loop: max_restarts replacements of one engine id that failed to come up
+    # within restart_window seconds; pxpool then stops replacing it
+    max_restarts: int = 5
+    restart_window: float = 60.0
+    restart_backoff: float = 0.1  # seconds before a replacement, doubling per failed one
     idle_timeout: float = 0.0  # seconds without work before the engines are released; 0: never
     controller: ControllerSettings = field(default_factory=ControllerSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)

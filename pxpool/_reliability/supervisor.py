@@ -4,9 +4,23 @@ The pool's cluster reports engine sets that stop without being asked
 (:meth:`pxpool._core.cluster.PxCluster.add_death_listener`). The supervisor records how
 each engine died (signal, exit code, out of memory when the kernel's OOM killer
 counted a kill) and, with ``restart = "on-failure"`` in the profile, starts a new
-engine under the same id after ``restart_backoff`` seconds (doubling while
-replacements of that id keep failing, up to ``MAX_BACKOFF``), at most
-``max_restarts`` times per id over the pool's life.
+engine under the same id after ``restart_backoff`` seconds.
+
+A replacement *fails* when its engine ends by itself before it came up: it exits
+(or crashes, or runs out of memory) before it registered, or before the pool ran its
+engine hooks on it and released it (the setup replay below), or within
+``JOIN_GRACE`` of that. A start that raises for another reason (a timeout, a
+provider's error) fails too, but not one that registered under another id because
+the controller still reserves its own: that one is tried again once the id is free.
+A replacement killed with SIGKILL that the kernel's OOM killer did not send was
+killed, not broken: it is replaced again after ``restart_backoff`` like any killed
+engine. Each failure doubles the wait before that id's next try, up to
+:attr:`RestartBudget.longest_wait`. ``max_restarts`` is a budget per
+``restart_window`` seconds (:class:`RestartBudget`): once that many replacements of
+one id failed within the window, the engine is in a crash loop and is not replaced
+again; an error in the log says so and how to restart it by hand, and health shows
+it ``dead``. Engines that came up and die later, and engines killed from outside at
+any time, do not count: they are always replaced.
 
 Engines that join later (restarts, ``scale``) first replay what the user set up on
 every engine: names pushed to all engines with ``pool.push`` and code run with
@@ -20,9 +34,9 @@ import asyncio
 import logging
 import signal
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._core.startup import REGISTRATION_HOLD_SECONDS
@@ -40,6 +54,11 @@ PushTo = Callable[[dict[str, Any], list[int]], None]  # (namespace, engine ids)
 # a big pool on a busy machine needs that long to register (32 engines on 2 cores: 16 s)
 MAX_BACKOFF = 30.0  # seconds: the longest wait before trying to replace an engine again
 REPLAY_TIMEOUT = 120.0  # seconds for a new engine to replay the pool's setup
+# a death this soon after a replacement came up is that replacement failing (the death
+# of an engine that died while being released may reach the supervisor just after)
+JOIN_GRACE = 0.5
+DEATH_WAIT = 0.5  # seconds a start that failed waits for its engine's death to be told
+DEATH_POLL = 0.02
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,12 @@ class Death:
     how: str  # "killed by SIGKILL", "exited with code 3", "out of memory: ..."
     exit_code: int | None
     when: float
+
+    @property
+    def killed(self) -> bool:
+        """SIGKILL that the kernel's OOM killer did not send: something killed the
+        engine, it did not fail by itself."""
+        return self.exit_code == -signal.SIGKILL and not self.how.startswith("out of memory")
 
 
 def describe_exit(exit_code: int | None, oom_before: int, oom_after: int) -> str:
@@ -62,6 +87,73 @@ def describe_exit(exit_code: int | None, oom_before: int, oom_after: int) -> str
             return "out of memory: the kernel's OOM killer ended it with SIGKILL"
         return f"killed by {name}"
     return f"exited with code {exit_code}"
+
+
+@dataclass
+class RestartBudget:
+    """Which replacements of each engine id failed to come up, and when: the wait
+    before the next try and whether an id is in a crash loop (see the module)."""
+
+    limit: int  # max_restarts: failed replacements of one id allowed per window
+    window: float  # restart_window, seconds
+    backoff: float  # restart_backoff, seconds: the first wait, doubled per failure
+    failures: dict[int, deque[float]] = field(default_factory=dict)  # monotonic times
+    doublings: Counter[int] = field(default_factory=Counter)
+    up_at: dict[int, float] = field(default_factory=dict)  # a replacement came up
+
+    @property
+    def longest_wait(self) -> float:
+        """The back-off's cap: short enough that ``limit`` failures fit in the window
+        (so a crash loop is always stopped), at most ``MAX_BACKOFF``, and never
+        shorter than ``backoff``."""
+        fit = self.window / (2 * self.limit) if self.limit else MAX_BACKOFF
+        return max(self.backoff, min(MAX_BACKOFF, fit))
+
+    def recent(self, engine_id: int, now: float) -> int:
+        """Failed replacements of ``engine_id`` within the window ending ``now``."""
+        times = self.failures.get(engine_id)
+        while times and now - times[0] > self.window:
+            times.popleft()
+        return len(times) if times else 0
+
+    def used_up(self, engine_id: int, now: float) -> bool:
+        return self.recent(engine_id, now) >= self.limit
+
+    def delay(self, engine_id: int) -> float:
+        """Seconds to wait before the next replacement of ``engine_id``."""
+        doubled: float = self.backoff * 2.0 ** min(self.doublings[engine_id], 30)
+        return min(doubled, self.longest_wait)
+
+    def failed(self, engine_id: int, now: float) -> None:
+        self.failures.setdefault(engine_id, deque()).append(now)
+        self.doublings[engine_id] += 1
+        self.up_at.pop(engine_id, None)
+
+    def came_up(self, engine_id: int, now: float) -> None:
+        """A replacement came up: its id's wait starts short again (the failures stay
+        counted for the window)."""
+        self.doublings.pop(engine_id, None)
+        self.up_at[engine_id] = now
+
+    def ended(self, engine_id: int, death: Death | None, now: float) -> None:
+        """A replacement did not come up, or died ``JOIN_GRACE`` after: a failure,
+        unless something killed it (``death`` is None: the start failed otherwise)."""
+        self.up_at.pop(engine_id, None)
+        if death is None or not death.killed:
+            self.failed(engine_id, now)
+
+    def died(self, engine_id: int, death: Death, now: float) -> None:
+        """A death outside a replacement: if the replacement had only just come up,
+        it did not really come up."""
+        up = self.up_at.get(engine_id)
+        if up is not None and now - up < JOIN_GRACE:
+            self.ended(engine_id, death, now)
+
+    def forget(self, engine_id: int) -> None:
+        """A fresh budget (the engine was restarted by hand)."""
+        self.failures.pop(engine_id, None)
+        self.doublings.pop(engine_id, None)
+        self.up_at.pop(engine_id, None)
 
 
 class SetupLog:
@@ -101,10 +193,12 @@ class Supervisor:
         self.replay_push = replay_push  # pushes replay through the pool's data path
         self.setup = SetupLog()
         self.deaths: dict[int, Death] = {}
-        self.restarts: Counter[int] = Counter()
-        self.failed_in_a_row: Counter[int] = Counter()
-        self._replacing: set[int] = set()  # ids with a _replace loop running
-        self._died_again: set[int] = set()  # ...whose new engine died meanwhile
+        profile = core.profile
+        self.budget = RestartBudget(
+            profile.max_restarts, profile.restart_window, profile.restart_backoff
+        )
+        self.given_up: dict[int, str] = {}  # ids in a crash loop, not replaced: the reason
+        self._died_again: dict[int, Death] = {}  # ...whose new engine died meanwhile
         self._id_free_at: dict[int, float] = {}  # monotonic time the controller frees an id
         self._oom_seen = oom_kills()
         self._clusters: set[int] = set()
@@ -137,18 +231,22 @@ class Supervisor:
         for engine_id in ids:
             self.deaths[engine_id] = death
         log.warning("pxpool: engines %s of pool %r died: %s", list(ids), self.core.name, how)
-        if drained or self.core.profile.restart != "on-failure":
+        if drained or self.core.profile.restart != "on-failure" or ids[0] in self.given_up:
             return  # a drained engine did not fail: replace_on_walltime replaces it
-        if ids[0] in self._replacing:
-            self._died_again.add(ids[0])  # while being replaced: that replacement goes again
+        if ids[0] in self.core.replacing:
+            self._died_again[ids[0]] = death  # while being replaced: it goes again
         else:
-            asyncio.ensure_future(self._replace(ids[0], how))
+            self.budget.died(ids[0], death, time.monotonic())
+            asyncio.ensure_future(self._replace(ids[0]))
 
     def engines_joined(self, core: PoolCore, engine_ids: list[int]) -> None:
         """Engine hook: watch the pool's engines for deaths; replay the setup on new
         engines."""
         known = core.engine_uuids()
         self.ids_by_uuid.update({known[i]: i for i in engine_ids if i in known})
+        for engine_id in engine_ids:
+            if self.given_up.pop(engine_id, None) is not None:  # restarted by hand
+                self.budget.forget(engine_id)
         loop = core.loop.loop
         assert loop is not None
         loop.call_soon_threadsafe(self.watch)
@@ -159,48 +257,88 @@ class Supervisor:
         death = self.deaths.get(engine_id) if engine_id is not None else None
         return death.how if death else "it stopped answering and the controller dropped it"
 
-    async def _replace(self, engine_id: int, how: str) -> None:
-        """Start a new engine under ``engine_id`` until one runs, the pool stops, or
-        ``max_restarts`` is used up; one such loop per id at a time."""
-        self._replacing.add(engine_id)
+    async def _replace(self, engine_id: int) -> None:
+        """Start a new engine under ``engine_id`` until one comes up, the pool stops,
+        or the id's restart budget is used up; one such loop per id at a time."""
+        self.core.replacing.add(engine_id)
         try:
             while self.core.state is PoolState.RUNNING:
-                if self.restarts[engine_id] >= self.core.profile.max_restarts:
-                    log.error(
-                        "pxpool: engine %d of pool %r died (%s) and is not replaced: it was "
-                        "restarted max_restarts=%d times already; restart it with "
-                        "pool.restart_sync(%d).",
-                        engine_id,
-                        self.core.name,
-                        how,
-                        self.core.profile.max_restarts,
-                        engine_id,
-                    )
+                if self.budget.used_up(engine_id, time.monotonic()):
+                    self._give_up(engine_id)
                     return
-                delay = self.core.profile.restart_backoff * (2 ** self.failed_in_a_row[engine_id])
-                delay = max(delay, self._id_free_at.get(engine_id, 0.0) - time.monotonic())
-                await asyncio.sleep(min(delay, MAX_BACKOFF))
-                if self.core.state is not PoolState.RUNNING:
-                    return
-                self._died_again.discard(engine_id)
-                self.restarts[engine_id] += 1
-                try:
-                    await self.core.restart_engine(engine_id)
-                except Exception as exc:
-                    self.failed_in_a_row[engine_id] += 1
-                    if isinstance(exc, EngineIdReserved):  # wait until the controller frees it
-                        self._id_free_at[engine_id] = time.monotonic() + REGISTRATION_HOLD_SECONDS
-                    if self.core.state is PoolState.RUNNING:
-                        log.warning(
-                            "pxpool: replacing engine %d of pool %r failed, trying again: %s",
-                            engine_id,
-                            self.core.name,
-                            exc,
-                        )
-                    continue
-                self.failed_in_a_row[engine_id] = 0
-                if engine_id not in self._died_again:
-                    log.warning("pxpool: engine %d of pool %r replaced", engine_id, self.core.name)
+                if await self._try_once(engine_id):
                     return
         finally:
-            self._replacing.discard(engine_id)
+            self.core.replacing.discard(engine_id)
+
+    async def _try_once(self, engine_id: int) -> bool:
+        """Wait out the back-off and start one replacement; True once it came up (or
+        the pool stopped meanwhile)."""
+        delay = self.budget.delay(engine_id)
+        delay = max(delay, self._id_free_at.get(engine_id, 0.0) - time.monotonic())
+        await asyncio.sleep(min(delay, MAX_BACKOFF))
+        if self.core.state is not PoolState.RUNNING:
+            return True
+        self._died_again.pop(engine_id, None)
+        try:
+            await self.core.restart_engine(engine_id)
+        except Exception as exc:
+            if isinstance(exc, EngineIdReserved):  # it came up, under another id: not a
+                # failure; try again once the controller frees the id
+                self._id_free_at[engine_id] = time.monotonic() + REGISTRATION_HOLD_SECONDS
+            else:
+                self.budget.ended(engine_id, await self._death_of(engine_id), time.monotonic())
+            if self.core.state is PoolState.RUNNING:
+                log.warning(
+                    "pxpool: replacing engine %d of pool %r failed, trying again: %s",
+                    engine_id,
+                    self.core.name,
+                    exc,
+                )
+            return False
+        death = self._died_again.get(engine_id)
+        if death is not None:  # it died before the pool released it
+            self.budget.ended(engine_id, death, time.monotonic())
+            log.warning(
+                "pxpool: the replacement of engine %d of pool %r died while joining (%s)",
+                engine_id,
+                self.core.name,
+                death.how,
+            )
+            return False
+        self.budget.came_up(engine_id, time.monotonic())
+        log.warning("pxpool: engine %d of pool %r replaced", engine_id, self.core.name)
+        return True
+
+    async def _death_of(self, engine_id: int) -> Death | None:
+        """How the replacement whose start just failed died, once its launcher told
+        (None: it did not die within ``DEATH_WAIT``, the start failed otherwise)."""
+        deadline = time.monotonic() + DEATH_WAIT
+        while engine_id not in self._died_again and time.monotonic() < deadline:
+            await asyncio.sleep(DEATH_POLL)
+        return self._died_again.get(engine_id)
+
+    def _give_up(self, engine_id: int) -> None:
+        """The end of a crash loop: the engine stays dead (``dead`` in health) and the
+        log says why and how to start it again."""
+        budget = self.budget
+        if budget.limit:
+            failed = budget.recent(engine_id, time.monotonic())
+            reason = (
+                f"{failed} of its replacements failed to come up within "
+                f"restart_window={budget.window:g}s (max_restarts={budget.limit}), a crash loop"
+            )
+            then = "Fix the cause (pool.engine_deaths() says how each engine died), then restart"
+        else:
+            reason, then = "max_restarts=0", "Restart"
+        self.given_up[engine_id] = reason
+        log.error(
+            "pxpool: engine %d of pool %r died (%s) and is not replaced: %s. %s it by hand "
+            "with pool.restart_sync(%d).",
+            engine_id,
+            self.core.name,
+            self.how_died(engine_id),
+            reason,
+            then,
+            engine_id,
+        )

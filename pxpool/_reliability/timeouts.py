@@ -6,6 +6,13 @@ running on an engine; when it runs out, the engine gets SIGINT (through its nann
 so any provider works); if the task has not ended ``INTERRUPT_GRACE`` seconds later
 (a C-level loop, a stopped process), the nanny kills the engine with SIGKILL and the
 pool starts a new one under the same id. The caller gets :class:`TaskTimeout`.
+
+A task (``pool.apply``) or ``pool.map`` chunk whose engine died under it runs again on
+another engine, up to ``retries`` times (:data:`DEFAULT_RETRIES`, as Ray retries a task
+and Dask allows a task's failures), then :class:`TaskLost` names the engine and how it
+died. A task sent again may have run partly or wholly before its engine died, so each
+task runs at least once and at most ``1 + retries`` times; an exception that the task
+itself raised is never retried.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import ipyparallel as ipp
 from traitlets import Float
 
+from .._core.waiting import EngineWait
 from ..errors import EngineDied, TaskLost, TaskTimeout
 
 if TYPE_CHECKING:
@@ -25,6 +33,7 @@ if TYPE_CHECKING:
     from .._core.core import PoolCore
     from .supervisor import Supervisor
 
+DEFAULT_RETRIES = 3  # runs again elsewhere of a task or map chunk whose engine died
 INTERRUPT_GRACE = 2.0  # seconds a task gets to end after SIGINT before its engine is killed
 POLL = 0.05
 HUB_POLL = 0.5  # seconds between asking the controller where a silent task runs
@@ -90,11 +99,14 @@ class TaskGuard:
         """Wait for ``ar``; a task running longer than ``timeout`` is stopped (TaskTimeout)."""
         started: float | None = None
         asked = submitted = time.monotonic()
+        engine_wait = EngineWait(self.core, task)
         while not ar.ready():
             if timeout is None:
                 ar.wait(1.0)
                 self.core.running()
+                engine_wait.check()
                 continue
+            engine_wait.check()
             now = time.monotonic()
             ask = started is None and now - submitted > timeout and now - asked > HUB_POLL
             asked = now if ask else asked
@@ -122,7 +134,7 @@ class TaskGuard:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         timeout: float | None,
-        retries: int,
+        retries: int = DEFAULT_RETRIES,
     ) -> Any:
         """``pool.apply``: load-balanced, bounded by ``timeout``, retried if its engine dies."""
         task = f"pool.apply({getattr(f, '__name__', repr(f))})"

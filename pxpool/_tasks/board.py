@@ -26,6 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._reliability.timeouts import DEFAULT_RETRIES
 from .future import TaskFuture
 
 MIN_SLOTS = 2
@@ -45,7 +46,7 @@ class Task:
     nk: int  # kwargs frames
     future: TaskFuture
     timeout: float | None = None
-    retries: int = 1
+    retries: int = DEFAULT_RETRIES
     sent: int = 0  # times handed to an engine
     lost: int = 0  # times its engine died under it
     seq: int = 0  # sequence number of its latest run message

@@ -29,7 +29,8 @@ import zmq
 from ipyparallel.serialize import deserialize_object
 
 from .._core.state import PoolState
-from ..errors import EngineDied, PoolStateError, TaskLost, TaskTimeout
+from .._core.waiting import EngineWait
+from ..errors import EngineDied, NoEnginesError, PoolStateError, TaskLost, TaskTimeout
 from . import wire
 from .board import Board, Link, Task
 from .support import Activity, Ended, task_error
@@ -69,6 +70,7 @@ class Dispatcher:
         self._wake_fd = self._wake_r.fileno()  # zmq's poller reports plain sockets by number
         self._poller.register(self._wake_fd, zmq.POLLIN)
         self._next_check = 0.0
+        self._engine_wait = EngineWait(core, "the task lane")
         self.thread = threading.Thread(target=self._run, name=f"pxpool-lane-{core.name}")
         self.thread.daemon = True
         self.thread.start()
@@ -205,12 +207,30 @@ class Dispatcher:
             for engine_id, link in list(self.board.links.items()):
                 if engine_id not in registered or uuids.get(engine_id, link.uuid) != link.uuid:
                     self._engine_left(link)
+            if self.board.queue and self._engine_wait.starved(now):
+                self._fail_queued()
         with self.lock:
             taken = self.board.recall_stalled(now)
             late = self.board.overdue(now)
         self._cancel(taken)
         for link, task in late:
             self._start_stop(link, task, now)
+
+    def _fail_queued(self) -> None:
+        """No engine, and none on its way: the queued tasks fail (NoEnginesError)."""
+        with self.lock:
+            tasks = list(self.board.queue)
+            self.board.queue.clear()
+        for task in tasks:
+            if task.future.done():  # cancelled while queued
+                if not task.resolved:
+                    task.resolved = True
+                    with self.lock:
+                        self.outstanding -= 1
+                continue
+            self._settle(
+                task, error=NoEnginesError(self.core.name, self._engine_wait.grace, task.label)
+            )
 
     def _engine_left(self, link: Link) -> None:
         """``link``'s engine left (died, removed, replaced): retry or fail its tasks."""

@@ -17,6 +17,7 @@ from concurrent.futures import Executor, wait
 from functools import partial
 from typing import Any
 
+from .._reliability.timeouts import DEFAULT_RETRIES
 from .agent import run_chunk
 from .future import TaskFuture
 
@@ -37,7 +38,9 @@ class PoolExecutor(Executor):
 
     ``timeout`` and ``retries`` apply to each task, as in ``pool.submit``."""
 
-    def __init__(self, submit: Submit, timeout: float | None = None, retries: int = 1) -> None:
+    def __init__(
+        self, submit: Submit, timeout: float | None = None, retries: int = DEFAULT_RETRIES
+    ) -> None:
         self._submit = submit
         self._timeout = timeout
         self._retries = retries

@@ -26,6 +26,7 @@ from ipyparallel.serialize import serialize_object
 
 from .._core.client import SEND_ERRORS, pickle_error
 from .._core.names import function_name
+from .._reliability.timeouts import DEFAULT_RETRIES
 from ..engines import reach_url
 from ..errors import PoolStateError, UnpicklableArgumentError, UnpicklableFunctionError
 from . import agent as _lane_agent
@@ -96,7 +97,7 @@ class Lane:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         timeout: float | None = None,
-        retries: int = 1,
+        retries: int = DEFAULT_RETRIES,
     ) -> TaskFuture:
         """Queue ``f(*args, **kwargs)``; its future (see :class:`TaskFuture`)."""
         check_options(timeout, retries)

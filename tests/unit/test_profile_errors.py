@@ -82,7 +82,7 @@ def test_unknown_top_level_key_suggests_the_close_one(user_dir: Path) -> None:
         match=msg(
             f"{path}: engnes: unknown key; did you mean 'engines'? "
             "allowed: description, provider, engines, restart, max_restarts, restart_backoff, "
-            "idle_timeout, [controller], [engine]"
+            "restart_window, idle_timeout, [controller], [engine]"
         ),
     ) as info:
         load_profile("local")

@@ -160,7 +160,9 @@ def test_list_profiles_reports_every_builtin_with_its_path_and_description() -> 
 
 def test_restart_policy_and_encryption_have_safe_defaults() -> None:
     profile = load_profile("local")
-    assert (profile.restart, profile.max_restarts, profile.restart_backoff) == ("never", 3, 1.0)
+    assert profile.restart == "never"
+    # a crash loop is 5 failed replacements of one engine within 60 s (issue #18)
+    assert (profile.max_restarts, profile.restart_window, profile.restart_backoff) == (5, 60.0, 0.1)
     assert profile.controller.encrypt is False
 
 

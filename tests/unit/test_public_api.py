@@ -22,6 +22,7 @@ EXPECTED_PUBLIC_NAMES = {
     "UnknownProfileError",
     "ProfileValidationError",
     "PoolStateError",
+    "NoEnginesError",
     "PoolNotFoundError",
     "PoolStartError",
     "ControllerStartError",
