@@ -1,5 +1,5 @@
 """The task lane (``pool.submit``, ``pool.executor()``, the joblib backend) against
-today's ``pool.apply``, raw ipyparallel, loky and ``ProcessPoolExecutor``.
+the hub's route (``pool.lbview()``), raw ipyparallel, loky and ``ProcessPoolExecutor``.
 
 Run by hand (pytest does not collect it):
 
@@ -12,8 +12,9 @@ all of them alike; ratios are medians of the per-round ratios.
 
 Measures
 - round trip: one no-op call and its result, median and p99 (pxpool: ``pool.submit``
-  and today's ``pool.apply``; raw ipyparallel: a DirectView's ``apply_sync``; loky and
-  ProcessPoolExecutor: ``submit(...).result()``).
+  and ``pool.apply``, both on the lane, and ``pool.lbview().apply``, the hub's route;
+  raw ipyparallel: a DirectView's ``apply_sync``; loky and ProcessPoolExecutor:
+  ``submit(...).result()``).
 - tasks/s: N no-op submits, then every result (ipyparallel's paths: fewer tasks, as
   they run at a few hundred per second); CPU time per 1,000 tasks by process for the
   pxpool run (client, each engine, the controller).
@@ -123,21 +124,26 @@ def _pid() -> int:
 def measure_round_trips(fw: Frameworks, rounds: int, n: int) -> dict[str, list[float]]:
     calls: dict[str, Callable[[], Any]] = {
         "pxpool pool.submit": lambda: fw.pool.submit(noop).result(30),
-        "pxpool pool.apply (today)": lambda: fw.pool.apply(noop),
+        "pxpool pool.apply": lambda: fw.pool.apply(noop),
+        "pxpool lbview().apply (hub route)": lambda: fw.pool.lbview().apply(noop),
         "ipyparallel DirectView.apply": lambda: fw.direct.apply_sync(noop),
         "loky": lambda: fw.loky.submit(noop).result(30),
         "ProcessPoolExecutor": lambda: fw.ppe.submit(noop).result(30),
     }
     samples: dict[str, list[float]] = {name: [] for name in calls}
     ratios: list[float] = []
+    apply_ratios: list[float] = []
     for _ in range(rounds):
         medians = {}
         for name, call in calls.items():
-            times = round_trips(call, n if "apply" not in name else max(n // 4, 20))
+            slow = "ipyparallel" in name or "hub" in name  # milliseconds a call
+            times = round_trips(call, max(n // 4, 20) if slow else n)
             samples[name] += times
             medians[name] = statistics.median(times)
         ratios.append(medians["pxpool pool.submit"] / medians["loky"])
+        apply_ratios.append(medians["pxpool pool.apply"] / medians["loky"])
     samples["ratio submit/loky"] = ratios
+    samples["ratio apply/loky"] = apply_ratios
     return samples
 
 
@@ -147,7 +153,7 @@ def measure_rates(fw: Frameworks, rounds: int, n: int, n_ipp: int) -> dict[str, 
 
     runs: dict[str, tuple[Callable[[int], Any], int]] = {
         "pxpool pool.submit": (futures(lambda: fw.pool.submit(noop)), n),
-        "pxpool lbview.apply_async (today)": (
+        "pxpool lbview.apply_async (hub route)": (
             lambda count: [
                 ar.get(120) for ar in [fw.pool.lbview().apply_async(noop) for _ in range(count)]
             ],
@@ -233,6 +239,9 @@ def report(
     print(
         f"  pool.submit / loky, median of per-round ratios: {statistics.median(rt['ratio submit/loky']):.2f}x"
         "   (targets: median <= 1.0 ms and <= 1.5x loky)"
+    )
+    print(
+        f"  pool.apply / loky, median of per-round ratios: {statistics.median(rt['ratio apply/loky']):.2f}x"
     )
     print("\nno-op tasks submitted at once, then every result")
     for name, values in rates["rates"].items():

@@ -278,13 +278,20 @@ class MapError(PxpoolError, RuntimeError):
 class UnpicklableFunctionError(PxpoolError, TypeError):
     """The mapped function cannot be serialized for the engines."""
 
-    def __init__(self, function: str, reason: str, caller: str = "pool.map") -> None:
+    def __init__(
+        self, function: str, reason: str, caller: str = "pool.map", *, cloudpickled: bool = False
+    ) -> None:
         self.function = function
+        advice = (
+            "It was sent with cloudpickle, by value with the globals it uses: avoid capturing "
+            "locks, sockets, open files or clients in it or in those globals."
+            if cloudpickled
+            else "Define it at module level in an importable module (engines import it by "
+            "name), avoid capturing locks, sockets or open files in it, or switch to "
+            "cloudpickle with `pool.view().use_cloudpickle()`."
+        )
         super().__init__(
-            f"{caller} cannot send function {function!r} to the engines: {reason}. "
-            "Define it at module level in an importable module (engines import it by name), "
-            "avoid capturing locks, sockets or open files in it, or switch to cloudpickle "
-            "with `pool.view().use_cloudpickle()`."
+            f"{caller} cannot send function {function!r} to the engines: {reason}. {advice}"
         )
 
 

@@ -305,7 +305,7 @@ class Pool:
         ``retries``: again if its engine dies (not if f raised), then ``TaskLost``."""
         check_options(timeout, retries)
         with self._idle.in_use():
-            return self._tasks.apply(f, args, kw, timeout, retries)
+            return self._lane.apply(f, args, kw, timeout, retries)
 
     def submit(
         self, f: Any, *args: Any, timeout: float | None = None, retries: int = RETRIES, **kw: Any

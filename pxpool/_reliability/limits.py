@@ -30,6 +30,20 @@ _memory: tuple[int, str] | None = None  # on an engine: (bytes, how the profile 
 MEMORY_MARK = "_pxpool_memory"  # attribute of the kernel's do_apply once it names the limit
 
 
+def named_memory_error(engine_id: int, evalue: str) -> str:
+    """A MemoryError's message on an engine, naming the address-space limit in force
+    (unchanged where none is). The task lane's agent uses it too."""
+    if _memory is None:
+        return evalue
+    limit, described = _memory
+    said = f"{evalue}; " if evalue else ""
+    return (
+        f"{said}engine {engine_id} reached its address-space limit of "
+        f"{result_limit.human_size(limit)} ({limit} bytes) set by {described}. "
+        "Use less memory per task, or raise memory_limit in the profile."
+    )
+
+
 def _named_memory_errors(kernel: Any) -> None:
     """A task's MemoryError under an address-space limit says which limit it hit."""
     original = kernel.do_apply
@@ -38,14 +52,8 @@ def _named_memory_errors(kernel: Any) -> None:
 
     def do_apply(*args: Any) -> Any:
         reply, buffers = original(*args)
-        if _memory is not None and reply.get("ename") == "MemoryError":
-            limit, described = _memory
-            said = f"{reply.get('evalue')}; " if reply.get("evalue") else ""
-            reply["evalue"] = (
-                f"{said}engine {kernel.engine_id} reached its address-space limit of "
-                f"{result_limit.human_size(limit)} ({limit} bytes) set by {described}. "
-                "Use less memory per task, or raise memory_limit in the profile."
-            )
+        if reply.get("ename") == "MemoryError":
+            reply["evalue"] = named_memory_error(kernel.engine_id, reply.get("evalue") or "")
         return reply, buffers
 
     setattr(do_apply, MEMORY_MARK, True)

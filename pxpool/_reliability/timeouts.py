@@ -7,10 +7,10 @@ so any provider works); if the task has not ended ``INTERRUPT_GRACE`` seconds la
 (a C-level loop, a stopped process), the nanny kills the engine with SIGKILL and the
 pool starts a new one under the same id. The caller gets :class:`TaskTimeout`.
 
-A task (``pool.apply``) or ``pool.map`` chunk whose engine died under it runs again on
-another engine, up to ``retries`` times (:data:`DEFAULT_RETRIES`, as Ray retries a task
-and Dask allows a task's failures), then :class:`TaskLost` names the engine and how it
-died. A task sent again may have run partly or wholly before its engine died, so each
+A ``pool.map`` chunk (or a task of the lane, :mod:`pxpool._tasks.dispatch`) whose
+engine died under it runs again on another engine, up to ``retries`` times
+(:data:`DEFAULT_RETRIES`, as Ray retries a task and Dask allows a task's failures), then
+:class:`TaskLost` names the engine and how it died. A task sent again may have run partly or wholly before its engine died, so each
 task runs at least once and at most ``1 + retries`` times; an exception that the task
 itself raised is never retried.
 """
@@ -128,29 +128,6 @@ class TaskGuard:
         cls = TaskLost if retried else EngineDied
         return cls(task, engine, how, retried)
 
-    def apply(
-        self,
-        f: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        timeout: float | None,
-        retries: int = DEFAULT_RETRIES,
-    ) -> Any:
-        """``pool.apply``: load-balanced, bounded by ``timeout``, retried if its engine dies."""
-        task = f"pool.apply({getattr(f, '__name__', repr(f))})"
-        view = self.core.live_client().load_balanced_view()
-        for attempt in range(retries + 1):
-            ar = view.apply_async(f, *args, **kwargs)
-            self.wait_with_timeout(ar, timeout, task)
-            try:
-                return ar.get(0)
-            except Exception as exc:
-                if not engine_died(exc):
-                    raise
-                if attempt == retries:
-                    raise self.lost_error(ar, task, attempt) from exc
-        raise AssertionError("unreachable")
-
     def timed_lbview(self, targets: Any, timeout: float | None) -> ipp.LoadBalancedView:
         """A LoadBalancedView whose blocking apply is bounded by ``timeout``."""
         client = self.core.live_client()
@@ -181,9 +158,10 @@ class TimedLoadBalancedView(ipp.LoadBalancedView):  # type: ignore[misc]  # ipyp
         self, f: Any, args: Any = None, kwargs: Any = None, block: Any = None, **options: Any
     ) -> Any:
         block = self.block if block is None else block
-        if self.runtime_timeout is None or not block:
+        if not block:
             return super()._really_apply(f, args, kwargs, block=block, **options)
         ar = super()._really_apply(f, args, kwargs, block=False, **options)
         guard: TaskGuard = self.__dict__["pxpool_guard"]
-        guard.wait_with_timeout(ar, self.runtime_timeout, f"task {getattr(f, '__name__', f)!s}")
+        task = f"pool.lbview().apply({getattr(f, '__name__', f)!s})"
+        guard.wait_with_timeout(ar, self.runtime_timeout, task)  # also: no engine left
         return ar.get(0)

@@ -46,6 +46,7 @@ log = logging.getLogger("pxpool.tasks")
 MAX_CLIENTS = 64  # client tokens whose sequence numbers an engine remembers
 TURN = 0.01  # seconds of back-to-back tasks before shell requests get the loop
 _LANE: Lane | None = None
+LIMITS_MODULE = "pxpool._reliability.limits"  # names the memory limit a MemoryError hit
 
 
 @dataclass
@@ -277,6 +278,9 @@ class Lane:
         except Exception as unprintable:
             evalue = f"(str() of the error failed: {unprintable!r})"
         # ipykernel's shell keeps the formatted traceback only there (do_apply reads it too)
+        limits = sys.modules.get(LIMITS_MODULE)  # loaded once the pool set a memory limit
+        if isinstance(exc, MemoryError) and limits is not None:
+            evalue = limits.named_memory_error(self.kernel.engine_id, evalue)
         traceback = list(getattr(shell, "_last_traceback", None) or [])
         shell._last_traceback = None  # noqa: SLF001 - ipykernel ZMQInteractiveShell
         content = {"ename": type(exc).__name__, "evalue": evalue, "traceback": traceback}

@@ -1,6 +1,6 @@
-"""The task lane as a pool uses it: ``pool.submit`` and the engine hook behind it.
+"""The task lane as a pool uses it: ``pool.submit``, ``pool.apply`` and the engine hook.
 
-``pool.apply`` takes ipyparallel's route: client, scheduler process, engine, scheduler,
+``pool.lbview()`` takes ipyparallel's route: client, scheduler process, engine, scheduler,
 client, with the hub recording every message (milliseconds of CPU per task across four
 processes). The lane goes straight from the client to an agent on each engine
 (:mod:`pxpool._tasks.agent`) and back, signed with the pool's key. Same semantics as the
@@ -56,7 +56,9 @@ def check_options(timeout: float | None, retries: int) -> None:
         raise ValueError(f"retries must be a whole number >= 0; got {retries!r}")
 
 
-def encode(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[Any], int, int]:
+def encode(
+    f: Any, args: tuple[Any, ...], kwargs: dict[str, Any], caller: str = "pool.submit"
+) -> tuple[list[Any], int, int]:
     """The payload of a task: ``f`` cloudpickled (a notebook's functions travel with the
     globals they use), the arguments as ipyparallel sends them (large numpy buffers as
     frames of their own); and the numbers of argument and keyword frames."""
@@ -65,7 +67,7 @@ def encode(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[
         function = dumps_function(f)
     except (*SEND_ERRORS, ValueError) as exc:
         reason = f"{type(exc).__name__}: {exc}"
-        raise UnpicklableFunctionError(name, reason, caller="pool.submit") from exc
+        raise UnpicklableFunctionError(name, reason, caller, cloudpickled=True) from exc
     try:
         arg_frames = serialize_object(args) if args else []
         kw_frames = serialize_object(kwargs) if kwargs else []
@@ -98,19 +100,33 @@ class Lane:
         kwargs: dict[str, Any],
         timeout: float | None = None,
         retries: int = DEFAULT_RETRIES,
+        caller: str = "pool.submit",
     ) -> TaskFuture:
         """Queue ``f(*args, **kwargs)``; its future (see :class:`TaskFuture`)."""
         check_options(timeout, retries)
         if not callable(f):
-            raise TypeError(f"pool.submit needs a function (a callable); got {f!r}")
+            raise TypeError(f"{caller} needs a function (a callable); got {f!r}")
         self.activity.wake_if_released()  # engines released after idle_timeout start again
         self.core.running()
-        payload, na, nk = encode(f, args, kwargs)
+        payload, na, nk = encode(f, args, kwargs, caller)
         task_id = next(self._ids)
-        label = f"pool.submit({function_name(f)}) #{task_id}"
+        label = f"{caller}({function_name(f)}) #{task_id}"
         task = Task(task_id, label, payload, na, nk, TaskFuture(label), timeout, retries)
         self.dispatcher().add(task)
         return task.future
+
+    def apply(
+        self,
+        f: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        retries: int,
+    ) -> Any:
+        """``pool.apply``: one task on the lane, waited for. The wait needs no timeout of
+        its own: the lane settles every task (its ``timeout``, its engine's death after
+        ``retries``, no engine left, the pool stopping)."""
+        return self.submit(f, args, kwargs, timeout, retries, caller="pool.apply").result()
 
     def executor(self, timeout: float | None, retries: int) -> PoolExecutor:
         """``pool.executor()``: its tasks go through :meth:`submit`."""

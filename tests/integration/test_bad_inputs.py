@@ -88,8 +88,8 @@ CASES: list[tuple[str, Callable[[pxpool.Pool], Any], type[BaseException], str]] 
         "apply-unpicklable-function",
         lambda p: p.apply(_closing_over_a_lock()),
         pxpool.UnpicklableFunctionError,
-        r"a task cannot send function '_closing_over_a_lock.<locals>.<lambda>' .*"
-        r"cannot pickle '_thread.lock'",
+        r"pool.apply cannot send function '_closing_over_a_lock.<locals>.<lambda>' .*"
+        r"cannot pickle '_thread.lock'.* sent with cloudpickle",
     ),
     (
         "map-unpicklable-function",

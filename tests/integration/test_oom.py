@@ -120,7 +120,7 @@ def test_a_task_retried_elsewhere_that_runs_out_of_memory_again_is_lost(pool: px
     with pytest.raises(
         pxpool.TaskLost, match=r"after 1 retry on other engines: engine \d died .*\(out of memory"
     ):
-        pool.apply(hog, 1024)  # retries=1: the second engine runs out of memory too
+        pool.apply(hog, 1024, retries=1)  # the second engine runs out of memory too
     wait_until(lambda: pool.ids == [0, 1] and pool.apply(abs, -1) == 1, WAIT, "replacements")
 
 

@@ -106,7 +106,7 @@ def test_map_timeout_names_the_chunk(pool: pxpool.Pool) -> None:
 
 def test_load_balanced_view_timeout(pool: pxpool.Pool) -> None:
     view = pool.lbview(timeout=0.5)
-    with pytest.raises(pxpool.TaskTimeout, match="task spin"):
+    with pytest.raises(pxpool.TaskTimeout, match=r"pool.lbview\(\).apply\(spin\)"):
         view.apply(spin, 60)
     assert view.apply(spin, 0.01) == "finished"
 
