@@ -363,8 +363,11 @@ class EngineDied(PxpoolError, RuntimeError):
             if retried
             else ""
         )
+        engine = (
+            "an engine that was joining the pool" if engine_id is None else f"engine {engine_id}"
+        )
         super().__init__(
-            f"{task} was lost{tries}: engine {engine_id} died while running it ({how}). "
+            f"{task} was lost{tries}: {engine} died while running it ({how}). "
             "See `pool.health()` for the engine's history; pass retries=N to retry on "
             'other engines, or restart = "on-failure" in the profile to replace engines.'
         )

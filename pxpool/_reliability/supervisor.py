@@ -205,7 +205,17 @@ class Supervisor:
         self.ids_by_uuid: dict[str, int] = {}  # the client forgets a dead engine's uuid
 
     def engine_of(self, uuid: str | None) -> int | None:
-        return self.ids_by_uuid.get(uuid) if uuid else None
+        """The engine id of ``uuid``: one the pool's hooks saw, or one registered now
+        (an engine that died while joining was registered, but not yet hooked)."""
+        if not uuid:
+            return None
+        if uuid not in self.ids_by_uuid:
+            try:
+                registered = self.core.engine_uuids()
+            except Exception:  # the pool stopped meanwhile
+                return None
+            self.ids_by_uuid.update({str(u): i for i, u in registered.items()})
+        return self.ids_by_uuid.get(uuid)
 
     def watch(self) -> None:
         cluster = self.core.cluster

@@ -99,3 +99,13 @@ def test_errors_module_imports_only_the_standard_library() -> None:
     }
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imported <= {"__future__", "collections.abc", "typing"}
+
+
+def test_a_lost_task_never_names_engine_none() -> None:
+    """An engine that died while joining has no id the pool knew: the message says so."""
+    named = errors.TaskLost("pool.map(f) chunk of items 3..3", 2, "killed by SIGKILL", 3)
+    assert "engine 2 died while running it (killed by SIGKILL)" in str(named)
+    assert "after 3 retries" in str(named)
+    unnamed = errors.TaskLost("pool.map(f) chunk of items 3..3", None, "killed by SIGKILL", 1)
+    assert "None" not in str(unnamed)
+    assert "an engine that was joining the pool died while running it" in str(unnamed)
