@@ -79,7 +79,7 @@ def run_chunk(fn: Any, chunk: list[tuple[Any, ...]]) -> list[Any]:
 class Lane:
     """The engine's lane socket and the tasks received on it (see the module docstring)."""
 
-    def __init__(self, kernel: Any, key: bytes, host: str) -> None:
+    def __init__(self, kernel: Any, key: bytes, host: str, encrypt: bool = False) -> None:
         import zmq
 
         self.kernel = kernel
@@ -88,6 +88,8 @@ class Lane:
         self.signer = wire.FrameSigner(key)
         self.socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        # with encrypt: the CurveZMQ public key clients need (install's answer)
+        self.curve_key = wire.serve_encrypted(self.socket) if encrypt else ""
         self.address = f"tcp://{host}:{self.socket.bind_to_random_port(f'tcp://{host}')}"
         self.pending: deque[Job] = deque()
         self.seen: dict[str, int] = {}  # client token -> last sequence number
@@ -288,8 +290,9 @@ class Lane:
         return reply, [json.dumps(content).encode()]
 
 
-def install(controller_ip: str) -> dict[str, Any]:
-    """Start this engine's lane (once); its address and the engine's identity."""
+def install(controller_ip: str, encrypt: bool = False) -> dict[str, Any]:
+    """Start this engine's lane (once); its address, the engine's identity, and with
+    ``encrypt`` (the profile's ``[controller] encrypt``) the socket's CurveZMQ key."""
     global _LANE
     from IPython.core.getipython import get_ipython
 
@@ -301,8 +304,13 @@ def install(controller_ip: str) -> dict[str, Any]:
                 "this pool's engines have no message key; the task lane signs every "
                 "message with it and cannot run without one"
             )
-        _LANE = Lane(kernel, key, local_address(controller_ip))
-    return {"address": _LANE.address, "uuid": str(kernel.ident), "pid": os.getpid()}
+        _LANE = Lane(kernel, key, local_address(controller_ip), encrypt)
+    return {
+        "address": _LANE.address,
+        "uuid": str(kernel.ident),
+        "pid": os.getpid(),
+        "curve_key": _LANE.curve_key,
+    }
 
 
 def counts() -> dict[str, int]:

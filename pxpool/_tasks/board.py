@@ -56,6 +56,16 @@ class Task:
     resolved: bool = False  # its future got its outcome (or was cancelled) here
 
 
+@dataclass(frozen=True)
+class Agent:
+    """An engine's lane agent as its install answered: where it listens, the engine's
+    uuid (a replacement has another), and its CurveZMQ public key ("" unencrypted)."""
+
+    address: str
+    uuid: str
+    curve_key: str = ""
+
+
 @dataclass(eq=False)
 class Link:
     """One engine as the lane knows it: its agent's address and its tasks in flight."""

@@ -32,7 +32,7 @@ from .._core.state import PoolState
 from .._core.waiting import EngineWait
 from ..errors import EngineDied, NoEnginesError, PoolStateError, TaskLost, TaskTimeout
 from . import wire
-from .board import Board, Link, Task
+from .board import Agent, Board, Link, Task
 from .support import Activity, Ended, task_error
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ class Dispatcher:
         self._wake_fd = self._wake_r.fileno()  # zmq's poller reports plain sockets by number
         self._poller.register(self._wake_fd, zmq.POLLIN)
         self._next_check = 0.0
+        self._curve: tuple[bytes, bytes] | None = None
         self._engine_wait = EngineWait(core, "the task lane")
         self.thread = threading.Thread(target=self._run, name=f"pxpool-lane-{core.name}")
         self.thread.daemon = True
@@ -177,17 +178,21 @@ class Dispatcher:
 
     # ------------------------------------------------------------ engines
 
-    def add_link(self, engine_id: int, address: str, uuid: str) -> None:
-        """On the thread: a (new) agent on ``engine_id`` listens at ``address``."""
+    def add_link(self, engine_id: int, agent: Agent) -> None:
+        """On the thread: a (new) agent on ``engine_id`` listens at ``agent.address``
+        (encrypted with CurveZMQ when it gave a key)."""
         old = self.board.links.get(engine_id)
         if old is not None:
-            if (old.address, old.uuid) == (address, uuid):
+            if (old.address, old.uuid) == (agent.address, agent.uuid):
                 return
             self._engine_left(old)
         sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(address)
-        link = Link(engine_id, address, uuid, socket=sock)
+        if agent.curve_key:
+            self._curve = self._curve or zmq.curve_keypair()  # one per dispatcher
+            wire.connect_encrypted(sock, agent.curve_key, self._curve)
+        sock.connect(agent.address)
+        link = Link(engine_id, agent.address, agent.uuid, socket=sock)
         self._sockets[sock] = link
         self._poller.register(sock, zmq.POLLIN)
         with self.lock:

@@ -30,7 +30,7 @@ from .._reliability.timeouts import DEFAULT_RETRIES
 from ..engines import reach_url
 from ..errors import PoolStateError, UnpicklableArgumentError, UnpicklableFunctionError
 from . import agent as _lane_agent
-from .board import Task
+from .board import Agent, Task
 from .dispatch import Dispatcher
 from .executor import PoolExecutor
 from .future import TaskFuture
@@ -89,7 +89,7 @@ class Lane:
         self.guard = guard
         self.activity = activity
         self.lock = threading.Lock()
-        self.addresses: dict[int, tuple[str, str]] = {}  # engine id -> (address, uuid)
+        self.addresses: dict[int, Agent] = {}  # engine id -> its agent
         self._dispatcher: Dispatcher | None = None
         self._ids = itertools.count(1)
 
@@ -158,8 +158,8 @@ class Lane:
             key = self.core.live_client().session.key
             dispatcher = self._dispatcher = Dispatcher(self.core, self.guard, self.activity, key)
             known = dict(self.addresses)
-        for engine_id, (address, uuid) in known.items():
-            self._post_link(dispatcher, engine_id, address, uuid)
+        for engine_id, agent in known.items():
+            self._post_link(dispatcher, engine_id, agent)
         return dispatcher
 
     def engines_joined(self, core: PoolCore, engine_ids: list[int]) -> None:
@@ -169,7 +169,11 @@ class Lane:
             return
         client = core.live_client()
         controller_ip = core.controller_ip()
-        pending = {i: client[i].apply_async(_lane_agent.install, controller_ip) for i in engine_ids}
+        encrypt = core.profile.controller.encrypt
+        pending = {
+            i: client[i].apply_async(_lane_agent.install, controller_ip, encrypt)
+            for i in engine_ids
+        }
         for engine_id, result in pending.items():
             try:
                 answer = result.get(timeout=INSTALL_TIMEOUT)
@@ -177,16 +181,16 @@ class Lane:
             except Exception as exc:
                 log.warning("pxpool: the task lane did not start on engine %s: %r", engine_id, exc)
                 continue
-            uuid = str(answer["uuid"])
+            agent = Agent(address, str(answer["uuid"]), str(answer.get("curve_key") or ""))
             with self.lock:
-                self.addresses[engine_id] = (address, uuid)
+                self.addresses[engine_id] = agent
                 dispatcher = self._dispatcher
             if dispatcher is not None:
-                self._post_link(dispatcher, engine_id, address, uuid)
+                self._post_link(dispatcher, engine_id, agent)
 
     @staticmethod
-    def _post_link(dispatcher: Dispatcher, engine_id: int, address: str, uuid: str) -> None:
-        dispatcher.post(lambda: dispatcher.add_link(engine_id, address, uuid))
+    def _post_link(dispatcher: Dispatcher, engine_id: int, agent: Agent) -> None:
+        dispatcher.post(lambda: dispatcher.add_link(engine_id, agent))
 
     def teardown(self, name: str) -> None:
         """Teardown hook of the pool: tasks not finished fail with PoolStateError."""

@@ -25,6 +25,12 @@ Engine to client: ``{"e": engine, "r": [[x, status, parts, seconds], ...]}`` whe
 is ``ok`` (parts: the result's ``serialize_object`` frames), ``error`` (one JSON part:
 ``ename``, ``evalue``, ``traceback``), ``started`` or ``cancelled`` (no parts); seconds is
 how long the task ran.
+
+With ``[controller] encrypt = true`` the lane is encrypted too (CurveZMQ, as the pool's
+other sockets): each engine's agent makes a key pair of its own and gives its public key
+in its install answer, which reaches the client over the pool's encrypted channel
+(:func:`serve_encrypted`, :func:`connect_encrypted`). Messages stay signed: the
+signature, not the client's key, says who may run tasks.
 """
 
 from __future__ import annotations
@@ -98,3 +104,24 @@ def unpack(signer: FrameSigner, frames: Sequence[Any]) -> tuple[dict[str, Any], 
     if offset != signed.nbytes or large:
         return "malformed message (parts do not match their sizes)"
     return header, parts
+
+
+def serve_encrypted(socket: Any) -> str:
+    """Make ``socket`` (the agent's ROUTER, before it binds) a CurveZMQ server with a
+    fresh key pair; its public key, which clients need."""
+    import zmq
+
+    public, secret = zmq.curve_keypair()
+    socket.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    socket.setsockopt(zmq.CURVE_SERVER, 1)
+    return public.decode("ascii")
+
+
+def connect_encrypted(socket: Any, server_key: str, pair: tuple[bytes, bytes]) -> None:
+    """Make ``socket`` (a client's DEALER, before it connects) a CurveZMQ client of the
+    agent whose public key is ``server_key``; ``pair`` is the client's own key pair."""
+    import zmq
+
+    socket.setsockopt(zmq.CURVE_SERVERKEY, server_key.encode("ascii"))
+    socket.setsockopt(zmq.CURVE_PUBLICKEY, pair[0])
+    socket.setsockopt(zmq.CURVE_SECRETKEY, pair[1])

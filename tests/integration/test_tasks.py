@@ -490,6 +490,61 @@ def test_unsigned_and_wrongly_signed_messages_run_nothing(
     assert counts["refused"] >= 3
 
 
+def _handshake(sock: zmq.Socket[bytes], monitor: zmq.Socket[bytes]) -> int:
+    """The first CurveZMQ handshake event of ``sock``'s connection (bounded wait)."""
+    import zmq.utils.monitor
+
+    done = {
+        zmq.EVENT_HANDSHAKE_SUCCEEDED,
+        zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+        zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+        zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+    }
+    deadline = time.monotonic() + RESULT_WAIT
+    while (left := deadline - time.monotonic()) > 0:
+        if monitor.poll(int(left * 1000) + 1):
+            event = int(zmq.utils.monitor.recv_monitor_message(monitor)["event"])
+            if event in done:
+                return event
+    raise AssertionError(f"no handshake event within {RESULT_WAIT:g}s")
+
+
+def test_an_encrypted_pool_encrypts_the_lane(tmp_path: Path) -> None:
+    """With encrypt = true the lane is CurveZMQ too: tasks run; a plaintext socket's
+    handshake is refused, so its correctly signed task never runs; the same message
+    over CurveZMQ with the engine's key runs (the positive control)."""
+    with pxpool.Pool.from_profile("local", engines=1, encrypt=True) as pool:
+        assert pool.submit(square, 3).result(RESULT_WAIT) == 9
+        assert pool.apply(square, 4) == 16
+        answer = pool.client[0].apply_sync(lane_agent.install, pool.core.controller_ip(), True)
+        assert answer["curve_key"], answer
+        right = wire.FrameSigner(pool.client.session.key)
+        forged = tmp_path / "sent-in-plaintext"
+        message = _run_message(right, "tester", 1, touch, str(forged))
+        context = zmq.Context.instance()
+        plain, curved = context.socket(zmq.DEALER), context.socket(zmq.DEALER)
+        monitors = [plain.get_monitor_socket(), curved.get_monitor_socket()]
+        try:
+            plain.setsockopt(zmq.LINGER, 0)
+            plain.connect(answer["address"])
+            plain.send_multipart(message)
+            assert _handshake(plain, monitors[0]) != zmq.EVENT_HANDSHAKE_SUCCEEDED
+            curved.setsockopt(zmq.LINGER, 0)
+            wire.connect_encrypted(curved, answer["curve_key"], zmq.curve_keypair())
+            curved.connect(answer["address"])
+            assert _handshake(curved, monitors[1]) == zmq.EVENT_HANDSHAKE_SUCCEEDED
+            assert not forged.exists()
+            curved.send_multipart(_run_message(right, "tester", 1, touch, str(forged)))
+            assert _reply(curved, right)["r"][0][1] == wire.OK
+            assert forged.exists()
+        finally:
+            for sock in (plain, curved):
+                sock.disable_monitor()
+                sock.close(linger=0)
+            for monitor in monitors:
+                monitor.close(linger=0)
+
+
 # ---------------------------------------------------------------- the pool's life
 
 
