@@ -9,6 +9,7 @@ PACKAGES=(
     openmpi-bin libopenmpi-dev
     chromium chromium-driver
     procps
+    nftables
 )
 # Deliberately NOT here: gridengine-* and slurm-wlm-torque (both ship /usr/bin/qsub).
 

@@ -3,8 +3,12 @@
 #   infra/slurm.sh start|stop|status|env
 # Writes /etc/slurm/slurm.conf, starts munged (unless one already works),
 # slurmctld and slurmd, waits for the node to be idle and runs a probe job.
+# When the lab of infra/lab.sh is running, two more nodes run on its hosts pxlab2 and
+# pxlab3 (one slurmd in each host's namespaces), in a partition of their own, "lab".
 # Logs and pid files live in $PXPOOL_INFRA_DIR/slurm (default /tmp/pxpool-infra/slurm).
 set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 INFRA_DIR="${PXPOOL_INFRA_DIR:-/tmp/pxpool-infra}"
 STATE="$INFRA_DIR/slurm"
@@ -26,6 +30,15 @@ MUNGE_OURS="$STATE/munged.ours" # holds the pid of a munged this script started
 PROBE_OUT="$STATE/probe.out"
 READY_TIMEOUT="${PXPOOL_INFRA_SLURM_TIMEOUT:-60}"
 PROBE_TIMEOUT=30
+# The lab nodes: auto = when infra/lab.sh's hosts are running, 1 = required, 0 = never.
+LAB="$HERE/lab.sh"
+LAB_MODE="${PXPOOL_INFRA_SLURM_LAB:-auto}"
+LAB_PARTITION=lab
+LAB_NODES=(pxlab2 pxlab3)
+LAB_CPUS="${PXPOOL_INFRA_SLURM_LAB_CPUS:-4}"
+WITH_LAB=0
+LAB_ADDRS=()   # of LAB_NODES, from infra/lab.sh env
+LAB_LOG_DIR="" # lab slurmd logs and the lab probe job's output, in the lab's shared directory
 
 LAST_LOG="$CTLD_LOG"
 
@@ -129,6 +142,132 @@ stop_munge() {
     rm -f "$MUNGE_OURS"
 }
 
+# ---------------------------------------------------------------- the lab nodes
+
+# Reads the lab's names and paths from infra/lab.sh env (the lab need not be running).
+load_lab() {
+    [[ -z "$LAB_LOG_DIR" ]] || return 0
+    [[ -x "$LAB" ]] || return 1
+    local env_lines hosts addrs shared i j
+    env_lines="$("$LAB" env 2>/dev/null)" || return 1
+    # The values are shell-quoted: evaluated into local variables only.
+    eval "hosts=$(sed -n 's/^export PXPOOL_LAB_HOSTS=//p' <<<"$env_lines")"
+    eval "addrs=$(sed -n 's/^export PXPOOL_LAB_ADDRS=//p' <<<"$env_lines")"
+    eval "shared=$(sed -n 's/^export PXPOOL_LAB_SHARED_DIR=//p' <<<"$env_lines")"
+    [[ -n "$hosts" && -n "$addrs" && -n "$shared" ]] || return 1
+    LAB_LOG_DIR="$shared/slurm"
+    read -r -a hosts <<<"$hosts"
+    read -r -a addrs <<<"$addrs"
+    LAB_ADDRS=()
+    for i in "${!LAB_NODES[@]}"; do
+        for j in "${!hosts[@]}"; do
+            [[ "${hosts[$j]}" != "${LAB_NODES[$i]}" ]] || LAB_ADDRS[i]="${addrs[$j]}"
+        done
+        [[ -n "${LAB_ADDRS[$i]:-}" ]] || LAST_LOG="" die "infra/lab.sh has no host ${LAB_NODES[$i]}"
+    done
+}
+
+# Sets WITH_LAB: whether slurm.conf gets the lab nodes.
+decide_lab() {
+    WITH_LAB=0
+    case "$LAB_MODE" in
+    0) return 0 ;;
+    auto | 1) ;;
+    *) LAST_LOG="" die "PXPOOL_INFRA_SLURM_LAB must be auto, 0 or 1 (is '$LAB_MODE')" ;;
+    esac
+    if load_lab && "$LAB" status "${LAB_NODES[@]}" >/dev/null 2>&1; then
+        # slurm.conf then names the controller without an address: the machine resolves
+        # its own name as always, each lab host to the lab's bridge address.
+        getent ahostsv4 "$NODE" >/dev/null ||
+            LAST_LOG="" die "$NODE (this machine's name: SlurmctldHost when the lab nodes are in) does not resolve here"
+        WITH_LAB=1
+    elif [[ "$LAB_MODE" == 1 ]]; then
+        "$LAB" status "${LAB_NODES[@]}" >&2 || true
+        LAST_LOG="" die "PXPOOL_INFRA_SLURM_LAB=1 but lab hosts ${LAB_NODES[*]} are not running; run infra/lab.sh start first"
+    fi
+}
+
+# The slurmd of lab node $1 (running in that lab host's namespaces), if any.
+lab_slurmd_pid() {
+    [[ -x "$LAB" ]] || return 0
+    local p
+    for p in $("$LAB" pids "$1" 2>/dev/null); do
+        if [[ "$(cat "/proc/$p/comm" 2>/dev/null)" == slurmd ]]; then
+            echo "$p"
+            return 0
+        fi
+    done
+}
+
+lab_slurmd_running() { [[ -n "$(lab_slurmd_pid "$1")" ]]; }
+
+lab_slurmds() {
+    local n
+    for n in "${LAB_NODES[@]}"; do lab_slurmd_pid "$n"; done
+}
+
+lab_stepds() { # the slurmstepd processes on the lab hosts
+    [[ -x "$LAB" ]] || return 0
+    local n p
+    for n in "${LAB_NODES[@]}"; do
+        for p in $("$LAB" pids "$n" 2>/dev/null); do
+            [[ "$(cat "/proc/$p/comm" 2>/dev/null)" != slurmstepd ]] || echo "$p"
+        done
+    done
+}
+
+start_lab_slurmd() { # node
+    local n=$1 log="$LAB_LOG_DIR/$1-slurmd.log"
+    mkdir -p "$LAB_LOG_DIR"
+    : >"$log"
+    LAST_LOG="$log"
+    log "starting slurmd -N $n inside lab host $n (log $log)"
+    # Its pid file ($SLURMD_PID) goes to the host's own /tmp.
+    "$LAB" exec "$n" mkdir -p "$STATE" || die "cannot run a command on lab host $n (infra/lab.sh exec)"
+    "$LAB" exec "$n" slurmd -c -f "$CONF" -N "$n" -L "$log" || die "slurmd of lab node $n failed to start"
+}
+
+start_lab_nodes() { # starts the lab slurmds not running, waits for the nodes, runs the lab probe
+    local n
+    for n in "${LAB_NODES[@]}"; do
+        lab_slurmd_running "$n" || start_lab_slurmd "$n"
+    done
+    for n in "${LAB_NODES[@]}"; do
+        wait_idle "$n" lab_slurmd_running "$CTLD_LOG $LAB_LOG_DIR/$n-slurmd.log"
+    done
+    log "lab nodes ${LAB_NODES[*]} are idle (partition $LAB_PARTITION, $LAB_CPUS CPUs each)"
+    lab_probe_job
+}
+
+# A job of 2 nodes on the lab partition: one task on each lab node names its host.
+lab_probe_job() {
+    local out="$LAB_LOG_DIR/lab-probe.out" jobid deadline=$((SECONDS + PROBE_TIMEOUT)) want got n=0
+    rm -f "$out"
+    LAST_LOG="$CTLD_LOG $out"
+    jobid="$(timeout 15 sbatch --parsable -J pxpool-lab-probe -p "$LAB_PARTITION" -N "${#LAB_NODES[@]}" \
+        --ntasks-per-node=1 -t 1 -D "$LAB_LOG_DIR" -o "$out" \
+        --wrap "srun -N ${#LAB_NODES[@]} --ntasks-per-node=1 hostname")" ||
+        die "sbatch of the lab probe job failed"
+    jobid="${jobid%%;*}"
+    while timeout 10 squeue -h -j "$jobid" 2>/dev/null | grep -q .; do
+        if ((SECONDS >= deadline)); then
+            timeout 10 scontrol show job "$jobid" >&2 2>&1 || true
+            timeout 10 scancel "$jobid" 2>/dev/null || true
+            die "lab probe job $jobid did not finish within ${PROBE_TIMEOUT}s"
+        fi
+        sleep 0.3
+    done
+    want="$(printf '%s\n' "${LAB_NODES[@]}" | sort | tr '\n' ' ')"
+    # The batch step may have finished a moment before its output is flushed.
+    while got="$(sort "$out" 2>/dev/null | tr '\n' ' ')" && [[ "$got" != "$want" ]] && ((n < 20)); do
+        sleep 0.1
+        n=$((n + 1))
+    done
+    [[ "$got" == "$want" ]] ||
+        die "lab probe job $jobid: 'srun -N ${#LAB_NODES[@]}' printed '$got', not one line per lab node ('$want'; see $out)"
+    log "lab probe job $jobid ran one task on each of ${LAB_NODES[*]}"
+}
+
 # ---------------------------------------------------------------- slurm.conf
 
 real_memory_mb() {
@@ -138,12 +277,16 @@ real_memory_mb() {
 }
 
 render_conf() {
-    local mem
+    local mem ctld_host="$NODE(127.0.0.1)" spool="$SLURMD_SPOOL" nodes=ALL
     mem="$(real_memory_mb)"
+    if ((WITH_LAB)); then
+        # Each host resolves the controller's name itself; each node has a spool of its own.
+        ctld_host="$NODE" spool="$SLURMD_SPOOL/%n" nodes="$NODE"
+    fi
     cat <<EOF
 # Written by infra/slurm.sh (pxpool test cluster). Rewritten on every start.
 ClusterName=$CLUSTER
-SlurmctldHost=$NODE(127.0.0.1)
+SlurmctldHost=$ctld_host
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -167,7 +310,7 @@ MessageTimeout=10
 SlurmctldTimeout=30
 SlurmdTimeout=60
 StateSaveLocation=$CTLD_SPOOL
-SlurmdSpoolDir=$SLURMD_SPOOL
+SlurmdSpoolDir=$spool
 SlurmctldPidFile=$CTLD_PID
 SlurmdPidFile=$SLURMD_PID
 SlurmctldLogFile=$CTLD_LOG
@@ -179,38 +322,51 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 MailProg=/bin/true
 NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$NODE CPUs=$NODE_CPUS RealMemory=$mem State=UNKNOWN
-PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
+    local i lab_nodes
+    if ((WITH_LAB)); then
+        for i in "${!LAB_NODES[@]}"; do
+            echo "NodeName=${LAB_NODES[$i]} NodeAddr=${LAB_ADDRS[$i]} NodeHostname=${LAB_NODES[$i]} CPUs=$LAB_CPUS RealMemory=$((mem * LAB_CPUS / NODE_CPUS)) State=UNKNOWN"
+        done
+    fi
+    echo "PartitionName=$PARTITION Nodes=$nodes Default=YES MaxTime=INFINITE State=UP"
+    if ((WITH_LAB)); then
+        lab_nodes="${LAB_NODES[*]}"
+        echo "PartitionName=$LAB_PARTITION Nodes=${lab_nodes// /,} Default=NO MaxTime=INFINITE State=UP"
+    fi
 }
 
 # ---------------------------------------------------------------- readiness
 
-node_state() { timeout 10 sinfo -h -n "$NODE" -o %t 2>/dev/null | head -n1; }
+node_state() { timeout 10 sinfo -h -n "${1:-$NODE}" -o %t 2>/dev/null | head -n1; }
 
-wait_idle() {
+local_slurmd_running() { [[ -n "$(live_pid "$SLURMD_PID" slurmd)" ]]; }
+
+wait_idle() { # [node [function telling whether its slurmd runs [logs to show on failure]]]
+    local node=${1:-$NODE} running=${2:-local_slurmd_running}
     local deadline=$((SECONDS + READY_TIMEOUT)) st resumed=0
-    LAST_LOG="$CTLD_LOG $SLURMD_LOG"
+    LAST_LOG="${3:-$CTLD_LOG $SLURMD_LOG}"
     local t0=$SECONDS
     while :; do
         if ((SECONDS - t0 >= 3)); then
             [[ -n "$(live_pid "$CTLD_PID" slurmctld)" ]] || die "slurmctld is no longer running"
-            [[ -n "$(live_pid "$SLURMD_PID" slurmd)" ]] || die "slurmd is not running (it exited after starting)"
+            "$running" "$node" || die "slurmd of node $node is not running (it exited after starting)"
         fi
-        st="$(node_state || true)"
+        st="$(node_state "$node" || true)"
         case "$st" in
         idle | mix | alloc) return 0 ;;
         down | drain | drng | fail | failg | inval | down\* | drain\* | fail\*)
             if ((resumed < 3)); then
-                log "node $NODE is '$st'; resuming it"
-                timeout 10 scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true
+                log "node $node is '$st'; resuming it"
+                timeout 10 scontrol update nodename="$node" state=resume >/dev/null 2>&1 || true
                 resumed=$((resumed + 1))
             fi
             ;;
         esac
         if ((SECONDS >= deadline)); then
             timeout 10 sinfo -N -l >&2 2>&1 || true
-            timeout 10 scontrol show node "$NODE" >&2 2>&1 || true
-            die "node $NODE not idle within ${READY_TIMEOUT}s (last state '${st:-no answer from slurmctld}')"
+            timeout 10 scontrol show node "$node" >&2 2>&1 || true
+            die "node $node not idle within ${READY_TIMEOUT}s (last state '${st:-no answer from slurmctld}')"
         fi
         sleep 0.5
     done
@@ -257,6 +413,7 @@ cmd_start() {
         command -v "$b" >/dev/null || [[ -x "/usr/sbin/$b" ]] || die "$b not found; run infra/install.sh first"
     done
     mkdir -p "$STATE"
+    decide_lab
     local conf_new
     conf_new="$(render_conf)"
     if daemons_running && munge_works; then
@@ -264,6 +421,7 @@ cmd_start() {
             [[ "$(node_state || true)" =~ ^(idle|mix|alloc)$ ]]; then
             log "already running (slurmctld $(live_pid "$CTLD_PID" slurmctld), slurmd $(live_pid "$SLURMD_PID" slurmd), node $NODE $(node_state))"
             probe_job
+            if ((WITH_LAB)); then start_lab_nodes; fi
             return 0
         fi
         log "running but config or node state differs; restarting"
@@ -283,6 +441,10 @@ cmd_start() {
     # Cold start: nothing from an earlier run (jobs, node state, cluster name) is reused.
     rm -rf "$CTLD_SPOOL" "$SLURMD_SPOOL"
     install -d -m 0755 "$CTLD_SPOOL" "$SLURMD_SPOOL"
+    if ((WITH_LAB)); then
+        local n
+        for n in "$NODE" "${LAB_NODES[@]}"; do install -d -m 0755 "$SLURMD_SPOOL/$n"; done
+    fi
     : >"$CTLD_LOG"
     : >"$SLURMD_LOG"
     rm -f "$CTLD_PID" "$SLURMD_PID"
@@ -305,6 +467,7 @@ cmd_start() {
     wait_idle
     log "node $NODE is $(node_state) (partition $PARTITION, $NODE_CPUS CPUs)"
     probe_job
+    if ((WITH_LAB)); then start_lab_nodes; fi
 }
 
 descendants() { # pid: prints all descendant pids
@@ -346,10 +509,13 @@ stop_daemons() {
         fi
     fi
     stop_pid slurmd "$slurmd_pid"
+    local n
+    for n in "${LAB_NODES[@]}"; do stop_pid "slurmd of lab node $n" "$(lab_slurmd_pid "$n")"; done
     # Job steps that survived scancel keep running without slurmd: end them and
-    # what they run. Ours are the slurmstepd processes writing to our slurmd log.
+    # what they run. Ours are the slurmstepd processes writing to our slurmd log,
+    # and those on the lab hosts.
     local s t
-    for s in $(our_stepds); do
+    for s in $(our_stepds) $(lab_stepds); do
         t="$(descendants "$s" | tr '\n' ' ')"
         log "stopping leftover slurmstepd pid $s${t:+ and its processes: $t}"
         # shellcheck disable=SC2086
@@ -360,7 +526,7 @@ stop_daemons() {
 }
 
 cmd_stop() {
-    if [[ -z "$(live_pid "$CTLD_PID" slurmctld)$(live_pid "$SLURMD_PID" slurmd)" && ! -f "$MUNGE_OURS" ]]; then
+    if [[ -z "$(live_pid "$CTLD_PID" slurmctld)$(live_pid "$SLURMD_PID" slurmd)$(lab_slurmds)" && ! -f "$MUNGE_OURS" ]]; then
         log "not running"
         return 0
     fi
@@ -375,6 +541,11 @@ cmd_status() {
     slurmd_pid="$(live_pid "$SLURMD_PID" slurmd)"
     if [[ -n "$ctld" ]]; then echo "slurmctld: running, pid $ctld"; else echo "slurmctld: not running"; fi
     if [[ -n "$slurmd_pid" ]]; then echo "slurmd:    running, pid $slurmd_pid"; else echo "slurmd:    not running"; fi
+    local n p
+    for n in "${LAB_NODES[@]}"; do
+        p="$(lab_slurmd_pid "$n")"
+        if [[ -n "$p" ]]; then echo "slurmd $n: running in lab host $n, pid $p"; fi
+    done
     if munge_works; then echo "munged:    answering"; else echo "munged:    not answering"; fi
     if [[ -n "$ctld" ]]; then
         timeout 10 sinfo || rc=1
@@ -386,6 +557,7 @@ cmd_status() {
 
 cmd_env() {
     printf 'export PXPOOL_TEST_SLURM_PARTITION=%q\n' "$PARTITION"
+    printf 'export PXPOOL_TEST_SLURM_LAB_PARTITION=%q\n' "$LAB_PARTITION"
 }
 
 case "${1:-}" in

@@ -20,7 +20,10 @@ t0=$SECONDS
 mkdir -p "$INFRA_DIR"
 "$HERE/install.sh" || die "install.sh failed"
 "$HERE/sshd.sh" start || die "sshd.sh start failed"
-"$HERE/slurm.sh" start || die "slurm.sh start failed"
+# The lab before SLURM: slurm.sh start adds its nodes on the lab hosts when the lab runs.
+"$HERE/lab.sh" start || die "lab.sh start failed"
+"$HERE/lab.sh" check || die "lab.sh check failed: the multi-host tests need the lab's hosts"
+PXPOOL_INFRA_SLURM_LAB="${PXPOOL_INFRA_SLURM_LAB:-1}" "$HERE/slurm.sh" start || die "slurm.sh start failed"
 "$HERE/mpi.sh" check || die "mpi.sh check failed"
 "$HERE/pbs.sh" install || die "pbs.sh install failed"
 "$HERE/pbs.sh" check || die "pbs.sh check failed"
@@ -34,6 +37,7 @@ tmp="$(mktemp "$INFRA_DIR/env.sh.XXXXXX")"
 {
     echo "# Written by infra/up.sh: source this before running the pxpool tests."
     "$HERE/sshd.sh" env
+    "$HERE/lab.sh" env
     "$HERE/slurm.sh" env
     "$HERE/mpi.sh" env
     "$HERE/pbs.sh" env
