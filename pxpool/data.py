@@ -16,7 +16,6 @@ from __future__ import annotations
 import concurrent.futures
 import math
 import re
-import socket
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -125,7 +124,7 @@ def pull(pool: PoolCore, names: str | list[str] | tuple[str, ...], targets: Any 
 def _pull_each(pool: PoolCore, ids: list[int], names: list[str]) -> list[list[Any]]:
     client = pool.live_client()
     prefix = _shm.pool_prefix(pool.name)
-    here = socket.gethostname() if _shm.available() else ""
+    here = _shm.identity() if _shm.available() else ""
     results = [client[i].apply_async(agent.engine_export, names, here, prefix) for i in ids]
     replies = _wait(pool, results)
     out: list[list[Any]] = []

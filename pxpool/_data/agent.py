@@ -13,8 +13,8 @@ sides (:mod:`~pxpool._data.wire`, :mod:`~pxpool._data.blocks`,
   :class:`~pxpool._data.wire.ChunkReply`, flat. A chunk that fails records the index
   of the failing item or row for :func:`failed_index`.
 - Shared memory: :func:`engine_attach` binds pushed arrays, :func:`engine_export`
-  serves a pull, :func:`drop_gone` unmaps slots the client let go; :func:`engine_host`
-  tells the client which host an engine runs on.
+  serves a pull, :func:`drop_gone` unmaps slots the client let go; :func:`engine_shm`
+  tells the client which shared memory an engine sees (:func:`engine_host`: its host).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ __all__ = [
     "engine_attach",
     "engine_export",
     "engine_host",
+    "engine_shm",
     "failed_index",
     "run_items",
     "run_part",
@@ -261,15 +262,22 @@ def _rebuild(layout: tuple[Any, ...], start: int, stop: int, mapped: dict[str, n
 
 
 def engine_host() -> str:
-    """The host this engine runs on, as the client compares it with its own."""
+    """The host this engine runs on (its name, for people)."""
     return _HOST
 
 
+def engine_shm() -> str:
+    """Which shared memory this engine sees (:func:`pxpool._data.shm.identity`): the
+    client uses shared memory with it only when its own is the same."""
+    return shm.identity()
+
+
 def engine_export(
-    names: list[str], client_host: str, prefix: str, threshold: int = shm.THRESHOLD
+    names: list[str], client_shm: str, prefix: str, threshold: int = shm.THRESHOLD
 ) -> list[tuple[str, Any]]:
-    """Values of ``names`` for a pull: large arrays as segments when the client is on this
-    host (``("shm", descriptor)``), everything else by value (``("value", v)``)."""
+    """Values of ``names`` for a pull: large arrays as segments when the client sees
+    this engine's shared memory (``client_shm``, its :func:`pxpool._data.shm.identity`)
+    (``("shm", descriptor)``), everything else by value (``("value", v)``)."""
     from IPython.core.getipython import get_ipython
 
     namespace = get_ipython().user_ns
@@ -280,7 +288,8 @@ def engine_export(
                 raise NameError(f"name {name!r} is not defined on this engine")
             value = namespace[name]
             if (
-                client_host == _HOST
+                client_shm
+                and client_shm == shm.identity()
                 and shm.eligible(value, threshold)
                 and shm.can_share(value.nbytes)
             ):

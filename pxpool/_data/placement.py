@@ -1,34 +1,38 @@
-"""Which engines run on this host: they can share memory with the client.
+"""Which engines share memory with the client: only those may take shared-memory paths.
 
-Each engine reports its hostname once (:func:`pxpool._data.agent.engine_host`); the
-answer is cached by the engine's uuid, so a restarted engine, which registers under a
-new uuid, is asked again.
+Each engine reports once which shared memory it sees (:func:`pxpool._data.agent.engine_shm`:
+the kernel's boot id and the device of its ``/dev/shm``), and it is compared with the
+client's own. A host name would not do: hosts with a ``/dev/shm`` of their own (a
+container, a network namespace with its own mounts) can carry the client's host name, and
+different machines can share a name. The answer is cached by the engine's uuid, so a
+restarted engine, which registers under a new uuid, is asked again.
 """
 
 from __future__ import annotations
 
-import socket
 from typing import TYPE_CHECKING
 
-from . import agent
+from . import agent, shm
 
 if TYPE_CHECKING:
     from .._core.core import PoolCore
 
 __all__ = ["local_engines"]
 
-HOST_TIMEOUT = 30.0  # seconds for engines to report their hostname
-_hosts: dict[str, str] = {}  # engine uuid -> hostname
+SHM_TIMEOUT = 30.0  # seconds for engines to report their shared memory
+_seen: dict[str, str] = {}  # engine uuid -> the shared memory it sees
 
 
 def local_engines(pool: PoolCore, ids: list[int]) -> set[int]:
-    """The engines among ``ids`` that run on this host (their reported hostname is ours)."""
+    """The engines among ``ids`` that see the client's shared memory."""
+    here = shm.identity()
+    if not here:
+        return set()
     known = pool.engine_uuids()
     uuids = {i: str(known.get(i)) for i in ids}
-    missing = [i for i in ids if uuids[i] not in _hosts]
+    missing = [i for i in ids if uuids[i] not in _seen]
     if missing:
-        replies = pool.live_client().direct_view(missing).apply_async(agent.engine_host)
-        for engine_id, host in zip(missing, replies.get(timeout=HOST_TIMEOUT), strict=True):
-            _hosts[uuids[engine_id]] = host
-    here = socket.gethostname()
-    return {i for i in ids if _hosts[uuids[i]] == here}
+        replies = pool.live_client().direct_view(missing).apply_async(agent.engine_shm)
+        for engine_id, seen in zip(missing, replies.get(timeout=SHM_TIMEOUT), strict=True):
+            _seen[uuids[engine_id]] = seen
+    return {i for i in ids if _seen[uuids[i]] == here}

@@ -65,6 +65,26 @@ def available() -> bool:
     return _posixshmem is not None and sys.platform != "win32"
 
 
+_IDENTITY: str | None = None
+
+
+def identity() -> str:
+    """Which shared memory this process sees: the kernel's boot id and the device of
+    ``/dev/shm``. Two processes share memory exactly when their identities are equal:
+    the same host name is not enough (a container, or a host with a /dev/shm of its
+    own, sees other segments), and a device number alone can repeat on another machine.
+    Empty where there is no /dev/shm to compare."""
+    global _IDENTITY
+    if _IDENTITY is None:
+        try:
+            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+                boot = handle.read().strip()
+            _IDENTITY = f"{boot}:{os.stat(SHM_DIR).st_dev}"
+        except OSError:
+            _IDENTITY = ""
+    return _IDENTITY
+
+
 def eligible(value: Any, threshold: int = THRESHOLD) -> bool:
     """A numpy array big enough to be worth a segment, and made of plain bytes."""
     return (

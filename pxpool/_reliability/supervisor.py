@@ -59,6 +59,11 @@ REPLAY_TIMEOUT = 120.0  # seconds for a new engine to replay the pool's setup
 JOIN_GRACE = 0.5
 DEATH_WAIT = 0.5  # seconds a start that failed waits for its engine's death to be told
 DEATH_POLL = 0.02
+SSH_LOST = 255  # ssh's exit status when the remote command was killed or the link dropped
+SSH_LOST_HOW = (
+    "its ssh session ended with status 255: the engine was killed on its host, "
+    "or the connection to the host dropped"
+)
 
 
 @dataclass(frozen=True)
@@ -235,6 +240,8 @@ class Supervisor:
             oom_now = oom_kills()
             how = describe_exit(stop_data.get("exit_code"), self._oom_seen, oom_now)
             self._oom_seen = oom_now
+        if stop_data.get("exit_code") == SSH_LOST and self.core.profile.provider == "ssh":
+            how = SSH_LOST_HOW  # ssh's own status: the remote side cannot tell us more
         drained = walltime_exit(self.core.name, ids)  # left on a walltime or preemption signal
         how = drained or how
         death = Death(ids, how, stop_data.get("exit_code"), time.time())
