@@ -211,10 +211,10 @@ def pool_map(
       anything else comes back as a list with one value per partition. Further
       inputs in ``*more`` must have as many rows and are sliced alike. An empty input
       runs ``f`` once on the empty input, so the result has its type. When every
-      engine is on this host and the input is plain numeric data of at least 1 MiB,
-      partitions travel through shared memory instead of the network
-      (:mod:`pxpool._data.shared_parts`); ``f`` gets the same writable partitions
-      either way.
+      engine shares memory with the client and the input is at least 1 MiB (any
+      column dtype; not a MultiIndex), partitions and results travel through shared
+      memory instead of the network (:mod:`pxpool._data.shared_parts`,
+      :mod:`pxpool._data.replies`); ``f`` gets the same writable partitions either way.
 
     A failure raises :class:`MapError` naming the engine and the item (or partition),
     with the engine's error as ``__cause__``; an item that cannot be pickled raises

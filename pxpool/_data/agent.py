@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from . import shm
+from . import columns, replies, shm
 from .blocks import apply_row_blocks, rows_of
 from .budget import spent
 from .shm import HEADER_BYTES, HEADER_SLOTS, Descriptor
-from .wire import ChunkReply, pack, pack_pickled, unpack_from
+from .wire import ChunkReply, pack_pickled, unpack_from
 
 __all__ = [
     "drop_gone",
@@ -176,14 +176,16 @@ def _run_blocks(
     budget: float,
     rows: int,
     rows_of: Callable[[int, int], Sequence[Any]],
+    out: tuple[str, int] | None = None,
 ) -> tuple[Any, ...]:
-    """What :func:`run_part` returns, for ``rows`` rows that ``rows_of`` builds."""
+    """What :func:`run_part` returns, for ``rows`` rows that ``rows_of`` builds; the
+    result's buffers go into the slot ``out`` when there is one."""
     try:
         seconds, result, done = apply_row_blocks(f, rows, rows_of, block, budget)
     except BaseException:
         _report_failure(token, start)
         raise
-    return ChunkReply(seconds, done, pack(result)).flat()
+    return ChunkReply(seconds, done, replies.pack_into(result, out)).flat()
 
 
 # ---------------------------------------------------------------- rows in shared memory
@@ -196,18 +198,29 @@ def run_shared_part(
     block: int,
     spec: tuple[Any, ...],
     budget: float = 0.0,
+    out: tuple[str, int] | None = None,
 ) -> tuple[Any, ...]:
     """Apply ``f`` to the chunk's rows of the segments ``spec`` names
     (:class:`pxpool._data.shared_parts.SharedInputs`), rebuilt block by block so each
-    block's copy stays in cache. Returns what :func:`run_part` returns."""
+    block's copy stays in cache. Returns what :func:`run_part` returns; with ``out``
+    (an arena slot the client leased for it), the result's buffers travel through
+    that slot (:mod:`pxpool._data.replies`)."""
     first, stop, layouts = spec
     mapped = _segments(layouts)
     try:
 
-        def rows_of(a: int, b: int) -> list[Any]:
-            return [_rebuild(layout, first + a, first + b, mapped) for layout in layouts]
+        def view(descriptor: Descriptor) -> np.ndarray:
+            return mapped[descriptor[1][0]]
 
-        return _run_blocks(f, token, start, block, budget, stop - first, rows_of)
+        ready = [
+            columns.each_column(lay, lambda c: columns.prepare(c, view, first, stop))
+            for lay in layouts
+        ]
+
+        def rows_of(a: int, b: int) -> list[Any]:
+            return [columns.rebuild(layout, first + a, first + b, view) for layout in ready]
+
+        return _run_blocks(f, token, start, block, budget, stop - first, rows_of, out)
     finally:
         mapped.clear()  # the maps go with their arrays; f's copies stay valid
         drop_gone()  # a failed map's retired slots, once its last chunk is over
@@ -217,12 +230,7 @@ def _segments(layouts: Sequence[tuple[Any, ...]]) -> dict[str, np.ndarray]:
     """Every segment the layouts name, mapped once (read-only) for the whole chunk."""
     descriptors: list[Descriptor] = []
     for layout in layouts:
-        if layout[0] == "frame":
-            descriptors.extend(d for _, d in layout[1])
-        elif layout[0] in ("numpy", "series"):
-            descriptors.append(layout[1])
-        if layout[0] != "numpy" and layout[2][0] == "array":
-            descriptors.append(layout[2][1])
+        columns.each_column(layout, lambda c: descriptors.extend(columns.descriptors(c)))
     return {d[1][0]: _attach(d) for d in descriptors}
 
 
@@ -231,31 +239,6 @@ def _attach(descriptor: Descriptor) -> np.ndarray:
     if kind == "arena":
         return engine_view(details)  # stays mapped on the engine for the next map
     return shm.attach(details, writable=False)
-
-
-def _rebuild(layout: tuple[Any, ...], start: int, stop: int, mapped: dict[str, np.ndarray]) -> Any:
-    """Rows ``start:stop`` of one input, as private writable copies of the segments."""
-
-    def rows(descriptor: Descriptor) -> np.ndarray:
-        return np.array(mapped[descriptor[1][0]][start:stop], copy=True)
-
-    kind = layout[0]
-    if kind == "numpy":
-        return rows(layout[1])
-    import pandas as pd
-
-    index_layout = layout[2]
-    if index_layout[0] == "range":
-        _, first, step, name = index_layout
-        index: Any = pd.RangeIndex(first + start * step, first + stop * step, step, name=name)
-    else:
-        index = pd.Index(rows(index_layout[1]), name=index_layout[2])
-    if kind == "series":
-        return pd.Series(rows(layout[1]), index=index, name=layout[3], copy=False)
-    columns = {i: rows(d) for i, (_, d) in enumerate(layout[1])}
-    frame = pd.DataFrame(columns, index=index, copy=False)
-    frame.columns = layout[3]
-    return frame
 
 
 # ---------------------------------------------------------------- push and pull
@@ -355,6 +338,7 @@ def drop_gone() -> None:
     goes only once every process has unmapped them."""
     for gone in [s for s in _MAPS if not _HELD.get(s) and not shm.exists(s)]:
         _drop(gone)
+    replies.drop_gone()
 
 
 def _let_go(slot: str, engine_id: int) -> None:

@@ -22,8 +22,9 @@ from .._core.client import SEND_ERRORS
 from .._core.names import function_name
 from .._core.waiting import EngineWait
 from ..errors import UnpicklableFunctionError
-from . import agent, shared_parts, shm
+from . import agent, replies, shared_parts, shm
 from . import chunking as ch
+from .arena import Slot
 from .blocks import block_rows
 from .failures import MapNames, enforce_timeout, lost, read_reply, unpicklable_item
 from .options import MapOptions
@@ -170,6 +171,7 @@ class MapRun:
         self.engines = sizer.engines
         self.budgeted = _budgeted(source, options.chunksize)
         self.inflight: dict[ipp.AsyncResult, Chunk] = {}
+        self.reply_slots: dict[int, Slot] = {}  # chunk number -> the slot its result comes in
         self.results: dict[int, Any] = {}  # chunk start -> its results
         self.arrival: list[int] = []  # chunk starts in the order their results came
         self.number = 0  # chunks sent so far
@@ -220,6 +222,9 @@ class MapRun:
                 return
             start, count, (runner, *args) = taken
             token = self.names.chunk_token(self.number)
+            if source.shared is not None and (slot := source.shared.reply_slot(count)):
+                self.reply_slots[self.number] = slot
+                args.append((slot.name, slot.capacity))  # the result comes back through it
             self._send(Chunk(self.number, start, count, (runner, f, token, start, *args)))
             self.number += 1
 
@@ -260,7 +265,13 @@ class MapRun:
         if reply.done < chunk.count:  # a budgeted first chunk: the rest goes out again
             self.source.give_back(chunk.start + reply.done, chunk.count - reply.done)
             self.exhausted = False
-        self.results[chunk.start] = reply.results()
+        slot = self.reply_slots.pop(chunk.number, None)
+        if slot is not None and reply.body[0] == replies.TAG:
+            self.results[chunk.start] = replies.read(reply.body, slot.mapping)
+        else:
+            self.results[chunk.start] = reply.results()
+        if slot is not None and self.source.shared is not None:
+            self.source.shared.replied(slot)
         self.arrival.append(chunk.start)
         self.bar.update(reply.done)
 

@@ -7,9 +7,10 @@ array) into one shared-memory segment before the first chunk, and a chunk is onl
 ``(start, stop)`` plus the segments' names; the engine maps the segments and copies
 its rows out block by block, so that ``f`` gets ordinary writable data.
 
-Only plain numeric data qualifies (numpy dtypes other than object; pandas columns
-and an index of those dtypes, or a RangeIndex); anything else takes the network
-path. Lifetime: the segments are slots of the pool's arena (:mod:`pxpool._data.arena`),
+Columns of any dtype qualify, laid out as plain arrays by :mod:`pxpool._data.columns`
+(strings as UTF-8 text, categoricals as codes, nullable dtypes as values and mask,
+anything else pickled in groups of rows); a MultiIndex, and arrays of objects with
+more than one dimension, take the network path. Lifetime: the segments are slots of the pool's arena (:mod:`pxpool._data.arena`),
 free for the next map or push when the map returns, unlinked when it fails or the
 pool stops; fresh segments (when the arena is full) are unlinked when the map ends.
 
@@ -19,37 +20,36 @@ in :func:`pxpool._data.agent.run_shared_part`, which reads the layouts made here
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from . import arena as _arena
-from . import shm
+from . import columns, shm
 
-__all__ = ["SharedInputs", "eligible"]
+__all__ = ["TAKEN", "SharedInputs", "eligible"]
+
+# what went through shared memory in this process, counted: the layout kind of each
+# column (pxpool._data.columns) and "replies" read from slots; tests and benches read it
+TAKEN: Counter[str] = Counter()
 
 Descriptor = shm.Descriptor
 # how an engine finds one input's rows (see SharedInputs._export and agent._rebuild):
-# ("numpy", array), ("series", values, index, name) or ("frame", columns, index, labels)
-# with arrays as Descriptors and the index as ("range", start, step, name) or
-# ("array", values, name)
+# ("numpy", column), ("series", column, index, name) or ("frame", [column], index, labels)
+# with each column a pxpool._data.columns.Layout of Descriptors, and the index as
+# ("range", start, step, name) or ("column", column, name)
 Layout = tuple[Any, ...]
-
-
-def _plain(dtype: Any) -> bool:
-    return isinstance(dtype, np.dtype) and dtype.kind in "biufcmM"
 
 
 def _frame_ok(value: Any) -> bool:
     import pandas as pd
 
-    index_ok = isinstance(value.index, pd.RangeIndex) or (
-        value.index.nlevels == 1 and _plain(value.index.dtype)
-    )
+    index_ok = isinstance(value.index, pd.RangeIndex) or columns.supported(value.index)
     if isinstance(value, pd.DataFrame):
-        return index_ok and value.columns.is_unique and all(_plain(d) for d in value.dtypes)
-    return index_ok and isinstance(value, pd.Series) and _plain(value.dtype)
+        return index_ok and value.columns.is_unique
+    return index_ok and isinstance(value, pd.Series)
 
 
 def _nbytes(value: Any) -> int:
@@ -63,9 +63,10 @@ def _nbytes(value: Any) -> int:
 
 
 def eligible(kind: str, values: Sequence[Any]) -> bool:
-    """True when every input is plain numeric data, worth a segment, and shareable."""
+    """True when every input can be laid out (:func:`pxpool._data.columns.supported`),
+    is worth a segment, and there is room for it."""
     if kind == "numpy":
-        ok = all(isinstance(v, np.ndarray) and _plain(v.dtype) for v in values)
+        ok = all(isinstance(v, np.ndarray) and columns.supported(v) for v in values)
     elif kind == "pandas":
         ok = all(_frame_ok(v) for v in values)
     else:
@@ -86,16 +87,21 @@ class SharedInputs:
         self.names: list[str] = []
         self.slots: list[_arena.Slot] = []
         self.layouts: list[Layout] = []
+        self.kinds: list[str] = []  # each column's layout kind (what tests and benches read)
         self._arena = _arena.arena_for(prefix)
         self._engine_ids = engine_ids
+        self._bytes = 0  # bytes of the arrays copied in
         try:
             for value in values:
                 self.layouts.append(self._export(value))
         except BaseException:
             self.close(reuse=False)
             raise
+        TAKEN.update(self.kinds)
+        self._row_bytes = self._bytes / max(len(values[0]) if values else 0, 1)
 
     def _array(self, array: np.ndarray) -> Descriptor:
+        self._bytes += array.nbytes
         shared, slot = self._arena.copy_in(np.ascontiguousarray(array), self._engine_ids)
         if slot is not None:
             self.slots.append(slot)
@@ -103,24 +109,45 @@ class SharedInputs:
             self.names.append(shared[1][0])
         return shared
 
+    def _column(self, values: Any) -> columns.Layout:
+        """One column's layout with its arrays copied into segments (descriptors)."""
+        kind, arrays, meta = columns.encode(values)
+        self.kinds.append(kind)
+        return (kind, tuple(self._array(a) for a in arrays), meta)
+
     def _export(self, value: Any) -> Layout:
         if isinstance(value, np.ndarray):
-            return ("numpy", self._array(value))
+            return ("numpy", self._column(value))
         import pandas as pd
 
         index = value.index
         if isinstance(index, pd.RangeIndex):
             index_layout: tuple[Any, ...] = ("range", index.start, index.step, index.name)
         else:
-            index_layout = ("array", self._array(index.to_numpy()), index.name)
+            index_layout = ("column", self._column(index), index.name)
         if isinstance(value, pd.Series):
-            return ("series", self._array(value.to_numpy()), index_layout, value.name)
-        columns = [(name, self._array(value[name].to_numpy())) for name in value.columns]
-        return ("frame", columns, index_layout, value.columns)
+            return ("series", self._column(value), index_layout, value.name)
+        layouts = [self._column(value.iloc[:, i]) for i in range(value.shape[1])]
+        return ("frame", layouts, index_layout, value.columns)
 
     def spec(self, start: int, stop: int) -> tuple[int, int, list[Layout]]:
         """What a chunk of rows ``start:stop`` sends instead of the rows."""
         return (start, stop, self.layouts)
+
+    def reply_slot(self, rows: int) -> _arena.Slot | None:
+        """A slot for the result of a chunk of ``rows`` rows (:mod:`pxpool._data.replies`),
+        sized as their input (at least 1 MiB); None when the arena has no room."""
+        nbytes = max(int(rows * self._row_bytes), _arena.ROUND)
+        slot = self._arena.lease(nbytes, self._engine_ids)
+        if slot is not None:
+            self.slots.append(slot)
+        return slot
+
+    def replied(self, slot: _arena.Slot) -> None:
+        """The result in ``slot`` was copied out: the slot is free for the next chunk."""
+        TAKEN["replies"] += 1
+        self.slots.remove(slot)
+        self._arena.done(slot)
 
     def close(self, reuse: bool = True) -> None:
         """The map is over: unlink fresh segments, and give slots back for reuse, or

@@ -396,9 +396,10 @@ def test_shared_partitions_are_private_writable_copies(pool: pxpool.Pool) -> Non
     assert out.equals(series + 1) and out.name == "s"
 
 
-def test_object_columns_take_the_network_path_and_still_map(pool: pxpool.Pool) -> None:
+def test_a_multiindex_takes_the_network_path_and_still_maps(pool: pxpool.Pool) -> None:
     n = 100_000
-    df = pd.DataFrame({"x": np.arange(n), "label": ["a"] * n})  # object column: pickled
+    df = pd.DataFrame({"x": np.arange(n), "label": ["a"] * n})  # strings alone: shared memory
+    df.index = pd.MultiIndex.from_arrays([np.arange(n) // 10, np.arange(n) % 10])
     before = shm_segments()
     out = pool.map(lambda p: p["x"] + p["label"].str.len(), df)
     assert out.equals(df["x"] + 1)

@@ -1,0 +1,152 @@
+"""pool.map over DataFrames as users have them, and the overhead floor of a cheap map.
+
+Run by hand (pytest does not collect it):
+
+    python bench/bench_frames.py            # ~1-2 minutes on 2 cores
+    python bench/bench_frames.py --rounds 9
+
+Workloads, each framework with the same number of workers, all measured in alternating
+rounds (this machine has slow phases of seconds; each round times every framework once,
+and the table shows medians):
+
+- strings: a 1,000,000-row frame with an ``object`` column of distinct strings and an
+  int column; ``f`` loops over the rows in Python (``len(s) + x``). Baseline: ``f(df)``
+  in this process. Target: pxpool >= 1.6x one process.
+- cheap: ``part.a * 2 + part.b`` over a 1,000,000-row frame of two float columns.
+  Target: pxpool within 5x of one process.
+- cheap, results over the network: the same with pxpool's result slots turned off, to
+  see what results through shared memory bring.
+
+multiprocessing and loky get the frame cut into 2 partitions per worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+N_ROWS = 1_000_000
+
+
+def per_row(part: pd.DataFrame) -> pd.Series:
+    import pandas as pd
+
+    return pd.Series([len(s) + x for s, x in zip(part["s"], part["x"], strict=True)], part.index)
+
+
+def cheap(part: pd.DataFrame) -> pd.Series:
+    return part.a * 2 + part.b
+
+
+def string_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon"]
+    labels = [f"{words[k]}-{i % 9973}" for i, k in enumerate(rng.integers(0, 5, N_ROWS))]
+    return pd.DataFrame({"s": pd.Series(labels, dtype=object), "x": rng.integers(0, 100, N_ROWS)})
+
+
+def numeric_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    return pd.DataFrame({"a": rng.random(N_ROWS), "b": rng.random(N_ROWS)})
+
+
+def timed(f: Callable[[], Any]) -> float:
+    began = time.perf_counter()
+    f()
+    return time.perf_counter() - began
+
+
+def split(df: pd.DataFrame, parts: int) -> list[pd.DataFrame]:
+    bounds = np.linspace(0, len(df), parts + 1).astype(int)
+    return [df.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def main() -> None:
+    from loky import get_reusable_executor
+
+    import pxpool
+    from pxpool._data import shared_parts
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    cfg = parser.parse_args()
+    strings, numbers = string_frame(), numeric_frame()
+    s_parts, n_parts = split(strings, 2 * cfg.workers), split(numbers, 2 * cfg.workers)
+    times: dict[str, list[float]] = {}
+
+    def run(label: str, f: Callable[[], Any], repeat: int = 1) -> None:
+        times.setdefault(label, []).append(min(timed(f) for _ in range(repeat)))
+
+    with (
+        pxpool.Pool.from_profile("local", engines=cfg.workers) as pool,
+        multiprocessing.Pool(cfg.workers) as mp,
+    ):
+        loky = get_reusable_executor(max_workers=cfg.workers, timeout=600)
+        for _ in range(2):  # warm up: imports, arena slots, worker start
+            pool.map(per_row, strings), pool.map(cheap, numbers)
+            mp.map(cheap, n_parts), list(loky.map(cheap, n_parts))
+        taken = dict(shared_parts.TAKEN)
+        no_slots = shared_parts.SharedInputs.reply_slot
+        for number in range(cfg.rounds):
+            print(f"  round {number + 1}/{cfg.rounds}", file=sys.stderr, flush=True)
+            run("strings: one process", lambda: per_row(strings))
+            run("strings: pxpool", lambda: pool.map(per_row, strings))
+            run("strings: multiprocessing", lambda: pd.concat(mp.map(per_row, s_parts)))
+            run("strings: loky", lambda: pd.concat(list(loky.map(per_row, s_parts))))
+            run("cheap: one process", lambda: cheap(numbers), 5)
+            run("cheap: pxpool", lambda: pool.map(cheap, numbers), 5)
+            run("cheap: multiprocessing", lambda: pd.concat(mp.map(cheap, n_parts)), 5)
+            run("cheap: loky", lambda: pd.concat(list(loky.map(cheap, n_parts))), 5)
+            shared_parts.SharedInputs.reply_slot = lambda self, rows: None  # type: ignore[method-assign]
+            try:
+                run("cheap: pxpool, results by network", lambda: pool.map(cheap, numbers), 5)
+            finally:
+                shared_parts.SharedInputs.reply_slot = no_slots  # type: ignore[method-assign]
+        loky.shutdown(wait=True)
+    report(times, taken, cfg)
+
+
+def report(times: dict[str, list[float]], taken: dict[str, int], cfg: argparse.Namespace) -> None:
+    median = {label: statistics.median(values) for label, values in times.items()}
+    print(f"\n{cfg.rounds} alternating rounds, {cfg.workers} workers, medians:")
+    for label, value in median.items():
+        print(f"  {label:40s} {value * 1e3:9.1f} ms")
+    print("\nratios (per round, then the median):")
+
+    def ratio(label: str, num: str, den: str, target: str) -> None:
+        per_round = [a / b for a, b in zip(times[num], times[den], strict=True)]
+        print(f"  {label:58s} {statistics.median(per_round):6.2f}x   (target {target})")
+
+    ratio("strings: one process / pxpool", "strings: one process", "strings: pxpool", ">= 1.6")
+    ratio(
+        "strings: one process / multiprocessing",
+        "strings: one process",
+        "strings: multiprocessing",
+        "-",
+    )
+    ratio("strings: one process / loky", "strings: one process", "strings: loky", "-")
+    ratio("cheap: pxpool / one process", "cheap: pxpool", "cheap: one process", "<= 5")
+    ratio(
+        "cheap: multiprocessing / one process", "cheap: multiprocessing", "cheap: one process", "-"
+    )
+    ratio("cheap: loky / one process", "cheap: loky", "cheap: one process", "-")
+    ratio(
+        "cheap: pxpool results by network / through shared memory",
+        "cheap: pxpool, results by network",
+        "cheap: pxpool",
+        "-",
+    )
+    print(f"\ncolumn layouts through shared memory in the warm-up maps: {taken}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""One column (or index) of a map's input as flat arrays, and back: both sides.
+
+Shared memory holds plain arrays only, so the client lays each column out as a few of
+them (:func:`encode`) and an engine rebuilds the rows it runs (:func:`prepare`,
+:func:`rows`). A layout travels with every chunk, so it holds descriptors of segments
+and small metadata, never the data:
+
+- ``plain``: numeric, bool, datetime64 and timedelta64 values, as they are.
+- ``tz``: datetimes with a time zone, as UTC datetime64 values plus the dtype.
+- ``cat``: categoricals, as their integer codes plus the categories (pickled once).
+- ``masked``: nullable ``Int64``/``Float64``/``boolean``, as values plus the NA mask.
+- ``text``: strings (``object`` columns of ``str`` only, and pandas' string dtypes),
+  as UTF-8 bytes in groups of :data:`GROUP_ROWS` rows joined by a separator that no
+  string holds, with each group's byte offset: decoding is one ``str.split`` per
+  chunk, about ten times cheaper than unpickling strings one by one.
+- ``pickled``: anything else (``object`` columns of other values, periods,
+  intervals, ...), pickled in groups of :data:`GROUP_ROWS` rows.
+
+Text and pickled columns are decoded once per chunk on the engine (:func:`prepare`);
+the blocks ``f`` sees are slices of that. Everything ``f`` gets is the engine's own
+writable memory, never a view of a segment.
+
+Standard library and numpy at import; pandas inside the functions that need it, so
+the engine loads it only for pandas input (:mod:`pxpool._data.agent`).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "GROUP_ROWS",
+    "Layout",
+    "descriptors",
+    "each_column",
+    "encode",
+    "prepare",
+    "rebuild",
+    "rows",
+    "supported",
+]
+
+GROUP_ROWS = 8192  # rows per group of a text or pickled column
+SEPARATORS = ("\x00", "\x1f", "\x1e")  # tried in turn: one no string of the column holds
+
+# (kind, arrays, metadata): ``arrays`` are what the client put into shared memory (on the
+# client: numpy arrays; in a chunk's spec: their descriptors); see the module docstring
+Layout = tuple[str, tuple[Any, ...], Any]
+
+
+def _plain(dtype: Any) -> bool:
+    return isinstance(dtype, np.dtype) and dtype.kind in "biufcmM"
+
+
+def supported(values: Any) -> bool:
+    """Whether a column, index or 1-d array can be laid out (a MultiIndex cannot, nor
+    arrays of more dimensions holding objects)."""
+    if isinstance(values, np.ndarray):
+        return _plain(values.dtype) or (values.dtype == object and values.ndim == 1)
+    return getattr(values, "nlevels", 1) == 1
+
+
+# ---------------------------------------------------------------- client: encode
+
+
+def encode(values: Any) -> Layout:
+    """The layout of a numpy array or a pandas column or index, holding numpy arrays."""
+    if isinstance(values, np.ndarray):
+        return ("plain", (values,), None) if _plain(values.dtype) else _objects(values)
+    import pandas as pd
+
+    dtype = values.dtype
+    if _plain(dtype):
+        return ("plain", (np.asarray(values),), None)
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        naive = np.asarray(values.array.tz_convert("UTC").tz_localize(None))
+        return ("tz", (naive,), dtype)
+    if isinstance(dtype, pd.CategoricalDtype):
+        codes = np.asarray(values.array.codes)
+        categories = np.frombuffer(pickle.dumps(dtype, protocol=5), np.uint8)
+        return ("cat", (codes, categories), None)
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "python":
+        return _strings(values, dtype)
+    if isinstance(
+        values.array, pd.arrays.IntegerArray | pd.arrays.FloatingArray | pd.arrays.BooleanArray
+    ):
+        mask = np.asarray(values.isna())
+        fill = False if dtype.numpy_dtype.kind == "b" else 0
+        data = values.to_numpy(dtype=dtype.numpy_dtype, na_value=fill)
+        return ("masked", (data, mask), dtype)
+    if isinstance(dtype, np.dtype) and dtype.kind == "O":
+        return _objects(np.asarray(values))
+    return _pickled(values.array)
+
+
+def _strings(values: Any, dtype: Any) -> Layout:
+    """Pandas' python-backed strings: as text, their missing values as a mask (looked
+    for only when a plain join fails: finding them costs more than the join)."""
+    strings = values.to_numpy(dtype=object)
+    for separator in SEPARATORS:
+        if (encoded := _text(strings, separator)) is not None:
+            return ("text", encoded, (separator, dtype))
+    mask = np.asarray(values.isna())
+    if mask.any():
+        filled = strings.copy()
+        filled[mask] = ""
+        for separator in SEPARATORS:
+            if (encoded := _text(filled, separator)) is not None:
+                return ("text", (*encoded, mask), (separator, dtype))
+    return _pickled(values.array)
+
+
+def _objects(strings: np.ndarray) -> Layout:
+    """An ``object`` array: text when every value is a ``str`` and a separator is free,
+    else pickled groups."""
+    for separator in SEPARATORS:
+        if (encoded := _text(strings, separator)) is not None:
+            return ("text", encoded, (separator, None))
+    return _pickled(strings)
+
+
+def _text(strings: np.ndarray, separator: str) -> tuple[np.ndarray, np.ndarray] | None:
+    parts, offsets = [], [0]
+    for first in range(0, len(strings), GROUP_ROWS):
+        group = strings[first : first + GROUP_ROWS].tolist()
+        try:
+            joined = separator.join(group)
+        except TypeError:  # a value that is not a str
+            return None
+        if joined.count(separator) != len(group) - 1:  # a string holds the separator
+            return None
+        # each group ends with the separator, so that groups decoded together split alike
+        parts.append((joined + separator).encode("utf-8", "surrogatepass"))
+        offsets.append(offsets[-1] + len(parts[-1]))
+    data = np.frombuffer(b"".join(parts), np.uint8)
+    return data, np.asarray(offsets, np.int64)
+
+
+def _pickled(values: Any) -> Layout:
+    parts, offsets = [], [0]
+    for first in range(0, len(values), GROUP_ROWS):
+        parts.append(pickle.dumps(values[first : first + GROUP_ROWS], protocol=5))
+        offsets.append(offsets[-1] + len(parts[-1]))
+    data = np.frombuffer(b"".join(parts), np.uint8)
+    return ("pickled", (data, np.asarray(offsets, np.int64)), None)
+
+
+# ---------------------------------------------------------------- engine: decode
+
+
+def descriptors(layout: Layout) -> Iterator[Any]:
+    """The descriptors of the segments one column's layout names."""
+    yield from layout[1]
+
+
+Mapped = Callable[[Any], np.ndarray]  # a descriptor -> the segment's read-only array
+
+
+def prepare(layout: Layout, mapped: Mapped, first: int, stop: int) -> Layout:
+    """A layout ready for :func:`rows` of the chunk ``first:stop``: text and pickled
+    columns decoded once for the chunk (``decoded``), categories unpickled once."""
+    kind, arrays, meta = layout
+    if kind == "cat":
+        dtype = pickle.loads(mapped(arrays[1]).tobytes())
+        return ("cat", arrays[:1], dtype)
+    if kind == "text":
+        return ("decoded", (_decode_text(arrays, meta, mapped, first, stop),), first)
+    if kind == "pickled":
+        return ("decoded", (_unpickle(arrays, mapped, first, stop),), first)
+    return layout
+
+
+def _groups(offsets: np.ndarray, first: int, stop: int) -> tuple[int, int, int, int]:
+    """The groups ``low:high`` covering rows ``first:stop``, and their bytes."""
+    count = len(offsets) - 1
+    low = min(first // GROUP_ROWS, count)
+    high = min(max(-(-stop // GROUP_ROWS), low), count)
+    return low, high, int(offsets[low]), int(offsets[high])
+
+
+def _decode_text(arrays: tuple[Any, ...], meta: Any, mapped: Mapped, first: int, stop: int) -> Any:
+    separator, dtype = meta
+    offsets = mapped(arrays[1])
+    low, _, begin, end = _groups(offsets, first, stop)
+    text = str(mapped(arrays[0]).data[begin:end], "utf-8", "surrogatepass")
+    skip = first - low * GROUP_ROWS
+    values = np.empty(stop - first, dtype=object)
+    values[:] = text.split(separator)[skip : skip + stop - first]
+    if dtype is None:
+        return values
+    import pandas as pd
+
+    if len(arrays) > 2:
+        values[np.asarray(mapped(arrays[2])[first:stop])] = dtype.na_value
+    return pd.array(values, dtype=dtype)
+
+
+def _unpickle(arrays: tuple[Any, ...], mapped: Mapped, first: int, stop: int) -> Any:
+    data, offsets = mapped(arrays[0]), mapped(arrays[1])
+    low, high, _, _ = _groups(offsets, first, stop)
+    view = data.data
+    parts = [pickle.loads(view[int(offsets[g]) : int(offsets[g + 1])]) for g in range(low, high)]
+    skip = first - low * GROUP_ROWS
+    if not parts:
+        return np.empty(0, dtype=object)
+    if isinstance(parts[0], np.ndarray):
+        joined: Any = np.concatenate(parts)
+    else:  # pandas arrays: joined as Series, their own type kept
+        import pandas as pd
+
+        joined = pd.concat([pd.Series(p, copy=False) for p in parts], ignore_index=True).array
+    return joined[skip : skip + stop - first]
+
+
+def rows(layout: Layout, mapped: Mapped, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of a prepared column: a numpy array or a pandas array,
+    the engine's own copy."""
+    kind, arrays, meta = layout
+    if kind == "decoded":
+        return arrays[0][start - meta : stop - meta]
+
+    def copy(descriptor: Any) -> np.ndarray:
+        return np.array(mapped(descriptor)[start:stop], copy=True)
+
+    if kind == "plain":
+        return copy(arrays[0])
+    import pandas as pd
+
+    if kind == "tz":
+        return pd.array(copy(arrays[0])).tz_localize("UTC").tz_convert(meta.tz)
+    if kind == "cat":
+        return pd.Categorical.from_codes(copy(arrays[0]), dtype=meta)
+    if kind == "masked":
+        return meta.construct_array_type()(copy(arrays[0]), copy(arrays[1]))
+    raise ValueError(f"unknown column layout {kind!r}")
+
+
+# ---------------------------------------------------------------- engine: inputs
+
+
+def each_column(layout: tuple[Any, ...], change: Callable[[Any], Any]) -> tuple[Any, ...]:
+    """``layout`` with ``change`` applied to each of its column layouts."""
+    kind = layout[0]
+    if kind == "numpy":
+        return (kind, change(layout[1]))
+    index = layout[2]
+    if index[0] == "column":
+        index = ("column", change(index[1]), index[2])
+    if kind == "series":
+        return (kind, change(layout[1]), index, layout[3])
+    return (kind, [change(c) for c in layout[1]], index, layout[3])
+
+
+def rebuild(layout: tuple[Any, ...], start: int, stop: int, view: Mapped) -> Any:
+    """Rows ``start:stop`` of one input, the engine's own writable copies."""
+
+    def take(column: Any) -> Any:
+        return rows(column, view, start, stop)
+
+    kind = layout[0]
+    if kind == "numpy":
+        return take(layout[1])
+    import pandas as pd
+
+    index_layout = layout[2]
+    if index_layout[0] == "range":
+        _, first, step, name = index_layout
+        index: Any = pd.RangeIndex(first + start * step, first + stop * step, step, name=name)
+    else:
+        values = take(index_layout[1])
+        dtype = values.dtype if isinstance(values, np.ndarray) else None  # objects stay objects
+        index = pd.Index(values, dtype=dtype, name=index_layout[2], copy=False)
+
+    def column(values: Any) -> Any:
+        if isinstance(values, np.ndarray) and values.dtype == object:  # not inferred as str
+            return pd.Series(values, index=index, dtype=object, copy=False)
+        return values
+
+    if kind == "series":
+        values = take(layout[1])
+        dtype = object if isinstance(values, np.ndarray) and values.dtype == object else None
+        return pd.Series(values, index=index, dtype=dtype, name=layout[3], copy=False)
+    data = {i: column(take(c)) for i, c in enumerate(layout[1])}
+    frame = pd.DataFrame(data, index=index, copy=False)
+    frame.columns = layout[3]
+    return frame

@@ -1,0 +1,126 @@
+"""pool.map over frames of every common dtype: through shared memory, equal after the trip."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pxpool
+from pxpool._data import arena as _arena
+from pxpool._data import shared_parts, shm
+
+pytestmark = pytest.mark.integration
+
+N = 120_000  # a few MB: above the shared-memory threshold
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[pxpool.Pool]:
+    with pxpool.Pool.from_profile("local", engines=2) as running:
+        yield running
+
+
+def mixed_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    words = [f"wörd-{i}" for i in range(N)]
+    ints = pd.array(np.arange(N), dtype="Int64")
+    ints[7] = pd.NA
+    flags = pd.array(rng.random(N) > 0.5, dtype="boolean")
+    flags[9] = pd.NA
+    labels = pd.array(words, dtype="string")
+    labels[3] = pd.NA
+    frame = pd.DataFrame(
+        {
+            "obj": pd.Series(words, dtype=object).to_numpy(),
+            "str": pd.array(words, dtype="str"),
+            "string": labels,
+            "cat": pd.Categorical(rng.choice(["a", "b", "c"], N), ordered=True),
+            "when": pd.date_range("2020-01-01", periods=N, freq="s"),
+            "zoned": pd.date_range("2020-01-01", periods=N, freq="s", tz="Europe/Berlin"),
+            "ints": ints,
+            "flags": flags,
+            "mixed": np.array([1, "a", None, 2.5] * (N // 4), dtype=object),
+            "x": rng.random(N),
+        }
+    )
+    frame["obj"] = frame["obj"].astype(object)
+    frame.index = pd.Index([f"key-{i}" for i in range(N)], name="key")
+    return frame
+
+
+def taken() -> dict[str, int]:
+    return dict(shared_parts.TAKEN)
+
+
+def grew(before: dict[str, int], kind: str) -> int:
+    return shared_parts.TAKEN[kind] - before.get(kind, 0)
+
+
+def test_a_frame_of_every_common_dtype_travels_through_shared_memory_and_back_equal(
+    pool: pxpool.Pool,
+) -> None:
+    df = mixed_frame()
+    before = taken()
+    out = pool.map(lambda part: part, df)
+    pd.testing.assert_frame_equal(out, df)
+    # every column and the index went as a layout in shared memory: none over the network
+    assert grew(before, "text") == 4  # obj, str, string and the index
+    assert grew(before, "cat") == 1 and grew(before, "tz") == 1
+    assert grew(before, "masked") == 2 and grew(before, "pickled") == 1  # mixed objects
+    assert grew(before, "plain") == 2  # when, x
+    assert grew(before, "replies") >= 2  # each chunk's result came back through a slot
+
+
+def test_partitions_of_shared_frames_are_the_engines_own_writable_data(pool: pxpool.Pool) -> None:
+    df = mixed_frame()[["obj", "ints", "cat", "x"]]
+
+    def change(part: pd.DataFrame) -> pd.DataFrame:
+        part.loc[part.index[0], "obj"] = "changed"  # in place: the partition is the engine's
+        part["x"] += 1
+        return part
+
+    out = pool.map(change, df, chunksize=N // 2)
+    assert out["obj"].iloc[0] == "changed" and out["obj"].iloc[N // 2] == "changed"
+    assert (out["x"] == df["x"] + 1).all()
+    assert df["obj"].iloc[0] == "wörd-0"  # the caller's frame is untouched
+    pd.testing.assert_series_equal(out["cat"], df["cat"])
+
+
+def test_series_and_object_arrays_of_strings_round_trip(pool: pxpool.Pool) -> None:
+    words = pd.Series([f"s{i}" for i in range(3 * N)], name="w", dtype="str")
+    pd.testing.assert_series_equal(pool.map(lambda p: p, words), words)
+    array = np.array([f"a{i}" for i in range(3 * N)], dtype=object)
+    before = taken()
+    out = pool.map(lambda p: p, array)
+    assert out.dtype == object and (out == array).all()
+    assert grew(before, "text") == 1
+
+
+def test_strings_holding_separators_and_nulls_stay_exact(pool: pxpool.Pool) -> None:
+    values = ["a\x00b", "c\x1fd", "e\x1ef", None, "plain"] * (N // 5)
+    df = pd.DataFrame({"o": pd.Series(values, dtype=object), "s": pd.array(values, "string")})
+    before = taken()
+    pd.testing.assert_frame_equal(pool.map(lambda p: p, df), df)
+    assert grew(before, "pickled") == 2  # no free separator: pickled, still in shared memory
+
+
+def test_per_row_work_on_a_string_frame_gets_its_results_in_row_order(pool: pxpool.Pool) -> None:
+    df = mixed_frame()[["obj", "ints"]]
+
+    def per_row(part: pd.DataFrame) -> pd.Series:
+        import pandas as pd
+
+        return pd.Series([len(s) for s in part["obj"]], index=part.index)
+
+    expected = df["obj"].str.len().astype(np.int64)
+    pd.testing.assert_series_equal(pool.map(per_row, df), expected, check_names=False)
+
+
+def test_map_slots_are_free_after_the_map(pool: pxpool.Pool) -> None:
+    df = mixed_frame()
+    pool.map(lambda p: p["x"] * 2, df)
+    arena = _arena.arena_for(shm.pool_prefix(pool.name))
+    assert arena.slots and not any(slot.busy for slot in arena.slots)
