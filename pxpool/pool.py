@@ -293,7 +293,7 @@ class Pool:
         retries: int = RETRIES,
     ) -> Any:
         """``f`` on every item of ``values``, load-balanced (:func:`pxpool.data.pool_map`)."""
-        options = MapOptions(chunksize, ordered, progress, timeout, retries)
+        options = MapOptions(chunksize, ordered, progress, timeout, retries, self._lane.submit)
         with self._idle.in_use():
             return data.pool_map(self._core, self._tasks, f, values, *more, options=options)
 

@@ -13,8 +13,9 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import ipyparallel as ipp
 
@@ -30,7 +31,14 @@ if TYPE_CHECKING:
     from .._core.core import PoolCore
     from .._reliability.timeouts import TaskGuard
 
-__all__ = ["MapNames", "enforce_timeout", "lost", "read_reply", "unpicklable_item"]
+__all__ = [
+    "MapNames",
+    "enforce_timeout",
+    "lost",
+    "read_lane_reply",
+    "read_reply",
+    "unpicklable_item",
+]
 
 INDEX_WAIT = 2.0  # how long a failed chunk's item index may take to arrive
 INDEX_POLL = 0.01
@@ -105,12 +113,42 @@ def read_reply(ar: ipp.AsyncResult, core: PoolCore, names: MapNames, chunk: Chun
         raise error from exc
 
 
+def read_lane_reply(
+    future: Future[Any], core: PoolCore, names: MapNames, chunk: Chunk
+) -> ChunkReply:
+    """A chunk's reply from the task lane, or a :class:`MapError` naming the engine and
+    the item. The lane's own errors (TaskLost, TaskTimeout, NoEnginesError, a stopped
+    pool) name the chunk already and are raised as they are."""
+    error = future.exception(timeout=0)
+    if error is None:
+        return ChunkReply.read(future.result(timeout=0))
+    if not isinstance(error, ipp.error.RemoteError):
+        raise error
+    part = names.partitions
+    engine_id = getattr(error, "engine_id", None)
+    if engine_id is None:
+        engine_id = (error.engine_info or {}).get("engine_id")
+    token = names.chunk_token(chunk.number)
+    index = None if part else _failed_index(None, core, engine_id, token)
+    hint = "Map with a smaller chunksize= so each chunk's results fit."
+    raise MapError(
+        names.function,
+        engine_id,
+        chunk.start if part else index,
+        (chunk.start, chunk.start + chunk.count),
+        f"{error.ename}: {error.evalue}",
+        partition=part,
+        hint=hint if isinstance(error, ResultTooLarge) else None,
+    ) from error
+
+
 def _failed_index(
-    ar: ipp.AsyncResult, core: PoolCore, engine_id: int | None, token: str
+    ar: ipp.AsyncResult | None, core: PoolCore, engine_id: int | None, token: str
 ) -> int | None:
-    """The failing item's index: published by the engine, or asked for if it is late."""
+    """The failing item's index: published by the engine (hub route), or asked for if
+    it is late (or the chunk came on the lane, which publishes nothing)."""
     deadline = time.monotonic() + INDEX_WAIT
-    while time.monotonic() < deadline:
+    while ar is not None and time.monotonic() < deadline:
         data = ar.data if isinstance(ar.data, dict) else {}
         if "pxpool_failed_index" in data:
             return int(data["pxpool_failed_index"])

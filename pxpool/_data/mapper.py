@@ -2,10 +2,16 @@
 
 A map is planned once (:func:`plan_source`: the input and how its rows travel;
 :func:`plan_sizer`: how chunks are sized), then one :class:`MapRun` keeps at most two
-chunks per engine in flight (one running, one waiting in the scheduler), so an
-iterator is read only as fast as the engines consume it and a slow engine simply
-takes fewer chunks. Every wait is bounded by results arriving, and checks that the
-pool still runs. What a chunk that failed becomes is :mod:`pxpool._data.failures`.
+chunks per engine in flight (one running, one waiting), so an iterator is read only as
+fast as the engines consume it and a slow engine simply takes fewer chunks. Every wait
+is bounded by results arriving, and checks that the pool still runs. What a chunk that
+failed becomes is :mod:`pxpool._data.failures`.
+
+Chunks travel on the pool's task lane (``MapOptions.lane``, :mod:`pxpool._tasks`): a
+chunk is a lane task whose engine-side runner (:mod:`pxpool._data.agent`) gets ``f``
+and the chunk, and the lane enforces the map's timeout and retries. Without a lane
+(``pxpool.data.pool_map`` called directly) they go through ipyparallel's scheduler,
+and this module enforces both itself.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import secrets
 import time
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import ipyparallel as ipp
@@ -21,12 +28,19 @@ from ipyparallel.serialize import PrePickled
 from .._core.client import SEND_ERRORS
 from .._core.names import function_name
 from .._core.waiting import EngineWait
-from ..errors import UnpicklableFunctionError
+from ..errors import UnpicklableArgumentError, UnpicklableFunctionError
 from . import agent, replies, shared_parts, shm
 from . import chunking as ch
 from .arena import Slot
 from .blocks import block_rows
-from .failures import MapNames, enforce_timeout, lost, read_reply, unpicklable_item
+from .failures import (
+    MapNames,
+    enforce_timeout,
+    lost,
+    read_lane_reply,
+    read_reply,
+    unpicklable_item,
+)
 from .options import MapOptions
 from .placement import local_engines
 from .progress import Progress
@@ -71,7 +85,9 @@ def pool_map(
     options: MapOptions,
 ) -> Any:
     """See :func:`pxpool.data.pool_map`, which documents the options."""
-    packed_f = prepickle(f)
+    packed_f = prepickle(f) if options.lane is None else None
+    if not callable(f):
+        raise TypeError(f"pool.map needs a callable as its first argument; got {f!r}")
     client = pool.live_client()
     engines = len(await_an_engine(pool, f"pool.map({function_name(f)})"))
     source = plan_source(pool, client, values, more, options.chunksize)
@@ -79,7 +95,7 @@ def pool_map(
     names = MapNames(function_name(f), secrets.token_hex(4), source.partitions)
     run = MapRun(pool, tasks, client.load_balanced_view(), source, sizer, names, options)
     try:
-        run.collect(packed_f)
+        run.collect(f if options.lane is not None else packed_f)
     except BaseException:
         if source.shared is not None:  # chunks may still run: their slots are not reused
             _retire_inputs(client, source.shared)
@@ -170,7 +186,7 @@ class MapRun:
         self.source, self.sizer, self.names, self.options = source, sizer, names, options
         self.engines = sizer.engines
         self.budgeted = _budgeted(source, options.chunksize)
-        self.inflight: dict[ipp.AsyncResult, Chunk] = {}
+        self.inflight: dict[Future[Any], Chunk] = {}  # AsyncResults, or the lane's futures
         self.reply_slots: dict[int, Slot] = {}  # chunk number -> the slot its result comes in
         self.results: dict[int, Any] = {}  # chunk start -> its results
         self.arrival: list[int] = []  # chunk starts in the order their results came
@@ -179,7 +195,7 @@ class MapRun:
         self.bar = Progress(source.total, options.progress, f"pool.map({names.function})")
         self.engine_wait = EngineWait(core, f"pool.map({names.function})")
 
-    def collect(self, f: PrePickled) -> None:
+    def collect(self, f: Any) -> None:
         """Submit chunks of ``f`` and collect their replies until every item is done."""
         if self.source.partitions and self.source.total == 0:
             self._submit_empty(f)
@@ -200,14 +216,14 @@ class MapRun:
             out.extend(self.results[n])
         return out
 
-    def _submit_empty(self, f: PrePickled) -> None:
+    def _submit_empty(self, f: Any) -> None:
         """An empty array or frame: ``f`` runs once on it, so the result has its type."""
         inputs = [self.source.values, *self.source.more]
         args = (agent.run_part, f, self.names.chunk_token(0), 0, 0, 0.0, len(inputs))
         self._send(Chunk(0, 0, 0, (*args, *flat_args(inputs))))
         self.exhausted, self.number = True, 1
 
-    def _submit(self, f: PrePickled) -> None:
+    def _submit(self, f: Any) -> None:
         """One first chunk per engine until a cost is measured, then two per engine."""
         source, sizer = self.source, self.sizer
         while (
@@ -231,36 +247,60 @@ class MapRun:
     def _send(self, chunk: Chunk) -> None:
         """Submit ``chunk``; an item that cannot be sent is named by its index."""
         try:
-            ar = self.view.apply_async(*chunk.args)
-        except SEND_ERRORS as exc:
+            sent = self._send_on_lane(chunk) if self.options.lane else self._send_on_hub(chunk)
+        except (*SEND_ERRORS, UnpicklableArgumentError) as exc:
             error = unpicklable_item(chunk)
             if error is None:
                 raise
             raise error from exc.__cause__ or exc  # the pickler's own error, as for a task
-        self.inflight[ar] = chunk
+        self.inflight[sent] = chunk
 
-    def _wait(self) -> set[ipp.AsyncResult]:
+    def _send_on_hub(self, chunk: Chunk) -> Future[Any]:
+        ar: Future[Any] = self.view.apply_async(*chunk.args)
+        return ar
+
+    def _send_on_lane(self, chunk: Chunk) -> Future[Any]:
+        """The chunk as a task of the pool's lane: the engine's runner gets ``f`` and the
+        chunk's arguments; the lane enforces the map's timeout and retries."""
+        assert self.options.lane is not None
+        runner, f, *args = chunk.args
+        return self.options.lane(
+            f,
+            tuple(args),
+            {},
+            self.options.timeout,
+            self.options.retries,
+            caller="pool.map",
+            runner=f"{runner.__module__}:{runner.__name__}",
+            label=self.names.task(chunk),
+        )
+
+    def _wait(self) -> set[Future[Any]]:
         """Chunks done within a slice of time (none: the pool is checked, and timeouts)."""
         timeout = self.options.timeout
+        polled = timeout is not None and self.options.lane is None
         done, _ = concurrent.futures.wait(
             list(self.inflight),
-            timeout=WAIT_SLICE if timeout is None else TIMEOUT_POLL,
+            timeout=TIMEOUT_POLL if polled else WAIT_SLICE,
             return_when=concurrent.futures.FIRST_COMPLETED,
         )
         if not done:
             self.core.running()  # raises PoolStateError if the pool stopped meanwhile
             self.engine_wait.check()  # ... or NoEnginesError if no engine will come
-            if timeout is not None:
+            if timeout is not None and self.options.lane is None:  # (the lane enforces it)
                 enforce_timeout(self.tasks, self.names, self.inflight, timeout)
         return done
 
-    def _take_reply(self, ar: ipp.AsyncResult) -> None:
+    def _take_reply(self, done: Future[Any]) -> None:
         """A chunk's reply: its results kept, what it did not do handed out again."""
-        chunk = self.inflight.pop(ar)
-        if lost(ar):
-            self._send_again(ar, chunk)
+        chunk = self.inflight.pop(done)
+        if self.options.lane is not None:
+            reply = read_lane_reply(done, self.core, self.names, chunk)
+        elif lost(done):
+            self._send_again(done, chunk)
             return
-        reply = read_reply(ar, self.core, self.names, chunk)
+        else:
+            reply = read_reply(done, self.core, self.names, chunk)
         self.sizer.record(reply.done, reply.seconds)
         if reply.done < chunk.count:  # a budgeted first chunk: the rest goes out again
             self.source.give_back(chunk.start + reply.done, chunk.count - reply.done)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 from .._reliability.timeouts import DEFAULT_RETRIES
+
+# the pool's task lane, as pool.map sends a chunk on it:
+# lane(f, args, kwargs, timeout, retries, runner=..., label=...) -> a future of the reply
+ChunkLane = Callable[..., "Future[Any]"]
 
 
 @dataclass(frozen=True)
@@ -16,6 +23,7 @@ class MapOptions:
     progress: bool | None = None
     timeout: float | None = None
     retries: int = DEFAULT_RETRIES  # a chunk whose engine died runs again elsewhere
+    lane: ChunkLane | None = None  # chunks travel on it; None: ipyparallel's scheduler
 
     def __post_init__(self) -> None:
         chunksize = self.chunksize

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import _signal
 import asyncio
+import importlib
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ log = logging.getLogger("pxpool.tasks")
 MAX_CLIENTS = 64  # client tokens whose sequence numbers an engine remembers
 TURN = 0.01  # seconds of back-to-back tasks before shell requests get the loop
 _LANE: Lane | None = None
+RUNNER_MODULES = {"pxpool._data.agent"}  # the modules a task may name a runner of
 LIMITS_MODULE = "pxpool._reliability.limits"  # names the memory limit a MemoryError hit
 
 
@@ -61,6 +63,7 @@ class Job:
     nk: int
     started_notice: bool
     parts: list[Any]
+    runner: str = ""  # "module:function" the task's function is handed to ("": called)
 
 
 def _ipp(module: str) -> Any:
@@ -69,6 +72,15 @@ def _ipp(module: str) -> Any:
     if found is None:
         raise RuntimeError(f"{module} is not loaded: this process is not an ipyparallel engine")
     return found
+
+
+def _runner(name: str) -> Any:
+    """A runner a task names (``pool.map`` chunks: ``pxpool._data.agent:run_items``):
+    only pxpool's own engine-side modules, imported on first use."""
+    module, _, function = name.partition(":")
+    if module not in RUNNER_MODULES:
+        raise ValueError(f"unknown task runner {name!r}")
+    return getattr(importlib.import_module(module), function)
 
 
 def run_chunk(fn: Any, chunk: list[tuple[Any, ...]]) -> list[Any]:
@@ -139,10 +151,12 @@ class Lane:
     def _queue(self, ident: Any, client: str, tasks: Any, parts: list[Any]) -> None:
         try:
             jobs, used = [], 0
-            for x, task, na, nk, notice in tasks:
+            for x, task, na, nk, notice, *via in tasks:
                 count = 1 + int(na) + int(nk)
                 job_parts = parts[used : used + count]
-                jobs.append(Job(ident, client, int(x), task, na, nk, bool(notice), job_parts))
+                runner = str(via[0]) if via else ""
+                job = Job(ident, client, int(x), task, na, nk, bool(notice), job_parts, runner)
+                jobs.append(job)
                 used += count
         except (TypeError, ValueError):
             return self._refuse("malformed run message (its task list)")
@@ -257,7 +271,7 @@ class Lane:
         args_end = 1 + int(job.na)
         args = deserialize(parts[1:args_end], namespace)[0] if args_end > 1 else ()
         kwargs = deserialize(parts[args_end:], namespace)[0] if job.nk else {}
-        result = f(*args, **kwargs)
+        result = _runner(job.runner)(f, *args, **kwargs) if job.runner else f(*args, **kwargs)
         session = self.kernel.session
         serialize = _ipp("ipyparallel.engine.kernel").serialize_object  # with the size limit
         frames: list[Any] = serialize(

@@ -54,6 +54,7 @@ class Task:
     stopping: bool = False  # its timeout is being enforced
     ended: Any = None  # threading.Event: set when its reply comes while it is stopped
     resolved: bool = False  # its future got its outcome (or was cancelled) here
+    runner: str = ""  # engine-side "module:function" that runs the function (map chunks)
 
 
 @dataclass(frozen=True)

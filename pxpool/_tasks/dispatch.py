@@ -284,7 +284,7 @@ class Dispatcher:
         for link, task in sends:
             batches.setdefault(link, []).append(task)
         for link, tasks in batches.items():  # one message per engine
-            runs = [[t.seq, t.id, t.na, t.nk, int(t.timeout is not None)] for t in tasks]
+            runs = [[t.seq, t.id, t.na, t.nk, int(t.timeout is not None), t.runner] for t in tasks]
             parts = [part for t in tasks for part in t.payload]
             self._send(link, {"op": wire.RUN, "c": self.token, "tasks": runs}, parts)
 

@@ -101,8 +101,11 @@ class Lane:
         timeout: float | None = None,
         retries: int = DEFAULT_RETRIES,
         caller: str = "pool.submit",
+        runner: str = "",
+        label: str = "",
     ) -> TaskFuture:
-        """Queue ``f(*args, **kwargs)``; its future (see :class:`TaskFuture`)."""
+        """Queue ``f(*args, **kwargs)`` (with ``runner``: ``runner(f, *args, **kwargs)``
+        on the engine); its future (see :class:`TaskFuture`), named ``label`` in errors."""
         check_options(timeout, retries)
         if not callable(f):
             raise TypeError(f"{caller} needs a function (a callable); got {f!r}")
@@ -110,8 +113,9 @@ class Lane:
         self.core.running()
         payload, na, nk = encode(f, args, kwargs, caller)
         task_id = next(self._ids)
-        label = f"{caller}({function_name(f)}) #{task_id}"
+        label = label or f"{caller}({function_name(f)}) #{task_id}"
         task = Task(task_id, label, payload, na, nk, TaskFuture(label), timeout, retries)
+        task.runner = runner
         self.dispatcher().add(task)
         return task.future
 

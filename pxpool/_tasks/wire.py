@@ -10,11 +10,13 @@ unpickled, let alone run, before it is checked.
 
 Client to engine (a DEALER per engine to the engine's ROUTER):
 
-- ``{"op": "run", "c": client, "q": seq, "tasks": [[x, task, na, nk, s], ...]}``: one
+- ``{"op": "run", "c": client, "q": seq, "tasks": [[x, task, na, nk, s, r], ...]}``: one
   or more tasks; each has ``1 + na + nk`` parts: its function (cloudpickled), then its
   arguments and keyword arguments as ipyparallel's ``serialize_object`` makes them.
   ``x`` names the task's run in replies and cancels; ``s`` asks for a ``started``
-  notice (tasks with a timeout: their clock starts when they start).
+  notice (tasks with a timeout: their clock starts when they start); ``r``, when not
+  empty, names a runner of pxpool's engine side (``module:function``) that gets the
+  function and the arguments (``pool.map``'s chunks), instead of calling it.
 - ``{"op": "cancel", "c": client, "q": seq, "x": [x, ...]}``: drop those runs if the
   engine has not started them (it answers ``cancelled``).
 

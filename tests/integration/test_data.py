@@ -243,7 +243,9 @@ def test_failure_index_is_exact_inside_big_chunks(pool: pxpool.Pool) -> None:
 
 def test_unpicklable_function_is_named_with_a_fix(pool: pxpool.Pool) -> None:
     f = functools.partial(add, threading.Lock())
-    with pytest.raises(UnpicklableFunctionError, match=r"cannot send function .* module level"):
+    with pytest.raises(
+        UnpicklableFunctionError, match=r"pool.map cannot send function .* avoid capturing locks"
+    ):
         pool.map(f, [1])
 
 
