@@ -43,6 +43,7 @@ from .._core.startup import REGISTRATION_HOLD_SECONDS
 from .._core.state import PoolState
 from ..engines.cgroups import engine_group, oom_kills, oom_kills_since_joined
 from ..errors import EngineIdReserved
+from .lost import LOST_HOW, LostWatch
 from .walltime import walltime_exit
 
 if TYPE_CHECKING:
@@ -203,6 +204,7 @@ class Supervisor:
             profile.max_restarts, profile.restart_window, profile.restart_backoff
         )
         self.given_up: dict[int, str] = {}  # ids in a crash loop, not replaced: the reason
+        self.lost = LostWatch(core, self.engines_lost)
         self._died_again: dict[int, Death] = {}  # ...whose new engine died meanwhile
         self._id_free_at: dict[int, float] = {}  # monotonic time the controller frees an id
         self._oom_seen = oom_kills()
@@ -228,6 +230,20 @@ class Supervisor:
             self._clusters.add(id(cluster))
             self._oom_seen = oom_kills()
             cluster.add_death_listener(self.engine_set_died)
+        self.lost.watch()
+
+    def engines_lost(self, ids: tuple[int, ...]) -> None:
+        """Engines the hub dropped while their set runs on (:mod:`.lost`): replaced as
+        dead engines are (the restart takes their whole set down and up again)."""
+        death = Death(ids, LOST_HOW, None, time.time())
+        for engine_id in ids:
+            self.deaths[engine_id] = death
+        log.warning("pxpool: engines %s of pool %r lost: %s", list(ids), self.core.name, LOST_HOW)
+        if self.core.profile.restart != "on-failure" or ids[0] in self.given_up:
+            return
+        if ids[0] not in self.core.replacing:
+            self.budget.died(ids[0], death, time.monotonic())
+            asyncio.ensure_future(self._replace(ids[0]))
 
     def engine_set_died(self, set_id: str, stop_data: dict[str, Any]) -> None:
         ids = tuple(self.core.engine_sets.get(set_id, ()))
