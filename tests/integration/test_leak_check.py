@@ -3,8 +3,8 @@
 Each kind of leftover the check must see is left on purpose by a test of a small pytest
 session run in a subprocess with the project's conftest: engines started through the
 test sshd (processes of an ssh session, not children of the test), an ``ssh -N -L``
-forward, an engine whose command line was rewritten, and batch jobs left in the SLURM
-and SGE queues. Each of those tests must fail at teardown naming what it left, and what
+forward, an engine on another host of the test lab, an engine whose command line was
+rewritten, and batch jobs left in the SLURM and SGE queues. Each of those tests must fail at teardown naming what it left, and what
 it left must be gone afterwards; a pool that stops properly passes.
 """
 
@@ -31,12 +31,15 @@ from .ssh_helpers import (
     remote_engines,
     ssh_overrides,
 )
+from .test_lab_ssh import engines_on, lab_host, lab_overrides, need_lab
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.integration
 CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
+LAB_HOST = "pxlab2"
 LEAKY_TESTS = [
     "test_leaves_an_ssh_engine",
+    "test_leaves_an_engine_on_a_lab_host",
     "test_leaves_an_ssh_forward",
     "test_leaves_a_renamed_engine",
     "test_leaves_a_slurm_job",
@@ -80,6 +83,7 @@ from pathlib import Path
 import pxpool
 
 SSH = {ssh!r}
+LAB = {lab!r}
 FORWARD = {forward!r}
 DESTINATION = {destination!r}
 SLURM = {slurm!r}
@@ -115,6 +119,12 @@ def test_leaves_an_ssh_engine():
     pool = pxpool.Pool.from_profile("ssh", **SSH)
     pool.start_sync()
     record("ssh", pid=engine_pid(pool), pool=pool.name)
+
+
+def test_leaves_an_engine_on_a_lab_host():
+    pool = pxpool.Pool.from_profile("ssh", **LAB)
+    pool.start_sync()
+    record("lab", pid=engine_pid(pool), host=pool.apply(socket.gethostname), pool=pool.name)
 
 
 def test_leaves_an_ssh_forward():
@@ -168,6 +178,7 @@ def leaky_session(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     each test recorded about what it left, and the session's output."""
     need("sbatch", "run `bash infra/up.sh` first")
     need_sge()
+    need_lab()
     forward = [*SSH_OPTIONS, "-i", SSH_KEY, "-p", str(SSH_PORT), "-o", "BatchMode=yes"]
     forward += ["-o", "ExitOnForwardFailure=yes"]
     folder = tmp_path_factory.mktemp("leaky")
@@ -175,6 +186,7 @@ def leaky_session(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (folder / "test_leaky.py").write_text(
         LEAKY.format(
             ssh=ssh_overrides(engines=1),
+            lab=lab_overrides([lab_host(LAB_HOST)]),
             forward=forward,
             destination=f"{SSH_USER}@{SSH_HOST}",
             ssh_port=SSH_PORT,
@@ -228,6 +240,17 @@ def test_engines_started_through_sshd_are_found_and_killed(
     assert f"{facts['pid']}: " in error and "through ssh" in error, error
     assert gone(facts["pid"])
     assert remote_engines(facts["pool"]) == []
+
+
+def test_engines_on_lab_hosts_are_found_and_killed(leaky_session: dict[str, Any]) -> None:
+    """An engine on another host (a lab host: its own namespaces, the same kernel) is
+    found through the ssh client that started it, and killed there."""
+    facts = leaky_session["facts"]["lab"]
+    error = leaky_session["errors"]["test_leaves_an_engine_on_a_lab_host"]
+    assert facts["host"] == LAB_HOST
+    assert f"{facts['pid']}: " in error and "through ssh" in error, error
+    assert gone(facts["pid"])
+    assert engines_on(LAB_HOST, facts["pool"]) == []
 
 
 def test_ssh_forwards_are_found_and_killed(leaky_session: dict[str, Any]) -> None:
