@@ -1,6 +1,7 @@
 """The shared provider suite on SLURM across two lab nodes (pxlab2 and pxlab3, partition
 ``lab``: ``infra/slurm.sh`` runs a slurmd in each lab host's namespaces). One job of two
-engines, one per node (srun), reaching the controller on the lab bridge (198.18.0.1).
+engines, one per node (srun), reaching the controller on the lab bridge (198.18.0.1);
+and engines as MPI ranks of one mpiexec across both nodes, with mpi4py's allreduce.
 
 The lab hosts have a /tmp of their own, so the pool's runtime directory (connection
 files, job scripts, job output) lives in the lab's shared directory, as a cluster's would
@@ -131,3 +132,34 @@ class TestLabSlurm(BatchSuite):
             "both engines answering from their nodes",
         )
         assert 1 in pool.engine_deaths()  # (its job ran on: no exit status to report)
+
+
+def _host_size_rank_sum() -> tuple[str, int, int]:
+    import socket
+
+    from mpi4py import MPI
+
+    world = MPI.COMM_WORLD
+    return socket.gethostname(), world.Get_size(), world.allreduce(world.Get_rank())
+
+
+def test_mpi_ranks_on_the_two_lab_nodes_allreduce(shared_runtime: str) -> None:
+    """Engines as the ranks of one mpiexec inside a 2-node job: mpi4py's allreduce runs
+    across the lab's network (Open MPI told to use the lab's subnet, as a cluster's
+    profile names its interconnect; infra/mpi.sh's settings keep local runs on lo)."""
+    lab_net = "198.18.0.0/24"
+    overrides = {
+        "partition": "lab",
+        "controller_ip": os.environ.get("PXPOOL_LAB_CLIENT_ADDR", "198.18.0.1"),
+        "engines_per_job": 2,
+        "launcher": "mpiexec",
+        "directives": ["--nodes=2", "--ntasks-per-node=1"],
+        "prologue": [
+            f"export OMPI_MCA_oob_tcp_if_include={lab_net} OMPI_MCA_btl_tcp_if_include={lab_net}"
+        ],
+        "start_timeout": 90,
+    }
+    with pxpool.Pool.from_profile("slurm", engines=2, **overrides) as pool:
+        ranks = sorted(pool.view().apply_sync(_host_size_rank_sum))
+        assert ranks == [("pxlab2", 2, 1), ("pxlab3", 2, 1)]
+    assert slurm_jobs(pool.name) == []
