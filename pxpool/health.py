@@ -95,6 +95,7 @@ COLUMNS = (
     "cpu_percent",
     "rss_bytes",
     "rss_peak_bytes",
+    "pss_bytes",
     "mem_limit_bytes",
     "heartbeat_age_s",
     "uptime_s",
@@ -117,6 +118,9 @@ class EngineSnapshot:
     cpu_percent: float | None
     rss_bytes: int | None
     rss_peak_bytes: int | None
+    # proportional set size: pages shared with other processes counted in part, so the
+    # engines' sum is what they really cost (RSS counts shared pages in full, per engine)
+    pss_bytes: int | None
     mem_limit_bytes: int | None
     heartbeat_age_s: float | None  # seconds since the engine's agent last reported
     uptime_s: float | None
@@ -136,7 +140,7 @@ def health_frame(snapshots: list[EngineSnapshot]) -> pandas.DataFrame:
 
     columns = [*COLUMNS, "task_id", "task_label"]
     frame = pandas.DataFrame([s.as_row() for s in snapshots], columns=columns)
-    for name in ("pid", "tasks_done", "tasks_failed", "rss_bytes", "rss_peak_bytes"):
+    for name in ("pid", "tasks_done", "tasks_failed", "rss_bytes", "rss_peak_bytes", "pss_bytes"):
         frame[name] = frame[name].astype("Int64")
     frame["mem_limit_bytes"] = frame["mem_limit_bytes"].astype("Int64")
     return frame

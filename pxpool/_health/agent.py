@@ -88,6 +88,20 @@ def memory_limit() -> int | None:
     return min(limits) if limits else None
 
 
+def pss_bytes() -> int | None:
+    """This process's proportional set size (Linux's ``smaps_rollup``; None elsewhere):
+    engines forked from one parent share its pages, and PSS counts each shared page
+    once across them, where RSS counts it in every engine."""
+    try:
+        with open("/proc/self/smaps_rollup", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 class Agent:
     """Publishes this engine's health from a daemon thread until the process ends."""
 
@@ -200,6 +214,7 @@ class Agent:
             "cpu_percent": cpu,
             "rss_bytes": rss,
             "rss_peak_bytes": self.rss_peak,
+            "pss_bytes": pss_bytes(),
             "mem_limit_bytes": self.mem_limit,
             "task": task,
             "tasks_done": done,

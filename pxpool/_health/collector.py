@@ -263,6 +263,7 @@ class Collector:
             cpu_percent=0.0 if gone else report.get("cpu_percent"),
             rss_bytes=report.get("rss_bytes"),
             rss_peak_bytes=report.get("rss_peak_bytes"),
+            pss_bytes=report.get("pss_bytes"),
             mem_limit_bytes=report.get("mem_limit_bytes"),
             heartbeat_age_s=age,
             uptime_s=uptime,

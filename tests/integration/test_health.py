@@ -55,6 +55,8 @@ def test_health_has_the_documented_columns_and_one_idle_row_per_engine(
     assert frame["job_id"].isna().all()  # local engines run in no batch job
     assert (frame["rss_bytes"] > 10_000_000).all()
     assert (frame["rss_peak_bytes"] >= frame["rss_bytes"]).all()
+    assert (frame["pss_bytes"] > 1_000_000).all()  # shared pages counted in part
+    assert (frame["pss_bytes"] <= frame["rss_bytes"] * 1.05).all()
     assert (frame["heartbeat_age_s"] < 1.5).all()
     assert (frame["uptime_s"] > 0).all()
     assert frame["fingerprint"].nunique() == 1 and len(frame["fingerprint"][0]) == 10
