@@ -440,13 +440,18 @@ cmd_boot() {
     # usual path (the host's sshd reads its files there), then moved over /tmp.
     mkdir "$stage"
     mount -t tmpfs -o mode=1777 pxlab-tmp "$stage"
-    case "$STATE/" in
-    /tmp/*)
-        rel="${STATE#/tmp/}"
-        mkdir -p "$stage/$rel"
-        mount --bind "$STATE" "$stage/$rel"
-        ;;
-    esac
+    # So is the project's checkout when it lives under /tmp (a fresh clone in CI): the
+    # hosts run its code like a cluster's nodes run code from the shared home.
+    local shared
+    for shared in "$STATE" "$(dirname "$(dirname "$SELF")")"; do
+        case "$shared/" in
+        /tmp/*)
+            rel="${shared#/tmp/}"
+            mkdir -p "$stage/$rel"
+            mount --bind "$shared" "$stage/$rel"
+            ;;
+        esac
+    done
     mount --move "$stage" /tmp
     rmdir "$stage"
     mount --bind "$dir/hosts" /etc/hosts
