@@ -36,6 +36,7 @@ from pxpool._core import runtime
 from pxpool._reliability.timeouts import DEFAULT_RETRIES
 
 from .cli_helpers import pxpool_cli
+from .ssh_helpers import SSH_OPTIONS  # host keys are new on every start: not checked
 from .test_reliability import bounded_map
 from .waits import wait_until
 
@@ -47,15 +48,6 @@ SSH_KEY = os.environ.get("PXPOOL_LAB_SSH_KEY", "/tmp/pxpool-infra/lab/id_ed25519
 SHARED_DIR = Path(os.environ.get("PXPOOL_LAB_SHARED_DIR", "/tmp/pxpool-infra/lab/shared"))
 PYTHON = os.environ.get("PXPOOL_LAB_PYTHON", sys.executable)
 LAB_SCRIPT = os.environ.get("PXPOOL_LAB_SCRIPT", str(REPO / "infra" / "lab.sh"))
-# the lab's host keys are new on every lab start: do not record or check them
-SSH_OPTIONS = [
-    "-o",
-    "StrictHostKeyChecking=no",
-    "-o",
-    "UserKnownHostsFile=/dev/null",
-    "-o",
-    "LogLevel=ERROR",
-]
 FAULTED = "pxlab1"  # the one host these tests partition or take down
 STEADY = "pxlab2"  # a host that only runs engines here
 
