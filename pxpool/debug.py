@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ._core.core import PoolCore
 
 __all__ = [
+    "DebugMethods",
     "Debugger",
     "DebugSession",
 ]
@@ -224,3 +225,41 @@ class Debugger:
                 conn.close()
             return reply
         raise AssertionError("unreachable")
+
+
+class DebugMethods:
+    """The debugging half of :class:`pxpool.Pool`'s methods, over its :class:`Debugger`."""
+
+    _debugger: Debugger
+
+    @property
+    def debug_timeout(self) -> float:
+        """Seconds a ``breakpoint()`` on an engine waits for a session before going on."""
+        return self._debugger.timeout
+
+    @debug_timeout.setter
+    def debug_timeout(self, seconds: float) -> None:
+        self._debugger.set_timeout(seconds)
+
+    def debug(
+        self, engine_id: int | None = None, *, wait: float = 0.0, timeout: float | None = None
+    ) -> DebugSession:
+        """A debugger session at a ``breakpoint()`` or post-mortem (:mod:`pxpool.debug`)."""
+        return self._debugger.debug(engine_id, wait=wait, timeout=timeout)
+
+    def debug_status(self) -> dict[int, dict[str, Any]]:
+        """Per engine: whether it is stopped at a breakpoint, and its last failure."""
+        return self._debugger.status()
+
+    def run_cell_under_debugger(self, engine_id: int, code: str) -> tuple[Any, DebugSession]:
+        """``code`` on ``engine_id`` under pdb at its first line: (AsyncResult, session)."""
+        return self._debugger.run_cell(engine_id, code)
+
+    def attach_at_breakpoint(self, engine_id: int, timeout: float = 600.0) -> DebugSession:
+        """A session on ``engine_id`` once it stops at a ``breakpoint()``."""
+        return self._debugger.attach_at_breakpoint(engine_id, timeout)
+
+    @property
+    def debugger_installed(self) -> bool:
+        """True once the debugger agent runs on this pool's engines."""
+        return self._debugger.installed

@@ -22,7 +22,7 @@ from ._reliability.timeouts import DEFAULT_RETRIES as RETRIES
 from ._reliability.timeouts import TaskGuard
 from ._reliability.walltime import WalltimeWatch
 from ._tasks.lane import Lane, PoolExecutor, TaskFuture, check_options, use_current
-from .debug import Debugger, DebugSession
+from .debug import Debugger, DebugMethods
 from .engines import controller_alive, provider_for
 from .errors import PoolStateError
 from .health import EngineSnapshot
@@ -55,7 +55,7 @@ def _make_current(pool: Pool | None, *, unless: Pool | None = None) -> None:
         _current = pool
 
 
-class Pool:
+class Pool(DebugMethods):
     """A pool of IPython engines described by a :class:`~pxpool.profile.Profile`."""
 
     def __init__(
@@ -366,35 +366,3 @@ class Pool:
     ) -> pandas.DataFrame:
         """Every engine compared with this client (:func:`pxpool.doctor.doctor_frame`)."""
         return doctor.doctor_frame(self._core, packages, env, show)
-
-    @property
-    def debug_timeout(self) -> float:
-        """Seconds a ``breakpoint()`` on an engine waits for a session before going on."""
-        return self._debugger.timeout
-
-    @debug_timeout.setter
-    def debug_timeout(self, seconds: float) -> None:
-        self._debugger.set_timeout(seconds)
-
-    def debug(
-        self, engine_id: int | None = None, *, wait: float = 0.0, timeout: float | None = None
-    ) -> DebugSession:
-        """A debugger session at a ``breakpoint()`` or post-mortem (:mod:`pxpool.debug`)."""
-        return self._debugger.debug(engine_id, wait=wait, timeout=timeout)
-
-    def debug_status(self) -> dict[int, dict[str, Any]]:
-        """Per engine: whether it is stopped at a breakpoint, and its last failure."""
-        return self._debugger.status()
-
-    def run_cell_under_debugger(self, engine_id: int, code: str) -> tuple[Any, DebugSession]:
-        """``code`` on ``engine_id`` under pdb at its first line: (AsyncResult, session)."""
-        return self._debugger.run_cell(engine_id, code)
-
-    def attach_at_breakpoint(self, engine_id: int, timeout: float = 600.0) -> DebugSession:
-        """A session on ``engine_id`` once it stops at a ``breakpoint()``."""
-        return self._debugger.attach_at_breakpoint(engine_id, timeout)
-
-    @property
-    def debugger_installed(self) -> bool:
-        """True once the debugger agent runs on this pool's engines."""
-        return self._debugger.installed
