@@ -356,7 +356,15 @@ host_healthy() { # quiet: 0 when the host is up, reachable and answers ssh with 
     ip link show dev "$veth" 2>/dev/null | grep -q "master $BRIDGE .*state UP" || return 1
     [[ -n "$(holder_pid "$h")" && -n "$(sshd_pid "$h")" ]] || return 1
     ! host_partitioned "$h" || return 1
+    host_sees_checkout "$h" || return 1
     ssh_probe "$h"
+}
+
+# A host started from another checkout under /tmp has that one bound, not this one.
+host_sees_checkout() {
+    local checkout
+    checkout="$(dirname "$(dirname "$SELF")")"
+    nsenter --target "$(holder_pid "$1")" --mount -- test -e "$checkout/infra/lab.sh"
 }
 
 # Nothing of host $1 is left: processes, namespace, veth pair.
