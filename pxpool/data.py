@@ -231,9 +231,9 @@ def pool_map(
       partition ``f`` sees.
     - ``ordered``: ``True`` (the default) returns results in input order; ``False``
       in the order chunks completed.
-    - ``progress``: ``None`` (the default) shows a bar (ipywidgets in a notebook,
-      tqdm in a terminal) once the map has run for 2 s; ``True`` at once, ``False``
-      never.
+    - ``progress``: ``None`` (the default) shows a ``tqdm.auto`` bar (a widget in a
+      notebook, text in a terminal that is a TTY) once the map has run for 2 s;
+      ``True`` at once, ``False`` never.
     - ``timeout``: seconds one chunk may run on its engine (default: no limit); then
       the engine is interrupted (killed and replaced if it does not yield) and
       :class:`~pxpool.TaskTimeout` names the chunk's items.

@@ -1,25 +1,21 @@
-"""A progress bar for long maps: ipywidgets in a notebook, tqdm in a terminal.
+"""A progress bar for long maps, drawn by ``tqdm.auto``: a widget in a notebook, text in a
+terminal.
 
-Short maps should print nothing, so by default the bar appears only once a map has
-run for ``DELAY`` seconds; ``progress=True`` shows it at once, ``False`` never.
+Short maps should print nothing, so by default the bar appears only once a map has run
+for ``DELAY`` seconds; ``progress=True`` shows it at once, ``False`` never. The bar is
+made only when it is due, not at the start of every map with a ``delay``: in a notebook
+``tqdm.notebook`` builds its widgets when it is made, which costs a comm message to the
+front end per map even when the bar is never shown. By default (``None``) a terminal
+that is not a TTY (a log file, a batch job's output) gets no bar, as tqdm's own
+``disable=None`` decides; a notebook always gets one.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
 DELAY = 2.0
-
-
-def _in_notebook() -> bool:
-    try:
-        from IPython.core.getipython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
 class Progress:
@@ -31,52 +27,37 @@ class Progress:
         self.label = label
         self.done = 0
         self.began = time.monotonic()
-        self._bar: Any = None
-        self._widget: Any = None
+        self.bar: Any = None  # a tqdm.auto.tqdm once the bar is due
         self._failed = False
         if mode:
             self._open()
 
     def update(self, items: int) -> None:
         self.done += items
-        if self._bar is None and self._widget is None:
+        if self.bar is None:
             if self.mode is None and time.monotonic() - self.began >= DELAY:
                 self._open()
-            else:
-                return
-        if self._widget is not None:
-            if self.done > self._widget.max:  # unknown total: keep the bar below full
-                self._widget.max = self.done * 2
-            self._widget.value = self.done
-            self._widget.description = f"{self.done}/{self.total or '?'}"
-        elif self._bar is not None:
-            self._bar.update(self.done - self._bar.n)
+            return
+        self.bar.update(items)
 
     def _open(self) -> None:
         if self._failed or self.mode is False:
             return
         try:
-            if _in_notebook():
-                import ipywidgets
-                from IPython.display import display
+            from tqdm.auto import tqdm
 
-                self._widget = ipywidgets.IntProgress(
-                    value=self.done, min=0, max=self.total or max(self.done, 1) * 2
-                )
-                self._widget.description = f"{self.done}/{self.total or '?'}"
-                display(ipywidgets.HBox([ipywidgets.Label(self.label), self._widget]))
-            elif self.mode or sys.stderr.isatty():
-                from tqdm.auto import tqdm
-
-                self._bar = tqdm(total=self.total, desc=self.label, initial=self.done)
-        except Exception:  # no widgets or no tqdm: run without a bar
+            self.bar = tqdm(
+                total=self.total,
+                desc=self.label,
+                initial=self.done,
+                disable=False if self.mode else None,  # None: no bar where stderr is no TTY
+            )
+        except Exception:  # tqdm or its widgets unusable here: run without a bar
             self._failed = True
+            return
+        if not self.bar.disable:  # elapsed counts from the map's start
+            self.bar.start_t -= time.monotonic() - self.began
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        if self._widget is not None:
-            self._widget.bar_style = "success" if self.total in (None, self.done) else "danger"
-            if self.total is None:
-                self._widget.max = max(self.done, 1)
-                self._widget.value = self.done
+        if self.bar is not None:
+            self.bar.close()

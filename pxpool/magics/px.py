@@ -5,7 +5,9 @@ It changes five things and keeps every flag users know (``--targets``,
 ``--block/--noblock``, ``--stream``, ``--local``, ``--group-outputs``, ``-o``):
 
 - the view is the current pool's (``pxpool.current()``), looked up on each use, so a
-  pool started, attached or replaced later is picked up without re-binding;
+  pool started, attached or replaced later is picked up without re-binding; while no
+  pxpool pool is current, ipyparallel's own magics run on the most recent plain
+  ipyparallel client, as without pxpool (:mod:`pxpool.magics.plain`);
 - ``--targets`` is parsed by :func:`pxpool.magics.targets.parse_targets`, never eval'ed;
 - output streams by default under its engine's ``[stdout:N]`` header (in a terminal a
   header is repeated whenever another engine's output came in between);
@@ -21,9 +23,11 @@ from typing import Any
 
 from ipyparallel.client.magics import ParallelMagics
 from IPython.core.error import UsageError
+from IPython.core.magic import no_var_expand
 
 from ..errors import PxpoolError, TargetError
 from ..pool import Pool, current
+from .plain import PlainClients
 from .targets import parse_targets
 
 __all__ = ["PxMagics", "INTERRUPT_WAIT"]
@@ -33,7 +37,7 @@ INTERRUPT_WAIT = 10.0  # seconds an interrupted cell waits for its engines to st
 NO_POOL = (
     "No running pool for %px; start one with `%pool start [PROFILE] [-n N]`, "
     "attach one with `%pool attach NAME`, or from Python with "
-    "`pxpool.Pool.from_profile(...).start_sync()`."
+    "`pxpool.Pool.from_profile(...).start_sync()` (or connect an ipyparallel Client)."
 )
 
 
@@ -47,7 +51,42 @@ class PxMagics(ParallelMagics):  # type: ignore[misc]  # ipyparallel ships no ty
     def __init__(self, shell: Any) -> None:
         self._pool: Pool | None = None
         self._view: Any = None
+        self._plain = PlainClients(shell)
         super().__init__(shell, None)
+
+    def plain_magics(self) -> ParallelMagics | None:
+        """None while a pxpool pool is current (this instance runs the magic); else
+        ipyparallel's magics on the newest plain client (UsageError if none)."""
+        try:
+            current()
+            return None
+        except PxpoolError:
+            pass
+        plain = self._plain.magics()
+        if plain is None:
+            raise UsageError(NO_POOL)
+        return plain
+
+    @no_var_expand  # type: ignore[untyped-decorator]  # IPython leaves it unannotated
+    def px(self, line: str = "") -> Any:
+        """``%px``: one line on the engines (see ipyparallel's ``%px``)."""
+        plain = self.plain_magics()
+        return super().px(line) if plain is None else plain.px(line)
+
+    def autopx(self, line: str = "") -> Any:
+        """``%autopx``: every cell runs on the engines until ``%autopx`` again."""
+        plain = self.plain_magics()
+        return super().autopx(line) if plain is None else plain.autopx(line)
+
+    def result(self, line: str = "") -> Any:
+        """``%pxresult``: the outputs of the last ``%px`` (see ipyparallel's)."""
+        plain = self.plain_magics()
+        return super().result(line) if plain is None else plain.result(line)
+
+    def pxconfig(self, line: str = "") -> Any:
+        """``%pxconfig``: default targets and blocking of ``%px`` (see ipyparallel's)."""
+        plain = self.plain_magics()
+        return super().pxconfig(line) if plain is None else plain.pxconfig(line)
 
     @property
     def view(self) -> Any:
@@ -79,6 +118,9 @@ class PxMagics(ParallelMagics):  # type: ignore[misc]  # ipyparallel ships no ty
     def cell_px(self, line: str = "", cell: str | None = None) -> Any:
         """``%%px``; ``%%px --setup`` also runs the cell on every engine that joins later
         (restarts, replacements, ``scale``), like ``pool.setup(code)``."""
+        plain = self.plain_magics()
+        if plain is not None:
+            return plain.cell_px(line, cell)
         words = line.split()
         if "--setup" not in words:
             return ParallelMagics.cell_px(self, line, cell)
@@ -104,10 +146,13 @@ class PxMagics(ParallelMagics):  # type: ignore[misc]  # ipyparallel ships no ty
     def disable_autopx(self) -> None:
         """Leave ``%autopx`` mode if it is on (restores the shell's ``run_cell``)."""
         self._disable_autopx()
+        self._plain.disable_autopx()
 
 
-# ipyparallel parses %%px's flags with the parser attached to its cell_px
-PxMagics.cell_px.parser = ParallelMagics.cell_px.parser  # type: ignore[attr-defined]
+# ipyparallel parses the flags of %%px, %pxresult and %pxconfig with the parser attached
+# to its method of that name
+for _name in ("cell_px", "result", "pxconfig"):
+    getattr(PxMagics, _name).parser = getattr(ParallelMagics, _name).parser
 
 
 def _finish_interrupted(result: Any, targets: Any) -> None:
