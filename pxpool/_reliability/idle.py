@@ -170,23 +170,30 @@ class IdleWatch:
         )
 
     async def _release(self) -> None:
+        why = f"had no work for {self.timeout:g}s (idle_timeout)"
+        await self.release(self.timeout, why)
+
+    async def release(self, idle_seconds: float, why: str) -> bool:
+        """Release every engine now if the pool had no work for ``idle_seconds`` (also
+        none on the hub); True if it did. ``why`` goes into the log line. On the pool's
+        loop; idle_timeout and adaptive pools (``minimum = 0``) both release this way."""
         pool = self.pool
         if not self.lock.acquire(blocking=False):
-            return  # a call or a wake is starting: not idle
+            return False  # a call or a wake is starting: not idle
         ids: list[int] = []
         try:
-            if pool.state is not PoolState.RUNNING or self.idle_for() < self.timeout:
-                return
+            if pool.state is not PoolState.RUNNING or self.idle_for() < idle_seconds:
+                return False
             if await self._hub_busy():
                 self.last_use = time.monotonic()
-                return
+                return False
             ids = sorted(pool.owner_ids() | self._lost)
             if not ids or self.calls:
-                return
+                return False
             # every engine set at once: a batch system cancels its jobs in parallel
             await asyncio.gather(*(pool.remove_engines(list(s)) for s in pool.engine_sets.values()))
             if pool.state is not PoolState.RUNNING:
-                return  # stopped meanwhile
+                return False  # stopped meanwhile
             pool.state = PoolState.IDLE
             self.released_ids, self.released_at, self._lost = ids, time.time(), set()
             self.releases += 1
@@ -194,19 +201,21 @@ class IdleWatch:
             pool.write_record()
             self.write_state()
             log.warning(
-                "pxpool: pool %r had no work for %gs (idle_timeout): released its %d "
+                "pxpool: pool %r %s: released its %d "
                 "engine(s)%s; the next use of the pool starts them again.",
                 pool.name,
-                self.timeout,
+                why,
                 len(ids),
                 " and cancelled their batch jobs"
                 if pool.profile.provider in BATCH_PROVIDERS
                 else "",
             )
+            return True
         except Exception as exc:  # the pool runs on; the next release also covers these
             if pool.state is PoolState.RUNNING:  # (a pool stopped meanwhile needs no word)
                 self._lost |= set(ids) - pool.owner_ids()
                 log.warning("pxpool: releasing idle pool %r failed: %r", pool.name, exc)
+            return False
         finally:
             self.lock.release()
 

@@ -1,14 +1,15 @@
 """Small pieces of the lane's dispatcher: what keeps a pool from being released as idle,
-what a timeout's stop waits on, and the error a failed task becomes."""
+what a timeout's stop waits on, the error a failed task becomes, and the lane's load."""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .._core.client import ResultTooLarge, TaskError
 
-__all__ = ["Activity", "Ended", "task_error"]
+__all__ = ["Activity", "Ended", "LaneLoad", "task_error"]
 
 
 class Activity(Protocol):
@@ -19,6 +20,15 @@ class Activity(Protocol):
     def leave(self, counted: bool) -> None: ...
 
     def wake_if_released(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LaneLoad:
+    """One look at the lane, for adaptive pools (:mod:`pxpool._adapt.load`)."""
+
+    queued: int = 0  # tasks on the client waiting for an engine
+    in_flight: dict[int, int] = field(default_factory=dict)  # engine id -> tasks sent to it
+    task_seconds: float | None = None  # running estimate of a task's run time
 
 
 class Ended:
