@@ -101,7 +101,8 @@ def server(ipython_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     tmp = tmp_path_factory.mktemp("jupyter")
     (tmp / "config").mkdir()
     only_ipyparallel = {name: False for name in SKIPPED_EXTENSIONS}  # a faster start
-    config = {"ServerApp": {"jpserver_extensions": only_ipyparallel | {"ipyparallel": True}}}
+    ours = {"ipyparallel": True, "pxpool._jupyter.server": True}  # as the wheel enables it
+    config = {"ServerApp": {"jpserver_extensions": only_ipyparallel | ours}}
     (tmp / "config" / "jupyter_server_config.json").write_text(json.dumps(config))
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp / "config"))
     env.update(JUPYTER_RUNTIME_DIR=str(tmp / "runtime"))
@@ -149,6 +150,13 @@ def alive(pids: list[int]) -> list[int]:
     return [pid for pid in pids if running(pid)]
 
 
+def test_profiles_are_listed_before_any_pool_ran(server: Server) -> None:
+    listed = server.clusters()
+    assert listed["pxpool:new:local"].get("controller") is None  # stopped: a Start button
+    assert "pxpool:new:ssh" not in listed  # ssh without hosts does not load: no entry
+    assert not [key for key in listed if key.startswith("pxpool:") and ":new:" not in key]
+
+
 def test_a_pool_started_from_python_is_listed_and_the_stop_button_leaves_nothing(
     server: Server, ipython_dir: Path
 ) -> None:
@@ -177,9 +185,6 @@ def test_a_pool_started_from_python_is_listed_and_the_stop_button_leaves_nothing
 
 
 def test_a_profile_entry_starts_a_pool_that_its_own_entry_stops(server: Server) -> None:
-    listed = server.clusters()
-    assert listed["pxpool:new:local"].get("controller") is None  # stopped: a Start button
-    assert "pxpool:new:ssh" not in listed  # ssh without hosts does not load: no entry
     status, _ = server.call(f"/{server.key('new:local')}", "POST", {"n": 1})  # Start
     assert status == 200
     started = [k for k, m in server.clusters().items() if k.startswith("pxpool:local-")]
