@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -88,8 +89,8 @@ class SimPool:
         return sum(len(ids) for ids in self.sets.values())
 
 
-def settings(**changes: float) -> AdaptSettings:
-    values: dict[str, float] = {
+def settings(**changes: Any) -> AdaptSettings:
+    values: dict[str, Any] = {
         "minimum": 1,
         "maximum": 4,
         "target_seconds": 1.0,
@@ -99,12 +100,12 @@ def settings(**changes: float) -> AdaptSettings:
     }
     values.update(changes)
     return check_settings(
-        int(values["minimum"]),
-        int(values["maximum"]),
+        values["minimum"],
+        values["maximum"],
         values["target_seconds"],
         values["idle_seconds"],
         values["interval"],
-        int(values["job_size"]),
+        values["job_size"],
     )
 
 
@@ -246,6 +247,7 @@ def test_failed_starts_back_off_then_stop_adapting() -> None:
     ("kwargs", "message"),
     [
         ({"minimum": -1}, r"minimum must be a whole number >= 0; got -1"),
+        ({"maximum": "4"}, r"maximum must be a whole number >= 0; got '4'"),
         ({"minimum": 5, "maximum": 4}, r"maximum=4 must be >= minimum=5"),
         ({"minimum": 0, "maximum": 0}, r"maximum=0 must be >= minimum=0 and >= 1"),
         ({"target_seconds": 0}, r"target_seconds must be a positive number; got 0"),
@@ -255,7 +257,7 @@ def test_failed_starts_back_off_then_stop_adapting() -> None:
     ],
 )
 def test_bad_settings_name_the_value_and_what_is_allowed(
-    kwargs: dict[str, float], message: str
+    kwargs: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
         settings(**kwargs)
