@@ -42,7 +42,7 @@ def plain(shell: InteractiveShell) -> Iterator[Any]:
     try:
         yield shell.user_ns["rc"]
     finally:
-        run(shell, "rc.close()\ncluster.stop_cluster_sync()")
+        run(shell, "rc.close()\ncluster.stop_cluster_sync()\ndel rc, cluster")
 
 
 def test_px_runs_on_a_plain_ipyparallel_client_when_no_pool_is_current(
