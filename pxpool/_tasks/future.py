@@ -8,6 +8,11 @@ A queued task is ``PENDING``: ``cancel()`` succeeds and it never runs. The lane 
 it ``RUNNING`` when it hands it to an engine (at most a few per engine at a time); from
 then on ``cancel()`` returns False, as for any Future. Callbacks run on the lane's
 thread: keep them short and never wait in one for another task of the same pool.
+
+What the task printed on its engine is printed in the client, in the thread that asks
+for the outcome, the first time ``result()`` returns or raises (``pool.apply``,
+``await fut``, executors and joblib call it), under ipyparallel's ``[stdout:N]``
+heading; ``stdout`` and ``stderr`` hold it too.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import asyncio
 from collections.abc import Generator
 from concurrent.futures import Future, as_completed, wait
 from typing import Any
+
+from .printed import show
 
 __all__ = ["TaskFuture", "as_completed", "wait"]
 
@@ -30,6 +37,31 @@ class TaskFuture(Future[Any]):
         super().__init__()
         self.task = task
         self.engine_id: int | None = None
+        self.stdout = ""  # what the task printed (its run that gave the result)
+        self.stderr = ""
+        self._printed_by: int | None = None
+        self._shown = True  # nothing to show until output comes
+
+    def set_printed(self, engine_id: int, printed: list[str]) -> None:
+        """The lane: what the task printed on ``engine_id`` (``[stdout, stderr]``); a
+        later copy's output, once the outcome is set, is not its outcome's."""
+        if self.done():
+            return
+        self.stdout, self.stderr = (list(printed) + ["", ""])[:2]
+        self._printed_by, self._shown = engine_id, False
+
+    def show_output(self) -> None:
+        """Print what the task printed, once, as ipyparallel shows a task's output."""
+        if not self._shown and self.done():
+            self._shown = True
+            show(self._printed_by, self.stdout, self.stderr)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The task's result (or its error raised); its output is printed first, once."""
+        try:
+            return super().result(timeout)
+        finally:
+            self.show_output()
 
     def __repr__(self) -> str:
         where = "" if self.engine_id is None else f" engine={self.engine_id}"
