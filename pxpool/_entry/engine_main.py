@@ -10,12 +10,16 @@ method replaced.
 
 from __future__ import annotations
 
+import importlib
+import os
 import subprocess
 from typing import Any
 
 from ipyparallel.engine.app import IPEngine
 
 from . import nanny as _nanny
+
+PRELOAD_VARIABLE = "PXPOOL_PRELOAD"
 
 
 class PxpoolEngine(IPEngine):  # type: ignore[misc]  # ipyparallel ships no type information
@@ -46,5 +50,15 @@ def _text(value: bytes | str | None) -> str:
     return value.decode("ascii") if isinstance(value, bytes) else value
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Import the profile's ``preload`` modules (``PXPOOL_PRELOAD``, comma-separated:
+    a fork server imported them already; an exec'd engine does it here, so a module that
+    fails names itself in the engine's output), fork the nanny ahead, run the engine."""
+    for name in filter(None, os.environ.get(PRELOAD_VARIABLE, "").split(",")):
+        importlib.import_module(name.strip())
+    _nanny.prepare()
     PxpoolEngine.launch_instance()
+
+
+if __name__ == "__main__":
+    main()

@@ -26,6 +26,7 @@ from ..errors import ProfileError
 from ..profile import Profile
 from .base import ENGINE_MODULE, Provider
 from .errors import SubmitCommandNotFound
+from .forking import PRELOAD_VARIABLE, stand_in_command
 from .jobs import BatchJob, JobSpec, JobStatus, register_batch_system
 from .launchers import forward_signals, launcher_named
 
@@ -120,6 +121,8 @@ class BatchProvider(Provider):
             inherited = [p for p in sys.path if p and os.path.isdir(p)]
             given = env.get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [given, *inherited]))
+        if self.profile.engine.preload:  # engines that are not forked import them first
+            env[PRELOAD_VARIABLE] = ",".join(self.profile.engine.preload)
         return env
 
     def render(self, spec: JobSpec, commands: Sequence[str] | None = None) -> str:
@@ -147,10 +150,20 @@ class BatchProvider(Provider):
         if commands is not None:
             lines += commands
             return "\n".join(lines) + "\n"
-        command = [self.python(), "-m", ENGINE_MODULE, *self.engine_args(None)]
+        command = [*self.engine_command(spec), *self.engine_args(None)]
         engines = self.launcher.lines(command, spec.engine_ids, batch.cores_per_engine)
         lines += forward_signals(engines, batch.launcher) if self.drains(commands) else engines
         return "\n".join(lines) + "\n"
+
+    def engine_command(self, spec: JobSpec) -> list[str]:
+        """How the job starts each engine: forked from one fork server on the job's node
+        (``plain``: all engines run where the script runs), else ``python -m`` the engine
+        (``srun``/``mpiexec`` tasks and MPI ranks are processes the launcher makes)."""
+        engine = self.profile.engine
+        if engine.fork_server and self.profile.batch.launcher == "plain":
+            key = f"{spec.cluster_id}-{spec.engine_ids[0]}"  # one server per job
+            return stand_in_command(self.python(), key, engine.preload)
+        return [self.python(), "-m", ENGINE_MODULE]
 
     def drains(self, commands: Sequence[str] | None) -> bool:
         """True for an engine job (not the controller's) of a profile with walltime_signal."""

@@ -14,8 +14,11 @@ from ipyparallel.cluster.launcher import LocalEngineLauncher, LocalEngineSetLaun
 from .._core.cluster import PxCluster
 from .._core.startup import engine_file
 from ..errors import EngineStartError
+from ..profile import Profile
 from .base import ENGINE_MODULE, Provider
 from .cgroups import confine_engine_set, release_pool
+from .forked import ForkFromServer
+from .forking import FORK_SERVER_VARIABLE, PRELOAD_VARIABLE, ForkServers
 
 JOIN_POLL = 0.02  # seconds between looks at a stopping process
 
@@ -41,8 +44,9 @@ class NonBlockingJoin:
             await asyncio.sleep(JOIN_POLL)
 
 
-class LocalEngine(NonBlockingJoin, LocalEngineLauncher):  # type: ignore[misc]  # untyped base
-    """One local engine process (see :class:`NonBlockingJoin`)."""
+class LocalEngine(NonBlockingJoin, ForkFromServer, LocalEngineLauncher):  # type: ignore[misc]
+    """One local engine process (see :class:`NonBlockingJoin`), forked from the pool's
+    fork server when there is one (:class:`ForkFromServer`)."""
 
 
 class LocalEngines(LocalEngineSetLauncher):  # type: ignore[misc]  # untyped base
@@ -56,6 +60,10 @@ class LocalProvider(Provider):
     engine_launcher_class = LocalEngines
     starts_before_controller = True
 
+    def __init__(self, profile: Profile) -> None:
+        super().__init__(profile)
+        self.forks = ForkServers(profile, self.python(), ENGINE_MODULE)
+
     def environment(self) -> dict[str, str]:
         """The profile's variables, plus this process's ``sys.path`` when the engines run
         the same interpreter: functions from the caller's modules then unpickle on the
@@ -65,6 +73,8 @@ class LocalProvider(Provider):
             inherited = [p for p in sys.path if p and os.path.isdir(p)]
             given = env.get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [given, *inherited]))
+        if self.profile.engine.preload:  # exec'd engines import them first
+            env[PRELOAD_VARIABLE] = ",".join(self.profile.engine.preload)
         return env
 
     def default_engine_count(self) -> int:
@@ -80,6 +90,10 @@ class LocalProvider(Provider):
             f"--IPEngine.url_file={engine_file(cluster)}",
             f"--IPEngine.wait_for_url_file={self.profile.timeouts.start:g}",
         ]
+        environment = self.environment()
+        server = await self.forks.ensure(cluster, environment)
+        if server is not None:
+            environment[FORK_SERVER_VARIABLE] = server
         for engine_id in engine_ids:
             set_id = f"engine-{engine_id}"
             try:
@@ -88,7 +102,7 @@ class LocalProvider(Provider):
                     engine_set_id=set_id,
                     engine_cmd=command,
                     engine_args=connection + self.engine_args(engine_id),
-                    environment=self.environment(),
+                    environment=environment,
                 )
             except OSError as exc:
                 cluster.engines.pop(set_id, None)
@@ -101,6 +115,8 @@ class LocalProvider(Provider):
         return started
 
     async def release(self, cluster: PxCluster | None) -> None:
-        """Remove the engines' memory cgroups (``[engine] memory_limit``)."""
+        """Stop the fork server; remove the engines' memory cgroups (``[engine]
+        memory_limit``)."""
+        self.forks.stop()
         if cluster is not None:
             release_pool(str(cluster.cluster_id))
