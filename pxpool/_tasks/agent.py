@@ -14,9 +14,11 @@ Each task runs the way ipyparallel's ``do_apply`` runs one: SIGINT interrupts it
 kernel's handler hooks arrange), ``init_metadata``/``finish_metadata`` (health counts
 it), a failure through ``shell.showtraceback`` (``sys.last_traceback`` is set, so the
 debugger's post-mortem works), the result through ``serialize_object`` of ipyparallel's
-engine kernel module (so ``max_result_size`` applies). Output a task prints is
-published without a parent request, which the pool's client and controller skip (no
-record grows with it); it is not shown anywhere.
+engine kernel module (so ``max_result_size`` applies). What a task prints goes
+back with its reply and is shown in the client with its result
+(:mod:`pxpool._tasks.printed`); on the engine it is also published without a parent
+request, which the pool's client and controller skip (no record grows with it), and
+kept with the engine's output (``pool.logs``).
 
 Names: the function arrives cloudpickled, with the client's globals it uses (a notebook's
 imports and helpers); the engine's names win (:mod:`pxpool._tasks.names`).
@@ -42,6 +44,7 @@ from typing import Any
 from .._entry.net import local_address
 from . import wire
 from .names import load_function
+from .printed import Catching
 
 log = logging.getLogger("pxpool.tasks")
 MAX_CLIENTS = 64  # client tokens whose sequence numbers an engine remembers
@@ -176,9 +179,20 @@ class Lane:
             self._reply(ident, job.x, wire.CANCELLED)
 
     def _reply(
-        self, ident: Any, x: int, status: str, parts: list[Any] | None = None, took: float = 0.0
+        self,
+        ident: Any,
+        x: int,
+        status: str,
+        parts: list[Any] | None = None,
+        took: float = 0.0,
+        printed: list[str] | None = None,
     ) -> None:
-        header = {"e": self.engine_id, "r": [[x, status, len(parts or ()), round(took, 6)]]}
+        header: dict[str, Any] = {
+            "e": self.engine_id,
+            "r": [[x, status, len(parts or ()), round(took, 6)]],
+        }
+        if printed:  # [stdout, stderr] of the task, when it printed anything
+            header["p"] = {str(x): printed}
         self.socket.send_multipart([ident, *wire.pack(self.signer, header, parts or [])])
 
     # ------------------------------------------------------------ running
@@ -248,20 +262,21 @@ class Lane:
         reply: dict[str, Any] = {"status": "ok"}
         began = time.perf_counter()
         saved = None
-        try:
-            # as the kernel's pre_handler_hook: SIGINT interrupts the task (a timeout's
-            # stop); the raw call, as the hook's enum conversions cost a task's run time
-            saved = _signal.signal(_signal.SIGINT, _signal.default_int_handler)
-            frames = self._call(job)
-        except BaseException as exc:  # as ipyparallel's do_apply: whatever the task raised
-            reply, frames = self._failure(exc)
-        finally:
-            if saved is not None:
-                _signal.signal(_signal.SIGINT, saved)  # the kernel's post_handler_hook
+        with Catching() as caught:  # what it prints goes back with its reply
+            try:
+                # as the kernel's pre_handler_hook: SIGINT interrupts the task (a timeout's
+                # stop); the raw call, as the hook's enum conversions cost a task's run time
+                saved = _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+                frames = self._call(job)
+            except BaseException as exc:  # as ipyparallel's do_apply: whatever it raised
+                reply, frames = self._failure(exc)
+            finally:
+                if saved is not None:
+                    _signal.signal(_signal.SIGINT, saved)  # the kernel's post_handler_hook
         took = time.perf_counter() - began
         kernel.finish_metadata(parent, metadata, reply)
         self.ran += 1
-        self._reply(job.ident, job.x, reply["status"], frames, took)
+        self._reply(job.ident, job.x, reply["status"], frames, took, caught.printed())
 
     def _call(self, job: Job) -> list[Any]:
         namespace = self.shell.user_ns

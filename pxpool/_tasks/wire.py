@@ -26,7 +26,8 @@ client: an engine refuses a number it has seen, so a recorded message cannot be 
 Engine to client: ``{"e": engine, "r": [[x, status, parts, seconds], ...]}`` where status
 is ``ok`` (parts: the result's ``serialize_object`` frames), ``error`` (one JSON part:
 ``ename``, ``evalue``, ``traceback``), ``started`` or ``cancelled`` (no parts); seconds is
-how long the task ran.
+how long the task ran. A task that printed adds ``"p": {"x": [stdout, stderr]}``
+(:mod:`pxpool._tasks.printed`).
 
 With ``[controller] encrypt = true`` the lane is encrypted too (CurveZMQ, as the pool's
 other sockets): each engine's agent makes a key pair of its own and gives its public key
