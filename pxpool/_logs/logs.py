@@ -41,6 +41,7 @@ log = logging.getLogger("pxpool.logs")
 INSTALL_TIMEOUT = 30.0  # seconds for an engine to start keeping its output
 READ_TIMEOUT = 10.0  # seconds for reading a kept file over ssh or from the engine
 REMOVE_TIMEOUT = 5.0  # seconds for removing a host's kept files at the pool's stop
+CONNECT_TIMEOUT = 3.0  # seconds for ssh to reach a host for a kept file
 ENDED_LINES = 2000  # lines kept of the output of an engine process that ended
 
 
@@ -65,7 +66,9 @@ class KeptFile:
 def _ssh_run(argv: tuple[str, ...], script: str, timeout: float) -> tuple[int | None, str]:
     """Run ``script`` through an engine's ssh command (here without one); (exit code or
     None, output)."""
-    command = [*argv, "--", shlex.join(["sh", "-c", script])] if argv else ["sh", "-c", script]
+    # ssh keeps the first value of an option: a short connect timeout, ahead of the engine's
+    quick = [argv[0], "-o", f"ConnectTimeout={CONNECT_TIMEOUT:g}", *argv[1:]] if argv else []
+    command = [*quick, "--", shlex.join(["sh", "-c", script])] if argv else ["sh", "-c", script]
     try:
         done = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -101,6 +104,7 @@ class EngineLogs:
         self.kept: dict[int, KeptFile] = {}  # engine id -> its kept file
         # engine id -> (launcher, output) of its process that ended
         self.ended: dict[int, tuple[Any, str]] = {}
+        self.gone: set[int] = set()  # engines that died and were not started again
 
     # ------------------------------------------------------------ engine side
 
@@ -130,6 +134,7 @@ class EngineLogs:
             )
             with self.lock:
                 self.kept[engine_id] = kept
+                self.gone.discard(engine_id)
 
     def engine_died(self, set_id: str, stop_data: dict[str, Any]) -> None:
         """Death listener: keep the ended processes' output before ipyparallel removes it."""
@@ -143,15 +148,18 @@ class EngineLogs:
             text = engine_output(launcher, engine_id, len(ids), ENDED_LINES)
             with self.lock:
                 self.ended[engine_id] = (launcher, f"{text}(the process ended: {how})\n")
+                self.gone.add(engine_id)
 
     def teardown(self, name: str) -> None:
         """Teardown hook: kept files outside the pool's directory go with the pool."""
         with self.lock:
             kept, self.kept = dict(self.kept), {}
+            live = {i: entry for i, entry in kept.items() if i not in self.gone}
             self.ended.clear()
+            self.gone.clear()
         folders = {  # <pool dir>/logs goes with the pool's directory; ssh only where needed
             (entry.host, () if entry.local() else entry.ssh_argv): os.path.dirname(entry.path)
-            for entry in kept.values()
+            for entry in live.values()  # (not on a host whose engines all died: it may be down)
             if os.path.basename(os.path.dirname(entry.path)) == name
         }
         if folders:  # one ssh per host, side by side
@@ -159,6 +167,16 @@ class EngineLogs:
                 list(workers.map(_remove, folders, folders.values()))
 
     # ------------------------------------------------------------ reading
+
+    def _in_pool_dir(self, engine_id: int) -> KeptFile | None:
+        """The file an engine keeps in the pool's directory (for an engine whose agent
+        answered another process: this one attached later)."""
+        path = runtime.pool_dir(self.core.name) / "logs" / f"engine-{engine_id}.log"
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return KeptFile(str(path), "this machine", (stat.st_dev, stat.st_ino))
 
     def _launcher_of(self, engine_id: int) -> Any:
         cluster = self.core.cluster
@@ -171,11 +189,13 @@ class EngineLogs:
         """The last ``tail`` lines of each of the engine's outputs, under headings."""
         if isinstance(tail, bool) or not isinstance(tail, int) or tail <= 0:
             raise ValueError(f"tail must be a whole number of lines > 0; got {tail!r}")
+        if isinstance(engine_id, bool) or not isinstance(engine_id, int):
+            raise EngineNotFoundError(engine_id, self.core.registered_ids())
         with self.lock:
-            kept = self.kept.get(engine_id)
+            kept = self.kept.get(engine_id) or self._in_pool_dir(engine_id)
             ended = self.ended.get(engine_id)
         known = self.core.owner_ids() | set(self.kept) | set(self.ended)
-        if isinstance(engine_id, bool) or engine_id not in known:
+        if engine_id not in known and kept is None:
             raise EngineNotFoundError(engine_id, self.core.registered_ids())
         parts: list[str] = []
         if ended is not None:
