@@ -36,10 +36,16 @@ def skip_terminal() -> None:
 
 
 def main() -> None:
+    """ipyparallel's controller, with pxpool's upkeep (:mod:`.controller_upkeep`)."""
     skip_terminal()
-    from ipyparallel.controller.app import main as controller_main
+    from ipyparallel.controller.app import IPController
 
-    controller_main()
+    from .controller_upkeep import Upkeep
+
+    app = IPController.instance()
+    app.initialize()
+    Upkeep(app).start()
+    app.start()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 On clusters where long-running processes are not welcome on the login node, the
 controller runs in a job, like the engines. It is one more :class:`BatchJob` whose
-script runs ``python -m ipyparallel.controller`` with the pool's profile directory,
+script runs ``python -m pxpool._entry.controller_main`` (ipyparallel's controller with
+pxpool's upkeep) with the pool's profile directory,
 cluster id and controller arguments. Starting it submits the job and waits (bounded
 by ``timeouts.start``) for the connection files the controller writes into the
 pool's runtime directory, which therefore must be on a filesystem the job's node
@@ -154,7 +155,7 @@ class ControllerJobProvider(BatchProvider):
         command = [
             self.python(),
             "-m",
-            "ipyparallel.controller",
+            "pxpool._entry.controller_main",
             f"--profile-dir={spec.pool_dir}",
             f"--cluster-id={spec.cluster_id}",
             *args,

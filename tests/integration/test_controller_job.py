@@ -56,7 +56,7 @@ def controller_processes(pool: pxpool.Pool) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         try:
-            if "ipyparallel.controller" in " ".join(process.info["cmdline"] or []):
+            if "pxpool._entry.controller_main" in " ".join(process.info["cmdline"] or []):
                 if process.environ().get("IPP_PROFILE_DIR") == pool_dir:
                     found.append(process)
         except psutil.Error:
@@ -99,7 +99,7 @@ def test_controller_runs_in_its_own_job_and_engines_answer(slurm_pool: Any) -> N
     pool.push({"k": 3})
     assert pool.pull("k") == [3, 3]
     script = pool.provider.controller_job_script(pool.name)
-    assert f"--cluster-id={pool.name}" in script and "-m ipyparallel.controller" in script
+    assert f"--cluster-id={pool.name}" in script and "-m pxpool._entry.controller_main" in script
     pool.stop_sync()
     assert slurm_jobs(pool.name) == [] and controller_processes(pool) == []
 

@@ -203,7 +203,7 @@ def test_controller_job_script_runs_the_controller_with_the_pools_directory(
         output = Path(spec.output_file).read_text()
     assert output.splitlines() == [
         "prologue ran",
-        f"-m ipyparallel.controller --profile-dir={tmp_path} --cluster-id=pool-x --ip=*",
+        f"-m pxpool._entry.controller_main --profile-dir={tmp_path} --cluster-id=pool-x --ip=*",
         "pxpool: job script exited with status 0",
     ]
 
