@@ -9,8 +9,9 @@ names :class:`.cluster.PoolCluster` as its class. ipyparallel loads that class f
 it reads the pool's state and engine count from pxpool's record each time the sidebar
 asks, its stop is ``pxpool stop NAME`` (``Pool.stop_by_name``: the whole teardown, also
 of batch jobs, shared memory, cgroups and forwards), and the file goes when the pool
-stops. One more file per pxpool profile (``new:PROFILE``) is a stopped entry whose
-Start button runs ``pxpool start PROFILE``. A user's own IPython profiles are never
+stops. One more file per pxpool profile that could start here (``new:PROFILE``: it
+loads, and its batch system's submit command is on PATH) is a stopped entry whose Start
+button runs ``pxpool start PROFILE``. A user's own IPython profiles are never
 written to: a ``profile_pxpool`` that pxpool did not make is left alone, and pools are
 then not listed.
 """

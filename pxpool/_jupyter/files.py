@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from .._core import runtime
+from ..engines import provider_for
 from ..errors import PxpoolError
 from ..profile import list_profiles, load_profile
 
@@ -84,21 +85,27 @@ def _write(directory: Path, cluster_id: str, fields: dict[str, str]) -> None:
 
 
 def _write_profiles(directory: Path) -> None:
-    """A Start entry per profile that loads as it is (an ssh profile without hosts does
-    not); entries of profiles gone are removed."""
-    wanted = set()
-    for info in list_profiles():
-        try:
-            load_profile(info.name)
-            wanted.add(runtime.check_pool_name(info.name))  # it names the pools it starts
-        except PxpoolError:
-            continue
+    """A Start entry per profile that could start here; entries of others are removed."""
+    wanted = {info.name for info in list_profiles() if _startable(info.name)}
     for name in wanted:
         if not _file(directory, NEW_PREFIX + name).exists():
             _write(directory, NEW_PREFIX + name, {"pxpool_profile": name})
     for path in (directory / "security").glob(f"cluster-{NEW_PREFIX}*.json"):
         if path.name[len("cluster-" + NEW_PREFIX) : -len(".json")] not in wanted:
             path.unlink(missing_ok=True)
+
+
+def _startable(name: str) -> bool:
+    """Whether profile ``name`` loads as it is (an ssh profile without hosts does not),
+    names valid pools, and its batch system's submit command is on PATH: a laptop's
+    sidebar offers no SLURM pools."""
+    try:
+        runtime.check_pool_name(name)  # it names the pools it starts
+        provider = provider_for(load_profile(name))
+    except PxpoolError:
+        return False
+    submit = getattr(provider, "submit_command", None)
+    return submit is None or shutil.which(submit) is not None
 
 
 def _own_dir(create: bool = True) -> Path | None:

@@ -97,7 +97,7 @@ def ipython_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def server(ipython_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A Jupyter server (ipyparallel's server extension is enabled where it is installed)."""
+    """A Jupyter server with ipyparallel's server extension (the sidebar's backend)."""
     tmp = tmp_path_factory.mktemp("jupyter")
     (tmp / "config").mkdir()
     only_ipyparallel = {name: False for name in SKIPPED_EXTENSIONS}  # a faster start
@@ -157,43 +157,49 @@ def test_profiles_are_listed_before_any_pool_ran(server: Server) -> None:
     assert not [key for key in listed if key.startswith("pxpool:") and ":new:" not in key]
 
 
-def test_a_pool_started_from_python_is_listed_and_the_stop_button_leaves_nothing(
-    server: Server, ipython_dir: Path
-) -> None:
-    before = user_profile_files(ipython_dir / "profile_mine")
-    pool = pxpool.Pool.from_profile("local", engines=2).start_sync()
+@pytest.fixture(scope="module")
+def pool(server: Server) -> Iterator[pxpool.Pool]:
+    """Started from Python in this process, after the server, as in a notebook."""
+    started = pxpool.Pool.from_profile("local", engines=2).start_sync()
     try:
-        pids = [*pool.view().apply_sync(os.getpid), psutil.Process().pid]
-        model = server.clusters()[f"pxpool:{pool.name}"]
-        assert model["engines"]["n"] == 2
-        assert model["controller"]["state"]["state"] == "running"
-        assert model["cluster_file"] == str(
-            files.profile_dir() / "security" / f"cluster-{pool.name}.json"
-        )
-
-        status, _ = server.call(f"/{server.key(pool.name)}", "DELETE")  # the Stop button
-        assert status == 204
-        assert f"pxpool:{pool.name}" not in server.clusters()
-        assert alive(pids[:-1]) == []  # the engines, by the pxpool stop the handler ran
-        assert runtime.read_record(pool.name) is None  # runtime directory gone
-        assert not pxpool.engines.controller_alive(pool.name)
-        assert not Path(model["cluster_file"]).exists()
+        yield started
     finally:
-        pool.stop_sync()  # this process's half: its client and loop
-    assert user_profile_files(ipython_dir / "profile_mine") == before
-    assert not list((ipython_dir / "profile_mine" / "security").glob("cluster-*.json"))
+        started.stop_sync()  # its client and loop here, after the sidebar stopped the pool
 
 
-def test_a_profile_entry_starts_a_pool_that_its_own_entry_stops(server: Server) -> None:
+def test_a_pool_started_from_python_is_listed_and_the_stop_button_leaves_nothing(
+    server: Server, pool: pxpool.Pool, ipython_dir: Path
+) -> None:
+    engines = list(pool.view().apply_sync(os.getpid))
+    controller = (runtime.controller_state(pool.name) or {}).get("pid")
+    assert isinstance(controller, int)
+    model = server.clusters()[f"pxpool:{pool.name}"]
+    assert model["engines"]["n"] == 2
+    assert model["controller"]["state"]["state"] == "running"
+    assert model["cluster_file"] == str(
+        files.profile_dir() / "security" / f"cluster-{pool.name}.json"
+    )
+
+    status, _ = server.call(f"/{server.key(pool.name)}", "DELETE")  # the Stop button
+    assert status == 204
+    assert f"pxpool:{pool.name}" not in server.clusters()
+    assert alive([*engines, controller]) == []  # by the `pxpool stop` the handler ran
+    assert runtime.read_record(pool.name) is None  # its runtime directory is gone
+    assert not Path(model["cluster_file"]).exists()
+    mine = user_profile_files(ipython_dir / "profile_mine")  # IPython adds startup/README
+    assert {name: mine.get(name) for name in USER_FILES} == USER_FILES
+    assert not [name for name in mine if "cluster" in name or "pxpool" in name]
+
+
+def test_a_profile_entry_starts_a_pool_listed_with_its_engines(server: Server) -> None:
     status, _ = server.call(f"/{server.key('new:local')}", "POST", {"n": 1})  # Start
     assert status == 200
-    started = [k for k, m in server.clusters().items() if k.startswith("pxpool:local-")]
+    started = [k for k in server.clusters() if k.startswith("pxpool:local-")]
     assert len(started) == 1, started
     name = started[0].removeprefix("pxpool:")
     try:
         assert server.clusters()[started[0]]["engines"]["n"] == 1
-        assert server.call(f"/{server.key(name)}", "DELETE")[0] == 204
+        assert runtime.read_record(name)["detached"]  # outlives the server that started it
     finally:
-        if runtime.read_record(name) is not None:
-            pxpool.Pool.stop_by_name(name)
+        pxpool.Pool.stop_by_name(name)  # the Stop button's path is the test above's
     assert started[0] not in server.clusters() and "pxpool:new:local" in server.clusters()
