@@ -25,6 +25,7 @@ from ipyparallel.client.magics import ParallelMagics
 from IPython.core.error import UsageError
 from IPython.core.magic import no_var_expand
 
+from .._core import runtime
 from ..errors import PxpoolError, TargetError
 from ..pool import Pool, current
 from .plain import PlainClients
@@ -56,10 +57,12 @@ class PxMagics(ParallelMagics):  # type: ignore[misc]  # ipyparallel ships no ty
 
     def plain_magics(self) -> ParallelMagics | None:
         """None while a pxpool pool is current (this instance runs the magic); else
-        ipyparallel's magics on the newest plain client (UsageError if none)."""
+        ipyparallel's magics on the newest plain client (UsageError if none). A pool
+        stopped by another process (JupyterLab's sidebar, ``pxpool stop``) still looks
+        current here, but its record is gone with its runtime directory."""
         try:
-            current()
-            return None
+            if runtime.read_record(current().name) is not None:
+                return None
         except PxpoolError:
             pass
         plain = self._plain.magics()

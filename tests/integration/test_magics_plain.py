@@ -65,7 +65,12 @@ def test_a_pool_started_later_takes_over_and_stopping_it_hands_back(
         run(shell, "%%px\nfoo = 7")
         assert pool.pull("foo") == [7]  # on the pool's engine ...
         assert plain[:]["foo"] == [5, 5]  # ... not on the plain client's
+        # stopped as JupyterLab's sidebar stops it: by name, not through this Pool
+        pxpool.Pool.stop_by_name(pool.name)
+        assert pxpool.current() is pool  # still current here, but its record is gone
+        run(shell, "%%px\nfoo = 9")  # handed back
+        assert plain[:]["foo"] == [9, 9]
     finally:
         run(shell, "%pool stop")
-    run(shell, "%%px\nfoo = 9")  # handed back
-    assert plain[:]["foo"] == [9, 9]
+    run(shell, "%%px\nfoo = 11")  # %pool stop hands back too
+    assert plain[:]["foo"] == [11, 11]
