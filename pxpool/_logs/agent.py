@@ -17,18 +17,21 @@ by the pool's engine hook; idempotent) makes the engine's ``sys.stdout`` and
 
 The streams are ipykernel's ``OutStream`` objects; the copy is made by their ``write``
 (an attribute of the instance), which ipykernel's own watcher of the process's file
-descriptors calls too, so output of C code and subprocesses is kept as well.
+descriptors calls too, so output of C code and subprocesses is kept as well. A
+traceback the engine shows (a failed cell, apply or lane task) travels to the client as
+an error message, not on a stream; the shell's ``_showtraceback`` keeps a plain-text copy.
 
 The file lives in the pool's directory when the engine sees it (local engines, batch
 jobs on a shared filesystem), else in ``$TMPDIR/pxpool-logs-<uid>/<pool>`` on the
 engine's host (SSH hosts); the client reads it there, over ssh for a remote host.
 
-This module imports the standard library only.
+This module imports the standard library, and IPython's ``get_ipython`` when it runs.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -43,6 +46,7 @@ MAX_BYTES = 1 << 20  # bytes per file; with the one before, up to 2 MiB per engi
 READ_BYTES = 1 << 20  # bytes read from the end of a file for a tail
 _KEEPER: Keeper | None = None
 _KEPT = "_pxpool_kept"  # marks a stream's write that keeps a copy
+_COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # terminal colours of IPython's tracebacks
 
 
 class Keeper:
@@ -121,6 +125,26 @@ def _keep_stream(name: str) -> None:
         setattr(sys, name, _KeptStream(stream))
 
 
+def _keep_tracebacks() -> None:
+    """The engine's shell keeps a copy of each traceback it shows (without colours)."""
+    from IPython.core.getipython import get_ipython
+
+    shell = get_ipython()
+    show = getattr(shell, "_showtraceback", None)
+    if show is None or getattr(show, _KEPT, False):
+        return
+
+    def kept_show(etype: Any, evalue: Any, stb: list[str]) -> Any:
+        keeper = _KEEPER
+        if keeper is not None:
+            keeper.keep(_COLOURS.sub("", "\n".join(stb)) + "\n")
+        return show(etype, evalue, stb)
+
+    setattr(kept_show, _KEPT, True)
+    # ipykernel's shell sends a traceback only from there (no public hook)
+    shell._showtraceback = kept_show  # noqa: SLF001
+
+
 def _directory(wanted: str, pool: str) -> str:
     """``wanted`` when its parent exists here and is writable, else a private folder
     under the host's temporary directory."""
@@ -149,6 +173,7 @@ def install(
         _KEEPER = keeper
     for name in ("stdout", "stderr"):
         _keep_stream(name)
+    _keep_tracebacks()
     stat = os.stat(_KEEPER.path)
     return {
         "path": _KEEPER.path,
