@@ -16,6 +16,7 @@ from ._reliability.idle import mark_released
 from ._reliability.idle import read_state as read_idle_state
 from .doctor import DEFAULT_ENV, format_differences
 from .engines import controller_alive, provider_for
+from .engines.kubernetes import k8s_role_yaml
 from .errors import InvalidArgumentError, PxpoolError
 from .health import format_health, format_table
 from .pool import Pool
@@ -150,6 +151,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(engines=args.n)
 
 
+def cmd_k8s_rbac(args: argparse.Namespace) -> int:
+    print(k8s_role_yaml(args.namespace, args.service_account), end="")
+    return 0
+
+
 def _add_start_arguments(start: argparse.ArgumentParser) -> None:
     start.add_argument("profile", help="profile name (see `pxpool profiles`)")
     start.add_argument("-n", type=int, help="number of engines (overrides the profile)")
@@ -214,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("profiles", help="list profiles and where each comes from").set_defaults(
         run=cmd_profiles
     )
+
+    rbac = commands.add_parser(
+        "k8s-rbac", help="print the Kubernetes Role the kubernetes provider needs, as YAML"
+    )
+    rbac.add_argument("--namespace", help="where engines run (default: this pod's namespace)")
+    rbac.add_argument("--service-account", default="", help="the notebook's (default: default)")
+    rbac.set_defaults(run=cmd_k8s_rbac)
 
     demo = commands.add_parser(
         "demo", help="start a local pool, run real work, print results, stop"

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ._profile import schema
+from ._profile.kubernetes import kubernetes_settings
 from ._profile.settings import (
     BatchSettings,
     ControllerSettings,
@@ -340,6 +341,10 @@ def _build(name: str, layers: _Layers, source: str) -> Profile:
         ssh=SSHSettings(**ssh_values),
         batch=batch,
         mpi=MPISettings(**section("mpi")),
+        kubernetes=kubernetes_settings(
+            section("kubernetes"),
+            {k: o for (s, k), o in layers.origins.items() if s == "kubernetes"},
+        ),
         **section(""),
     )
     _check_provider_needs(profile, layers)

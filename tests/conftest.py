@@ -62,6 +62,7 @@ SSH_ENGINE_VARIABLE = "IPP_CONNECTION_INFO"
 
 
 SESSION_MARKER = "PXPOOL_TEST_SESSION"
+STANDIN_POOL_DIR = "PXPOOL_STANDIN_POOL_DIR"  # tests/standins/fake_kube_objects.py
 REQUIRE_SERVICES = "PXPOOL_REQUIRE_SERVICES"
 
 
@@ -161,7 +162,9 @@ def _pool_processes() -> dict[int, tuple[str, str]]:
         pid, cmdline = process.info["pid"], " ".join(argv)
         if environ.get(SESSION_MARKER) == marker:
             if _is_pool_process(argv, environ):
-                found[pid] = (cmdline, environ.get("IPP_PROFILE_DIR", ""))
+                # engines in the Kubernetes stand-in's pods share no pool dir: it names it
+                pool_dir = environ.get("IPP_PROFILE_DIR") or environ.get(STANDIN_POOL_DIR, "")
+                found[pid] = (cmdline, pool_dir)
             if process.info["name"] == "ssh":
                 clients[pid] = environ.get("IPP_PROFILE_DIR", "")
         elif SSH_ENGINE_VARIABLE in environ or any(p in cmdline for p in LEAK_PATTERNS):

@@ -15,11 +15,12 @@ from typing import Any
 
 from ..errors import ProfileValidationError
 
-PROVIDERS = ("local", "ssh", "slurm", "sge", "pbs", "lsf", "htcondor", "mpi")
+PROVIDERS = ("local", "ssh", "slurm", "sge", "pbs", "lsf", "htcondor", "mpi", "kubernetes")
 BATCH_PROVIDERS = ("slurm", "sge", "pbs", "lsf", "htcondor")
 LAUNCHERS = ("plain", "srun", "mpiexec")
 CONTROLLER_LOCATIONS = ("local", "job")
 RESTART_POLICIES = ("never", "on-failure")
+PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ KEYS: tuple[Key, ...] = (
     Key("engine", "args", "list", "engine_args"),
     Key("engine", "memory_limit", "str", "memory_limit"),
     Key("engine", "max_result_size", "str", "max_result_size"),
+    Key("engine", "fork_server", "bool", "fork_server"),
+    Key("engine", "preload", "list", "preload"),
     Key("timeouts", "start", "float", "start_timeout", minimum=0.1),
     Key("timeouts", "stop", "float", "stop_timeout", minimum=0.1),
     Key("timeouts", "submit", "float", "submit_timeout", minimum=0.1),
@@ -78,9 +81,26 @@ KEYS: tuple[Key, ...] = (
     Key("batch", "replace_on_walltime", "bool", "replace_on_walltime"),
     Key("mpi", "mpiexec", "str", "mpiexec"),
     Key("mpi", "args", "list", "mpi_args"),
+    # Kubernetes: flat names that would clash with a batch or engine key carry k8s_
+    Key("kubernetes", "namespace", "str", "namespace"),
+    Key("kubernetes", "image", "str", "image"),
+    Key("kubernetes", "image_pull_policy", "str", "image_pull_policy", choices=PULL_POLICIES),
+    Key("kubernetes", "cpu", "str", "cpu"),
+    Key("kubernetes", "cpu_limit", "str", "cpu_limit"),
+    Key("kubernetes", "memory", "str", "k8s_memory"),
+    Key("kubernetes", "memory_limit", "str", "k8s_memory_limit"),
+    Key("kubernetes", "gpus", "int", "gpus", minimum=0),
+    Key("kubernetes", "node_selector", "table", "node_selector"),
+    Key("kubernetes", "tolerations", "list", "tolerations"),
+    Key("kubernetes", "service_account", "str", "service_account"),
+    Key("kubernetes", "image_pull_secrets", "list", "image_pull_secrets"),
+    Key("kubernetes", "walltime", "str", "k8s_walltime"),
+    Key("kubernetes", "engines_per_pod", "int", "engines_per_pod", minimum=1),
+    Key("kubernetes", "pods_per_job", "int", "pods_per_job", minimum=1),
+    Key("kubernetes", "drain_time", "int", "drain_time", minimum=0),
 )
 
-SECTIONS = ("controller", "engine", "timeouts", "ssh", "mpi", *BATCH_PROVIDERS)
+SECTIONS = ("controller", "engine", "timeouts", "ssh", "mpi", "kubernetes", *BATCH_PROVIDERS)
 BY_FLAT = {k.flat: k for k in KEYS}
 HOST_KEYS = ("host", "port", "user", "engines", "python", "work_dir", "activate")
 # The batch table is named after its provider; partition is SLURM's word for queue.

@@ -19,6 +19,8 @@ __all__ = [
     "SSHSettings",
     "BatchSettings",
     "MPISettings",
+    "KubernetesSettings",
+    "Toleration",
     "ProfileInfo",
 ]
 
@@ -44,6 +46,10 @@ class EngineSettings:
     memory_limit_bytes: int | None = None
     max_result_size: str = "1G"  # largest apply result an engine sends; "0": no limit
     max_result_bytes: int = 1024**3
+    # engines forked from one preloaded process per host (Linux); False: each engine
+    # runs the engine command and imports everything itself
+    fork_server: bool = True
+    preload: tuple[str, ...] = ()  # modules imported once, before engines are forked
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,43 @@ class MPISettings:
 
 
 @dataclass(frozen=True)
+class Toleration:
+    """One pod toleration, read from ``key[=value][:Effect]`` (kubectl taint's syntax)."""
+
+    key: str
+    operator: str = "Exists"  # "Equal" when a value is given
+    value: str = ""
+    effect: str = ""  # "": every effect
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """Engine pods: resources are per engine, a pod asks for ``engines_per_pod`` times them."""
+
+    namespace: str = ""  # "": the notebook pod's namespace
+    image: str = ""  # "": the notebook pod's own image
+    image_pull_policy: str = "IfNotPresent"
+    cpu: str = "1"  # request per engine, Kubernetes quantity ("500m", "2")
+    cpu_limit: str = ""  # "": no CPU limit (no throttling)
+    memory: str = "1Gi"  # request per engine
+    memory_limit: str = ""  # "": the request (the engine is OOM-killed above it)
+    cpu_millis: int = 1000
+    cpu_limit_millis: int | None = None
+    memory_bytes: int = 2**30
+    memory_limit_bytes: int | None = None
+    gpus: int = 0  # nvidia.com/gpu per engine
+    node_selector: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    tolerations: tuple[Toleration, ...] = ()
+    service_account: str = ""  # "": the namespace's default service account
+    image_pull_secrets: tuple[str, ...] = ()
+    walltime: str = ""  # the Job's activeDeadlineSeconds; "": none
+    walltime_seconds: int | None = None
+    engines_per_pod: int = 1
+    pods_per_job: int = 1  # a failed pod ends its whole Job (backoffLimit 0)
+    drain_time: int = 30  # terminationGracePeriodSeconds: SIGTERM, drain, then SIGKILL
+
+
+@dataclass(frozen=True)
 class Profile:
     """A validated profile; build one with :func:`load_profile`."""
 
@@ -118,6 +161,7 @@ class Profile:
     ssh: SSHSettings = field(default_factory=SSHSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
     mpi: MPISettings = field(default_factory=MPISettings)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
 
 
 @dataclass(frozen=True)

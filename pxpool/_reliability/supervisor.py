@@ -256,6 +256,8 @@ class Supervisor:
             oom_now = oom_kills()
             how = describe_exit(stop_data.get("exit_code"), self._oom_seen, oom_now)
             self._oom_seen = oom_now
+        if stop_data.get("how"):  # the provider knows better (Kubernetes: OOMKilled)
+            how = str(stop_data["how"])
         if stop_data.get("exit_code") == SSH_LOST and self.core.profile.provider == "ssh":
             how = SSH_LOST_HOW  # ssh's own status: the remote side cannot tell us more
         drained = walltime_exit(self.core.name, ids)  # left on a walltime or preemption signal

@@ -13,6 +13,7 @@ from ..profile import Profile
 from ._ssh_reach import reach, reach_url
 from .base import Provider
 from .htcondor import HTCondorProvider
+from .kubernetes import KubernetesProvider
 from .liveness import controller_alive
 from .local import LocalProvider
 from .lsf import LSFProvider
@@ -43,6 +44,7 @@ PROVIDER_CLASSES: dict[str, type[Provider]] = {
     SGEProvider.name: SGEProvider,
     SSHProvider.name: SSHProvider,
     MPIProvider.name: MPIProvider,
+    KubernetesProvider.name: KubernetesProvider,
 }
 
 

@@ -32,6 +32,8 @@ class Provider(ABC):
     starts_before_controller: bool = False
     # set once the pool's engine hooks ran: engines started later wait for them (_hold)
     hold_engines: bool = False
+    # the client scheduler-run engine sets shut their engines down with (start_job_set)
+    job_client: Any = None
 
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
@@ -52,6 +54,29 @@ class Provider(ABC):
         after a partial start, after the cluster's own stop; it must be idempotent and
         bounded by the profile's stop timeout. Local engines need nothing extra."""
         return None
+
+    async def start_job_set(
+        self, cluster: PxCluster, set_id: str, ids: list[int], **traits: Any
+    ) -> Any:
+        """Start one engine set run by a scheduler (a batch job, a Kubernetes Job) and
+        return its launcher. The cluster forgets a set that failed to start; a started
+        one gets the provider's client (``self.job_client``, connected once), through
+        which it asks its engines to exit before the scheduler ends them."""
+        try:
+            await cluster.start_engines(len(ids), engine_set_id=set_id, engine_ids=ids, **traits)
+        except BaseException:
+            cluster.engines.pop(set_id, None)
+            raise
+        launcher = cluster.engines[set_id]
+        if self.job_client is None:
+            self.job_client = await cluster.connect_client()
+        launcher.engine_client = self.job_client
+        return launcher
+
+    def close_job_client(self) -> None:
+        if self.job_client is not None:
+            self.job_client.close(linger=0)
+            self.job_client = None
 
     def job_id_of(self, engine_id: int) -> str | None:
         """The batch job that runs ``engine_id`` (for the health table), if any."""

@@ -18,8 +18,6 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import ipyparallel as ipp
-
 from .._core import runtime as _runtime
 from .._core.cluster import PxCluster
 from ..errors import ProfileError
@@ -69,7 +67,6 @@ class BatchProvider(Provider):
             )
         self.launcher = launcher_named(profile.batch.launcher)
         self._jobs: dict[str, BatchJob] = {}
-        self._client: ipp.Client | None = None  # asks engines to exit before a cancel
 
     def default_engine_count(self) -> int:
         return self.profile.engines or 1
@@ -212,26 +209,18 @@ class BatchProvider(Provider):
             spec = self.job_spec(cluster.profile_dir, cluster.cluster_id, ids)
             argv, stdin = self.write_job_files(spec)
             set_id = f"job-{ids[0]}"
-            try:
-                await cluster.start_engines(
-                    len(ids),
-                    engine_set_id=set_id,
-                    provider_name=self.name,
-                    profile_name=self.profile.name,
-                    engine_ids=ids,
-                    output_file=spec.output_file,
-                    submit_argv=argv,
-                    submit_stdin=stdin,
-                    submit_timeout=self.profile.timeouts.submit,
-                    cancel_timeout=self.profile.timeouts.stop,
-                )
-            except BaseException:
-                cluster.engines.pop(set_id, None)
-                raise
-            job = self._jobs[set_id] = cluster.engines[set_id]
-            if self._client is None:
-                self._client = await cluster.connect_client()
-            job.engine_client = self._client
+            self._jobs[set_id] = await self.start_job_set(
+                cluster,
+                set_id,
+                ids,
+                provider_name=self.name,
+                profile_name=self.profile.name,
+                output_file=spec.output_file,
+                submit_argv=argv,
+                submit_stdin=stdin,
+                submit_timeout=self.profile.timeouts.submit,
+                cancel_timeout=self.profile.timeouts.stop,
+            )
             started[set_id] = ids
         return started
 
@@ -246,9 +235,7 @@ class BatchProvider(Provider):
             if pending:
                 await asyncio.wait_for(asyncio.gather(*pending), self.profile.timeouts.stop + 5)
         finally:
-            if self._client is not None:
-                self._client.close(linger=0)
-                self._client = None
+            self.close_job_client()
 
     def job_id_of(self, engine_id: int) -> str | None:
         for job in self._jobs.values():

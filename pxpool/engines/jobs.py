@@ -12,6 +12,7 @@ providers themselves are in :mod:`.batch` and the systems' modules.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import time
@@ -37,6 +38,8 @@ __all__ = [
     "batch_system",
     "register_batch_system",
     "run_command",
+    "shut_engines_down",
+    "EndsOnStop",
     "PENDING",
     "RUNNING",
     "FINISHED",
@@ -44,6 +47,7 @@ __all__ = [
     "UNKNOWN",
 ]
 
+log = logging.getLogger("pxpool.jobs")
 POLL_FIRST = 0.5  # seconds between status polls, growing to POLL_MAX
 POLL_MAX = 5.0
 STATUS_TIMEOUT = 15.0
@@ -142,7 +146,43 @@ async def run_command(
     return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
-class BatchJob(BaseLauncher):  # type: ignore[misc]  # untyped base
+async def shut_engines_down(
+    client: ipp.Client | None, engine_ids: Sequence[int], timeout: float
+) -> None:
+    """Ask a job's engines to exit before the scheduler kills them: killed together
+    with their nannies, they would only leave the hub after missed heartbeats; shut
+    down, they unregister at once. Bounded by ``timeout`` (at most 5 s)."""
+    if client is None:
+        return
+    try:
+        targets = [i for i in engine_ids if i in client.ids]
+        if targets:
+            client.shutdown(targets=targets, block=False)
+        deadline = time.monotonic() + min(5.0, timeout)
+        while set(targets) & set(client.ids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    except Exception as exc:  # the scheduler's cancel still ends the job
+        log.debug("pxpool: shutting down engines %s: %r", list(engine_ids), exc)
+
+
+class EndsOnStop:
+    """What a launcher of a scheduler's job has in place of a process: it is never
+    signalled, only ended by its ``stop()`` (a cancel, a delete), and joined by
+    waiting for that stop to be noticed."""
+
+    state: str
+    cancel_timeout: float
+
+    async def join(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout if timeout is not None else self.cancel_timeout)
+        while self.state != "after" and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+    def signal(self, sig: Any) -> None:
+        """Jobs are only cancelled or deleted (see stop())."""
+
+
+class BatchJob(EndsOnStop, BaseLauncher):  # type: ignore[misc]  # untyped base
     """One submitted job running a set of engines; stop() cancels it and waits for it
     to leave the queue."""
 
@@ -229,21 +269,8 @@ class BatchJob(BaseLauncher):  # type: ignore[misc]  # untyped base
         self.notify_stop({"job_id": self.job_id, "state": self._final_state()})
 
     async def _shut_engines_down(self) -> None:
-        """Ask the job's engines to exit before the scheduler kills them: killed
-        together with their nannies, they would only leave the hub after missed
-        heartbeats; shut down, they unregister at once."""
-        client = self.engine_client
-        if client is None or self._ended():
-            return
-        try:
-            targets = [i for i in self.engine_ids if i in client.ids]
-            if targets:
-                client.shutdown(targets=targets, block=False)
-            deadline = time.monotonic() + min(5.0, self.cancel_timeout)
-            while set(targets) & set(client.ids) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-        except Exception as exc:  # the scheduler's cancel still ends the job
-            self.log.debug("pxpool: shutting down engines of job %s: %r", self.job_id, exc)
+        if not self._ended():
+            await shut_engines_down(self.engine_client, self.engine_ids, self.cancel_timeout)
 
     def _ended(self) -> bool:
         return self.status is not None and self.status.kind in (FINISHED, GONE)
@@ -254,14 +281,6 @@ class BatchJob(BaseLauncher):  # type: ignore[misc]  # untyped base
         if self.status.kind == GONE:
             return "left the queue (the scheduler no longer knows it)"
         return str(self.status.describe())
-
-    async def join(self, timeout: float | None = None) -> None:
-        deadline = time.monotonic() + (timeout if timeout is not None else self.cancel_timeout)
-        while self.state != "after" and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-
-    def signal(self, sig: Any) -> None:
-        """Batch jobs are only cancelled (see stop())."""
 
     def get_output(self, remove: bool = False) -> str:
         if self._output is None:

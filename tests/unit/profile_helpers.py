@@ -10,7 +10,7 @@ from typing import Any
 
 from pxpool.profile import Profile, builtin_profile_dir, load_profile
 
-BUILTIN_NAMES = ("htcondor", "local", "lsf", "mpi", "pbs", "sge", "slurm", "ssh")
+BUILTIN_NAMES = ("htcondor", "kubernetes", "local", "lsf", "mpi", "pbs", "sge", "slurm", "ssh")
 BATCH_NAMES = ("htcondor", "lsf", "pbs", "sge", "slurm")
 SSH_HOSTS = ["node1"]
 

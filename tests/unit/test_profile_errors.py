@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("user_dir")
 
 def test_unknown_profile_lists_known_names_and_searched_folders(user_dir: Path) -> None:
     write_profile(user_dir, "mine", "")
-    known = "htcondor, local, lsf, mine, mpi, pbs, sge, slurm, ssh"
+    known = "htcondor, kubernetes, local, lsf, mine, mpi, pbs, sge, slurm, ssh"
     with pytest.raises(
         UnknownProfileError,
         match=msg(
