@@ -6,14 +6,16 @@ moved on (or the engine died mid-task) it is gone. :func:`install` (run on each 
 by the pool's engine hook; idempotent) makes the engine's ``sys.stdout`` and
 ``sys.stderr`` keep a copy of each write in ``engine-<id>.log``:
 
-- the copy goes to the file with one ``os.write`` per write, no buffer in the process:
-  the kernel owns the bytes the moment ``print`` returns, so they survive a SIGKILL or
-  a segfault a microsecond later;
-- the file is bounded: past ``max_bytes`` it becomes ``engine-<id>.log.1`` (the one
-  before is dropped) and a new one starts, so an engine keeps between ``max_bytes``
-  and twice that of its latest output;
-- an engine started again under the same id appends to the same file, after a line
+- the file is a ring of ``RING_BYTES`` (2 MiB) mapped into the engine's memory
+  (``mmap``, shared with the file): a write is a copy into the kernel's page cache, a
+  fraction of a microsecond and no system call, and it is in the file the moment
+  ``print`` returns, so it survives a SIGKILL or a segfault a microsecond later;
+- the ring keeps the latest output: a header counts the bytes written, the oldest are
+  overwritten (:func:`ring_text` reads it back in order);
+- an engine started again under the same id continues the same ring, after a line
   naming the new process, so the lines of the one that died stay readable above it.
+  (Forked children of an engine write into the same ring; lines they print at the very
+  moment their parent does may overlap.)
 
 The streams are ipykernel's ``OutStream`` objects; the copy is made by their ``write``
 (an attribute of the instance), which ipykernel's own watcher of the process's file
@@ -30,9 +32,11 @@ This module imports the standard library, and IPython's ``get_ipython`` when it 
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import socket
+import struct
 import sys
 import tempfile
 import threading
@@ -40,54 +44,80 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Keeper", "install", "tail", "read_tail"]
+__all__ = ["Keeper", "install", "tail", "read_tail", "ring_text", "last_lines"]
 
-MAX_BYTES = 1 << 20  # bytes per file; with the one before, up to 2 MiB per engine
-READ_BYTES = 1 << 20  # bytes read from the end of a file for a tail
+RING_BYTES = 2 << 20  # bytes of output an engine keeps (its latest)
+_HEADER = struct.Struct("<8sQ")  # magic, bytes written since the file was made
+_MAGIC = b"pxlogs1\0"
+_COUNT, _COUNT_AT, _DATA = struct.Struct("<Q"), 8, _HEADER.size  # where the count and data are
 _KEEPER: Keeper | None = None
 _KEPT = "_pxpool_kept"  # marks a stream's write that keeps a copy
 _COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # terminal colours of IPython's tracebacks
 
 
 class Keeper:
-    """The bounded file of one engine: :meth:`keep` appends, rotating past ``max_bytes``."""
+    """One engine's ring file, mapped into memory: :meth:`keep` copies into the ring.
 
-    def __init__(self, path: str, max_bytes: int = MAX_BYTES) -> None:
+    A shared file mapping's pages belong to the file in the kernel's page cache, so a
+    write is in the file the moment the copy is done, with no system call, and stays
+    there whatever happens to the process. An existing ring of the same size is
+    continued (an engine started again under the same id)."""
+
+    def __init__(self, path: str, ring_bytes: int = RING_BYTES) -> None:
         self.path = path
-        self.max_bytes = max_bytes
+        self.capacity = ring_bytes
         self.lock = threading.Lock()
-        self.fd = self._open()
-        self.size = os.fstat(self.fd).st_size
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            size = _HEADER.size + ring_bytes
+            fresh = os.fstat(fd).st_size != size
+            if fresh:
+                os.ftruncate(fd, 0)
+                os.ftruncate(fd, size)  # sparse: disk is used as output comes
+            self.ring = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        magic, written = _HEADER.unpack_from(self.ring, 0)
+        self.written = written if magic == _MAGIC and not fresh else 0
+        _HEADER.pack_into(self.ring, 0, _MAGIC, self.written)
         os.register_at_fork(after_in_child=self._after_fork)
-
-    def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def _after_fork(self) -> None:
         self.lock = threading.Lock()  # a forked child (multiprocessing) keeps writing
 
     def keep(self, text: str) -> None:
-        """Append ``text`` now (no buffer: it survives the process); never raises."""
+        """Copy ``text`` into the ring (it survives the process); never raises."""
         data = text.encode("utf-8", "replace")
-        if not data:
-            return
-        try:
-            with self.lock:
-                if self.size and self.size + len(data) > self.max_bytes:
-                    self._rotate()
-                view = memoryview(data)
-                while view:
-                    written = os.write(self.fd, view)
-                    view = view[written:]
-                self.size += len(data)
-        except OSError:
-            pass  # a full disk or a removed directory must not break the engine's print
+        size = len(data)
+        if size > self.capacity:
+            data, size = data[-self.capacity :], self.capacity
+        with self.lock:
+            at = self.written % self.capacity
+            ring = self.ring
+            if at + size <= self.capacity:
+                ring[_DATA + at : _DATA + at + size] = data
+            else:  # wraps around
+                first = self.capacity - at
+                ring[_DATA + at :] = data[:first]
+                ring[_DATA : _DATA + size - first] = data[first:]
+            self.written += size
+            _COUNT.pack_into(ring, _COUNT_AT, self.written)
 
-    def _rotate(self) -> None:
-        os.replace(self.path, self.path + ".1")
-        os.close(self.fd)
-        self.fd = self._open()
-        self.size = 0
+
+def ring_text(content: bytes) -> str:
+    """The text a ring file holds, oldest first ("" for anything else)."""
+    if len(content) < _HEADER.size:
+        return ""
+    magic, written = _HEADER.unpack_from(content, 0)
+    data = content[_HEADER.size :]
+    if magic != _MAGIC or not data:
+        return ""
+    if written <= len(data):
+        kept = data[:written]
+    else:  # wrapped: the oldest byte follows the newest
+        at = written % len(data)
+        kept = data[at:] + data[:at]
+    return kept.decode("utf-8", "replace")
 
 
 def _keeping(write: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -155,7 +185,7 @@ def _directory(wanted: str, pool: str) -> str:
 
 
 def install(
-    engine_id: int, wanted_dir: str, pool: str, max_bytes: int = MAX_BYTES
+    engine_id: int, wanted_dir: str, pool: str, ring_bytes: int = RING_BYTES
 ) -> dict[str, Any]:
     """Keep this engine's output in ``engine-<engine_id>.log`` (once per process);
     where the file is, for the client to read."""
@@ -164,7 +194,7 @@ def install(
         directory = _directory(wanted_dir, pool)
         os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)  # both private
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        keeper = Keeper(os.path.join(directory, f"engine-{engine_id}.log"), max_bytes)
+        keeper = Keeper(os.path.join(directory, f"engine-{engine_id}.log"), ring_bytes)
         began = time.strftime("%Y-%m-%d %H:%M:%S")
         keeper.keep(
             f"---- pxpool: engine {engine_id}, pid {os.getpid()} on {socket.gethostname()}, "
@@ -183,22 +213,22 @@ def install(
     }
 
 
-def read_tail(path: str, lines: int) -> str:
-    """The last ``lines`` lines of ``path.1`` and ``path`` together ("" if neither exists)."""
-    chunks: list[bytes] = []
-    for name in (path + ".1", path):
-        try:
-            with open(name, "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                handle.seek(max(0, size - READ_BYTES))
-                chunks.append(handle.read())
-        except OSError:
-            continue
-    text = b"".join(chunks).decode("utf-8", "replace")
+def last_lines(text: str, lines: int) -> str:
+    """The last ``lines`` lines of ``text``."""
     return "".join(text.splitlines(keepends=True)[-lines:]) if lines > 0 else ""
+
+
+def read_tail(path: str, lines: int) -> str:
+    """The last ``lines`` lines a ring file holds ("" if there is none)."""
+    try:
+        with open(path, "rb") as handle:
+            content = handle.read(_HEADER.size + RING_BYTES * 4)
+    except OSError:
+        return ""
+    return last_lines(ring_text(content), lines)
 
 
 def tail(lines: int) -> str:
     """On an engine: the last ``lines`` lines it kept (for files the client cannot read)."""
     keeper = _KEEPER
-    return "" if keeper is None else read_tail(keeper.path, lines)
+    return "" if keeper is None else last_lines(ring_text(keeper.ring[:]), lines)

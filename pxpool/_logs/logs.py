@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 from .._core import runtime
 from ..errors import EngineNotFoundError
 from . import agent as _logs_agent
-from .output import engine_output, last_lines, output_path
+from .agent import last_lines
+from .output import engine_output, output_path
 
 if TYPE_CHECKING:
     from .._core.core import PoolCore
@@ -63,17 +64,17 @@ class KeptFile:
         return (stat.st_dev, stat.st_ino) == self.file
 
 
-def _ssh_run(argv: tuple[str, ...], script: str, timeout: float) -> tuple[int | None, str]:
+def _ssh_run(argv: tuple[str, ...], script: str, timeout: float) -> tuple[int | None, bytes]:
     """Run ``script`` through an engine's ssh command (here without one); (exit code or
-    None, output)."""
+    None, its stdout, or its stderr when it failed)."""
     # ssh keeps the first value of an option: a short connect timeout, ahead of the engine's
     quick = [argv[0], "-o", f"ConnectTimeout={CONNECT_TIMEOUT:g}", *argv[1:]] if argv else []
     command = [*quick, "--", shlex.join(["sh", "-c", script])] if argv else ["sh", "-c", script]
     try:
         done = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"{type(exc).__name__}: {exc}"
-    return done.returncode, (done.stdout or done.stderr).decode("utf-8", "replace")
+        return None, f"{type(exc).__name__}: {exc}".encode()
+    return done.returncode, done.stdout if done.returncode == 0 else done.stderr
 
 
 def _remove(where: tuple[str, tuple[str, ...]], folder: str) -> None:
@@ -81,9 +82,9 @@ def _remove(where: tuple[str, tuple[str, ...]], folder: str) -> None:
     host, ssh_argv = where
     parent = shlex.quote(os.path.dirname(folder))
     script = f"rm -rf {shlex.quote(folder)}; rmdir {parent} 2>/dev/null; true"
-    code, text = _ssh_run(ssh_argv, script, REMOVE_TIMEOUT)
+    code, said = _ssh_run(ssh_argv, script, REMOVE_TIMEOUT)
     if code != 0:
-        log.warning("pxpool: kept output %s on %s not removed: %s", folder, host, text)
+        log.warning("pxpool: kept output %s on %s not removed: %r", folder, host, said)
 
 
 def _how(code: Any) -> str:
@@ -219,13 +220,12 @@ class EngineLogs:
     def _read_kept(self, engine_id: int, kept: KeptFile, tail: int) -> str:
         if kept.local():
             return _logs_agent.read_tail(kept.path, tail)
-        if kept.ssh_argv:
-            path = shlex.quote(kept.path)
-            script = f"cat {path}.1 {path} 2>/dev/null | tail -n {tail}"
-            code, text = _ssh_run(kept.ssh_argv, script, READ_TIMEOUT)
+        if kept.ssh_argv:  # the ring (2 MiB at most) comes over and is read here
+            code, content = _ssh_run(kept.ssh_argv, f"cat {shlex.quote(kept.path)}", READ_TIMEOUT)
             if code == 0:
-                return text
-            return f"(could not read it over ssh: {text.strip()[-300:]})\n"
+                return last_lines(_logs_agent.ring_text(content), tail)
+            said = content.decode("utf-8", "replace").strip()[-300:]
+            return f"(could not read it over ssh: {said})\n"
         if engine_id in self.core.registered_ids():
             try:
                 view = self.core.view(engine_id)

@@ -15,16 +15,25 @@ import os
 import re
 from typing import Any
 
-from .agent import read_tail
+from .agent import last_lines
 
-__all__ = ["engine_output", "process_output", "last_lines", "of_engine"]
+READ_BYTES = 1 << 20  # bytes read from the end of an output file
+
+__all__ = ["engine_output", "process_output", "file_tail", "of_engine"]
 
 # ipyparallel's engine log lines name their engine: "[PxpoolEngine.3.3] ..."
 _TAGGED = re.compile(r"\[\w*Engine\.(\d+)[.\]]")
 
 
-def last_lines(text: str, lines: int) -> str:
-    return "".join(text.splitlines(keepends=True)[-lines:]) if lines > 0 else ""
+def file_tail(path: str, lines: int) -> str:
+    """The last ``lines`` lines of a text file ("" if it cannot be read)."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            handle.seek(max(0, size - READ_BYTES))
+            return last_lines(handle.read().decode("utf-8", "replace"), lines)
+    except OSError:
+        return ""
 
 
 def of_engine(text: str, engine_id: int) -> str:
@@ -41,7 +50,7 @@ def of_engine(text: str, engine_id: int) -> str:
 def _file_or_cached(launcher: Any, lines: int) -> str:
     path = str(getattr(launcher, "output_file", "") or "")
     if path and os.path.isfile(path):
-        return read_tail(path, lines)
+        return file_tail(path, lines)
     get_output = getattr(launcher, "get_output", None)
     if callable(get_output):  # read and removed on stop: ipyparallel keeps the text
         return last_lines(str(get_output() or ""), lines)

@@ -36,19 +36,22 @@ def test_what_a_process_printed_is_kept_after_it_is_sigkilled(tmp_path: Path) ->
     assert text.endswith("first line\nlast words")
 
 
-def test_the_kept_file_is_bounded_and_its_tail_reads_across_the_rotation(
+def test_the_ring_keeps_the_latest_output_in_order_and_a_new_process_continues_it(
     tmp_path: Path,
 ) -> None:
     path = str(tmp_path / "engine-0.log")
-    keeper = agent.Keeper(path, max_bytes=100)
+    keeper = agent.Keeper(path, ring_bytes=100)
     for i in range(50):
-        keeper.keep(f"line {i:03d}\n")  # 9 bytes each
-    sizes = [os.path.getsize(path), os.path.getsize(path + ".1")]
-    assert all(size <= 100 for size in sizes)
-    lines = agent.read_tail(path, 15).splitlines()
-    assert lines == [f"line {i:03d}" for i in range(35, 50)]
-    assert agent.read_tail(path, 1000).splitlines()[-1] == "line 049"
+        keeper.keep(f"line {i:03d}\n")  # 9 bytes each: the ring wraps several times
+    assert os.path.getsize(path) == 16 + 100  # header and ring, however much was written
+    assert agent.read_tail(path, 5).splitlines() == [f"line {i:03d}" for i in range(45, 50)]
+    held = agent.read_tail(path, 1000)
+    assert held.endswith("line 049\n") and len(held.encode()) == 100
+    again = agent.Keeper(path, ring_bytes=100)  # the engine started again under its id
+    again.keep("next process\n")
+    assert agent.read_tail(path, 2) == "line 049\nnext process\n"
     assert agent.read_tail(str(tmp_path / "none.log"), 5) == ""
+    assert agent.ring_text(b"not a ring file at all") == ""
 
 
 def test_a_task_s_prints_are_caught_and_passed_on(monkeypatch: pytest.MonkeyPatch) -> None:
