@@ -34,7 +34,7 @@ log = logging.getLogger("pxpool.engines.forking")
 
 SERVER_MODULE = "pxpool._entry.forkserver.server"
 # set in an engine set's environment: its launchers fork from the server at this path
-FORK_SERVER_VARIABLE = "PXPOOL_FORK_SERVER"
+FORK_SERVER_VARIABLE = "PXPOOL_FORK_SOCKET"
 # the profile's preload, for engines that are exec'd (pxpool._entry.engine_main reads it)
 PRELOAD_VARIABLE = "PXPOOL_PRELOAD"
 MAX_SERVER_STARTS = 3  # servers one pool starts before it execs its engines instead
@@ -45,14 +45,20 @@ MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
 STAND_IN_MODULE = "pxpool._entry.forkserver.stand_in"
 
 
-def stand_in_command(python: str, key: str, preload: tuple[str, ...]) -> list[str]:
+def stand_in_command(python: str, key: str, preload: tuple[str, ...], *options: str) -> list[str]:
     """The command that starts one engine from this host's fork server for ``key``
     (starting the server with the first engine), standing in for ``python -m
-    ENGINE_MODULE``: the engine's arguments follow it as they follow that."""
-    command = [python, "-m", STAND_IN_MODULE, f"--key={key}"]
+    ENGINE_MODULE``: the engine's arguments follow it as they follow that. ``options``:
+    the stand-in's own (``--idle-exit=S``, ``--kill-after=S``)."""
+    command = [python, "-m", STAND_IN_MODULE, f"--key={key}", *options]
     if preload:
         command.append(f"--preload={','.join(preload)}")
     return [*command, "-m", ENGINE_MODULE]
+
+
+def stop_server_command(python: str, key: str) -> list[str]:
+    """The command that ends the fork server for ``key`` on the host it runs on."""
+    return [python, "-m", STAND_IN_MODULE, f"--key={key}", "--stop"]
 
 
 class ForkServerUnavailable(RuntimeError):

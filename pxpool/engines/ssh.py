@@ -53,7 +53,7 @@ from .._core.cluster import PxCluster
 from .._core.hold import STARTUP_ARG
 from ..errors import EngineStartError, ProfileError
 from ..profile import Profile, SSHHost
-from . import _ssh_tunnel
+from . import _ssh_fork, _ssh_tunnel
 from ._ssh_launcher import REMOTE_TERM_GRACE, SSHEngineLauncher, remote_command, run_bounded
 from ._ssh_tunnel import choose_ports, controller_ports, failed_forward_port, is_local_host
 from .base import ENGINE_MODULE, Provider
@@ -70,9 +70,10 @@ _PROBE_CODE = (
     "except Exception as e:\n    v = None\n"
     "import importlib.util\n"
     "try:\n    px = importlib.util.find_spec('pxpool._entry.engine_main') is not None\n"
-    "except Exception:\n    px = False\n"
+    "    fork = importlib.util.find_spec('pxpool._entry.forkserver.stand_in') is not None\n"
+    "except Exception:\n    px = fork = False\n"
     "print('__pxpool_probe__' + json.dumps("
-    "{'python': sys.version.split()[0], 'ipyparallel': v, 'pxpool': px, "
+    "{'python': sys.version.split()[0], 'ipyparallel': v, 'pxpool': px, 'fork': fork, "
     "'executable': sys.executable}))\n"
 )
 
@@ -86,6 +87,7 @@ class SSHProvider(Provider):
         self._host_of: dict[int, int] = {}  # engine id -> index into profile.ssh.hosts
         self._probed: set[int] = set()
         self._launchers: dict[str, SSHEngineLauncher] = {}
+        self._forking: dict[int, bool] = {}  # host index -> engines fork from a server there
 
     # ------------------------------------------------------------ hosts
 
@@ -178,7 +180,9 @@ class SSHProvider(Provider):
         found = re.search(r"__pxpool_probe__(\{.*\})", out)
         if found is None:
             raise self._python_failed(host, code, out, err)
-        self._check_remote(host, json.loads(found.group(1)))
+        remote = json.loads(found.group(1))
+        self._check_remote(host, remote)
+        self._forking[index] = bool(remote.get("fork")) and self.profile.engine.fork_server
         if not self.profile.ssh.tunnel:
             self._warn_unreachable_controller(host)
 
@@ -253,10 +257,9 @@ class SSHProvider(Provider):
     # ------------------------------------------------------------ engines
 
     def _engine_script(self, host: SSHHost, engine_id: int, cluster_id: str) -> str:
+        forking = self._forking.get(self._host_of.get(engine_id, -1), False)
         argv = [
-            self.remote_python(host),
-            "-m",
-            ENGINE_MODULE,
+            *_ssh_fork.engine_command(self.remote_python(host), self.profile, cluster_id, forking),
             f"--IPEngine.id={engine_id}",
             f"--cluster-id={cluster_id}",  # names the pool in the remote process list
             *([STARTUP_ARG] if self.hold_engines else []),  # joins a running pool: held
@@ -388,3 +391,7 @@ class SSHProvider(Provider):
                 except psutil.Error:
                     pass
         self._launchers.clear()
+        hosts = [self._hosts()[i] for i, on in self._forking.items() if on]
+        if hosts and cluster is not None:
+            servers = [(self.ssh_argv(h), self.remote_python(h)) for h in hosts]
+            await _ssh_fork.stop_servers(servers, str(cluster.cluster_id))

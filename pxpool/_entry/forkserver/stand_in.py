@@ -30,7 +30,6 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 from typing import Any, NoReturn
@@ -48,14 +47,17 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
     """Options, then ``-m MODULE`` and the engine's arguments, as ``python -m`` takes
     them (the job script's line reads as the engine's command it stands in for)."""
     words = list(sys.argv[1:] if argv is None else argv)
-    if "-m" not in words or words.index("-m") + 1 >= len(words):
-        raise SystemExit("usage: stand_in --key KEY [--preload A,B] -m MODULE ARGS")
-    split = words.index("-m")
+    split = words.index("-m") if "-m" in words else len(words)
     parser = argparse.ArgumentParser(prog="python -m pxpool._entry.forkserver.stand_in")
     parser.add_argument("--key", required=True, help="names the pool's server on this host")
     parser.add_argument("--preload", default="", help="modules to preload, comma-separated")
+    parser.add_argument("--idle-exit", type=float, default=IDLE_EXIT, help="the server's")
+    parser.add_argument("--kill-after", type=float, default=0.0, help="SIGKILL after TERM")
+    parser.add_argument("--stop", action="store_true", help="stop this host's server for KEY")
     options = parser.parse_args(words[:split])
-    options.target = words[split + 1]
+    if not options.stop and split + 1 >= len(words):
+        parser.error("the engine's module follows: -m MODULE ARGS...")
+    options.target = words[split + 1] if not options.stop else ""
     options.engine_args = words[split + 2 :]
     return options
 
@@ -74,19 +76,13 @@ def socket_path(key: str) -> str:
 def _start_server(path: str, options: argparse.Namespace) -> None:
     """Start the server unless another engine's stand-in did (lock held meanwhile)."""
     command = [sys.executable, "-m", SERVER_MODULE, path, "--target", options.target]
-    command += ["--idle-exit", str(IDLE_EXIT)]
+    command += ["--idle-exit", str(options.idle_exit)]
     command += ["--preload", *_names(options.preload)]
     with open(f"{path}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _answers(path):
             return
-        server = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True
-        )
-        assert server.stdout is not None
-        ready, _, _ = select.select([server.stdout], [], [], SERVER_START_TIMEOUT)
-        line = server.stdout.readline() if ready else b""
-        server.stdout.close()
+        line = _spawn_detached(command, f"{path}.log")
         report: dict[str, Any] = json.loads(line) if line.strip() else {}
         if "module" in report:
             sys.stderr.write(
@@ -95,7 +91,34 @@ def _start_server(path: str, options: argparse.Namespace) -> None:
             )
             sys.exit(3)
         if "ready" not in report:
-            raise wire.ForkRefused(f"the fork server did not start (exit {server.poll()})")
+            raise wire.ForkRefused(f"the fork server did not start; see {path}.log")
+
+
+def _spawn_detached(command: list[str], log_path: str) -> bytes:
+    """Run the server as nobody's child but init's (a double fork, its own session),
+    its output in ``log_path``: not this process's, whose pid callers kill with its
+    children, and not this process's stdout, an ssh channel that would stay open for
+    as long as the server holds it. Returns the server's first line."""
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(ready_w, 1)
+                os.dup2(log, 2)
+                os.closerange(3, 256)
+                os.execv(sys.executable, command)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.waitpid(pid, 0)
+    with os.fdopen(ready_r, "rb") as ready:
+        found, _, _ = select.select([ready], [], [], SERVER_START_TIMEOUT)
+        return ready.readline() if found else b""
 
 
 def _names(text: str) -> list[str]:
@@ -135,17 +158,22 @@ def fork_engine(options: argparse.Namespace) -> wire.Forked:
     return wire.fork(path, body, [0, 1, 2])
 
 
-def stand_in(forked: wire.Forked) -> NoReturn:
-    """Pass signals on to the engine until it exits; exit as it did."""
+def stand_in(forked: wire.Forked, kill_after: float = 0.0) -> NoReturn:
+    """Pass signals on to the engine until it exits; exit as it did. With
+    ``kill_after``, an engine still there that long after a SIGTERM gets SIGKILL (the
+    caller's own SIGKILL would end only this process)."""
 
     def forward(number: int, _frame: Any) -> None:
         try:
             os.kill(forked.pid, number)
         except OSError:
             pass
+        if number == signal.SIGTERM and kill_after > 0:
+            signal.setitimer(signal.ITIMER_REAL, kill_after)
 
     for name in FORWARDED:
         signal.signal(getattr(signal, name), forward)
+    signal.signal(signal.SIGALRM, lambda *_: forward(signal.SIGKILL, None))
     while True:
         done, code = forked.wait(timeout=None)
         if done:
@@ -156,14 +184,40 @@ def stand_in(forked: wire.Forked) -> NoReturn:
         while alive(forked.pid):
             select.select([], [], [], POLL)
         code = 1
-    if code < 0:
-        signal.signal(-code, signal.SIG_DFL)
+    if code < 0:  # end by the same signal: ssh and the job see what the engine saw
+        if -code != signal.SIGKILL:
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     sys.exit(code)
 
 
+def stop_server(key: str, timeout: float = 3.0) -> None:
+    """End this host's server for ``key`` (its pid from the socket's peer credentials):
+    engines it forked are not touched."""
+    path = socket_path(key)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        pid = wire.peer_pid(probe)
+    except OSError:
+        return  # none runs
+    finally:
+        probe.close()
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        from ..pids import alive
+
+        for _ in range(int(timeout / POLL)):
+            if not alive(pid):
+                break
+            select.select([], [], [], POLL)
+
+
 def main(argv: list[str] | None = None) -> None:
     options = _options(argv)
+    if options.stop:
+        stop_server(options.key)
+        return
     try:
         forked = fork_engine(options)
     except (OSError, ValueError) as exc:
@@ -171,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.flush()
         engine = [sys.executable, "-m", options.target, *options.engine_args]
         os.execv(sys.executable, engine)
-    stand_in(forked)
+    stand_in(forked, options.kill_after)
 
 
 if __name__ == "__main__":

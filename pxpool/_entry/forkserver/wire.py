@@ -4,7 +4,7 @@ One connection per engine, on a Unix stream socket in a directory only the user 
 enter (0700, the socket itself 0600):
 
 1. the client sends one request: a 4-byte length and a JSON object (``argv``, ``env``,
-   ``cwd``), with the engine's stdin, stdout and stderr attached as file descriptors
+   ``cwd``, and ``ignored``: signals the engine starts ignoring, as exec keeps them), with the engine's stdin, stdout and stderr attached as file descriptors
    (``SCM_RIGHTS``), so the engine writes to the very file (or ssh channel) the caller
    opened for it;
 2. the server answers one JSON line, ``{"pid": N}`` or ``{"error": "..."}``;
@@ -44,6 +44,15 @@ def peer_uid(conn: socket.socket) -> int | None:
         return None
     _pid, uid, _gid = _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, option, _CRED.size))
     return int(uid)
+
+
+def peer_pid(conn: socket.socket) -> int | None:
+    """The pid of the process on the other end (Linux): a client learns the server's."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    pid, _uid, _gid = _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, option, _CRED.size))
+    return int(pid)
 
 
 def send_request(conn: socket.socket, body: dict[str, Any], fds: list[int]) -> None:
