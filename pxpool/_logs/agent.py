@@ -44,11 +44,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Keeper", "install", "tail", "read_tail", "ring_text", "last_lines"]
+__all__ = ["Keeper", "install", "tail", "read_tail", "ring_text", "last_lines", "token_of"]
 
 RING_BYTES = 2 << 20  # bytes of output an engine keeps (its latest)
-_HEADER = struct.Struct("<8sQ")  # magic, bytes written since the file was made
-_MAGIC = b"pxlogs1\0"
+# magic, bytes written since the file was made, and the file's own random token: a
+# client that reads the same token where the engine said the file is sees that file
+_HEADER = struct.Struct("<8sQ16s")
+_MAGIC = b"pxlogs2\0"
 _COUNT, _COUNT_AT, _DATA = struct.Struct("<Q"), 8, _HEADER.size  # where the count and data are
 _KEEPER: Keeper | None = None
 _KEPT = "_pxpool_kept"  # marks a stream's write that keeps a copy
@@ -77,9 +79,11 @@ class Keeper:
             self.ring = mmap.mmap(fd, size)
         finally:
             os.close(fd)
-        magic, written = _HEADER.unpack_from(self.ring, 0)
-        self.written = written if magic == _MAGIC and not fresh else 0
-        _HEADER.pack_into(self.ring, 0, _MAGIC, self.written)
+        magic, written, token = _HEADER.unpack_from(self.ring, 0)
+        if fresh or magic != _MAGIC:
+            written, token = 0, os.urandom(16)
+        self.written, self.token = written, token
+        _HEADER.pack_into(self.ring, 0, _MAGIC, written, token)
         os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self) -> None:
@@ -108,7 +112,7 @@ def ring_text(content: bytes) -> str:
     """The text a ring file holds, oldest first ("" for anything else)."""
     if len(content) < _HEADER.size:
         return ""
-    magic, written = _HEADER.unpack_from(content, 0)
+    magic, written, _token = _HEADER.unpack_from(content, 0)
     data = content[_HEADER.size :]
     if magic != _MAGIC or not data:
         return ""
@@ -204,18 +208,27 @@ def install(
     for name in ("stdout", "stderr"):
         _keep_stream(name)
     _keep_tracebacks()
-    stat = os.stat(_KEEPER.path)
     return {
         "path": _KEEPER.path,
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "file": [stat.st_dev, stat.st_ino],
+        "token": _KEEPER.token.hex(),
     }
 
 
 def last_lines(text: str, lines: int) -> str:
     """The last ``lines`` lines of ``text``."""
     return "".join(text.splitlines(keepends=True)[-lines:]) if lines > 0 else ""
+
+
+def token_of(path: str) -> str:
+    """The token of the ring file at ``path`` here, hex ("" if it is none)."""
+    try:
+        with open(path, "rb") as handle:
+            magic, _written, token = _HEADER.unpack(handle.read(_HEADER.size))
+    except (OSError, struct.error):
+        return ""
+    return token.hex() if magic == _MAGIC else ""
 
 
 def read_tail(path: str, lines: int) -> str:

@@ -10,8 +10,8 @@ Two sources, each shown under a heading naming its file:
    (:mod:`pxpool._logs.agent`), across every process that had this engine id.
 
 The kept file is read where it is: directly when this machine sees the same file
-(the pool's directory, where local engines and batch jobs keep it; same device and
-inode as the engine reported), over the engine's own ssh command for an SSH host
+(the pool's directory, where local engines and batch jobs keep it; the ring's header
+holds the random token the engine reported), over the engine's own ssh command for an SSH host
 (which keeps it in its temporary directory), else from the engine while it runs.
 """
 
@@ -52,16 +52,13 @@ class KeptFile:
 
     path: str
     host: str
-    file: tuple[int, int]  # (device, inode) on the engine's host
+    token: str  # the ring's random token (its header), as the engine read it
     ssh_argv: tuple[str, ...] = ()  # the engine's ssh command, for an SSH host
 
     def local(self) -> bool:
-        """True when this machine sees the engine's file (same device and inode)."""
-        try:
-            stat = os.stat(self.path)
-        except OSError:
-            return False
-        return (stat.st_dev, stat.st_ino) == self.file
+        """True when this machine sees the engine's file: the same path holds the same
+        token here (also over NFS, where device numbers differ from host to host)."""
+        return _logs_agent.token_of(self.path) == self.token
 
 
 def _ssh_run(argv: tuple[str, ...], script: str, timeout: float) -> tuple[int | None, bytes]:
@@ -130,7 +127,7 @@ class EngineLogs:
             kept = KeptFile(
                 str(answer["path"]),
                 str(answer["host"]),
-                (int(answer["file"][0]), int(answer["file"][1])),
+                str(answer["token"]),
                 ssh[engine_id],
             )
             with self.lock:
@@ -172,12 +169,9 @@ class EngineLogs:
     def _in_pool_dir(self, engine_id: int) -> KeptFile | None:
         """The file an engine keeps in the pool's directory (for an engine whose agent
         answered another process: this one attached later)."""
-        path = runtime.pool_dir(self.core.name) / "logs" / f"engine-{engine_id}.log"
-        try:
-            stat = path.stat()
-        except OSError:
-            return None
-        return KeptFile(str(path), "this machine", (stat.st_dev, stat.st_ino))
+        path = str(runtime.pool_dir(self.core.name) / "logs" / f"engine-{engine_id}.log")
+        token = _logs_agent.token_of(path)
+        return KeptFile(path, "this machine", token) if token else None
 
     def _launcher_of(self, engine_id: int) -> Any:
         cluster = self.core.cluster

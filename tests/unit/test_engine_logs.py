@@ -23,7 +23,8 @@ def test_what_a_process_printed_is_kept_after_it_is_sigkilled(tmp_path: Path) ->
         f"""
         import os, signal, sys
         from pxpool._logs import agent
-        where = agent.install(7, {str(tmp_path / "logs")!r}, "p")["path"]
+        answer = agent.install(7, {str(tmp_path / "logs")!r}, "p")
+        print(answer["token"])
         print("first line")
         print("last words", file=sys.stderr, end="")
         os.kill(os.getpid(), signal.SIGKILL)
@@ -31,9 +32,12 @@ def test_what_a_process_printed_is_kept_after_it_is_sigkilled(tmp_path: Path) ->
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30)
     assert done.returncode == -signal.SIGKILL
-    text = agent.read_tail(str(tmp_path / "logs" / "engine-7.log"), 10)
+    path = str(tmp_path / "logs" / "engine-7.log")
+    text = agent.read_tail(path, 10)
     assert text.startswith("---- pxpool: engine 7, pid ")
     assert text.endswith("first line\nlast words")
+    token = agent.token_of(path)  # what tells the client it sees the engine's own file
+    assert len(token) == 32 and f"\n{token}\n" in text
 
 
 def test_the_ring_keeps_the_latest_output_in_order_and_a_new_process_continues_it(
@@ -43,7 +47,7 @@ def test_the_ring_keeps_the_latest_output_in_order_and_a_new_process_continues_i
     keeper = agent.Keeper(path, ring_bytes=100)
     for i in range(50):
         keeper.keep(f"line {i:03d}\n")  # 9 bytes each: the ring wraps several times
-    assert os.path.getsize(path) == 16 + 100  # header and ring, however much was written
+    assert os.path.getsize(path) == 32 + 100  # header and ring, however much was written
     assert agent.read_tail(path, 5).splitlines() == [f"line {i:03d}" for i in range(45, 50)]
     held = agent.read_tail(path, 1000)
     assert held.endswith("line 049\n") and len(held.encode()) == 100
