@@ -292,3 +292,16 @@ def test_walltime_sigterms_the_pods_and_their_engines_drain(kube: KubeStandin) -
             time.sleep(0.1)
         assert pool.engine_deaths()[0] == "stopped (walltime): drained on SIGTERM"
     assert kube.leftovers() == []
+
+
+def test_pool_stopped_by_another_process_leaves_nothing(kube: KubeStandin) -> None:
+    """A detached pool (``pxpool start``) stopped through its record, as ``pxpool stop``
+    in another process does: the Jobs come from the cluster file, the Secret from the
+    pool's name, with a provider that started nothing itself."""
+    profile = pxpool.load_profile("kubernetes", engines=1, start_timeout=60)
+    started = pxpool.Pool(profile, "k8s-detached", detached=True)
+    started.start_sync()
+    started.disconnect()
+    assert kube.objects()["secrets"] == ["pxpool-k8s-detached-connection"]
+    pxpool.Pool.attach("k8s-detached").stop_sync()
+    assert kube.leftovers() == []

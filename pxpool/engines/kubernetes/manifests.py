@@ -210,10 +210,10 @@ def _pod_spec(request: JobRequest, settings: KubernetesSettings) -> dict[str, An
         "terminationGracePeriodSeconds": settings.drain_time,
         "enableServiceLinks": False,
         "containers": [container],
-        "volumes": [
+        "volumes": [  # readable by the image's user (not root in Jupyter images)
             {
                 "name": "connection",
-                "secret": {"secretName": secret_name(request.pool), "defaultMode": 0o440},
+                "secret": {"secretName": secret_name(request.pool), "defaultMode": 0o444},
             }
         ],
     }

@@ -24,7 +24,7 @@ from ..._core.startup import engine_file
 from ...profile import Profile
 from ..base import Provider
 from .api import KubeApi
-from .errors import KubernetesImageUnknown
+from .errors import KubernetesImageUnknown, KubernetesUnavailable
 from .job import PodJob
 from .manifests import (
     JobRequest,
@@ -164,7 +164,7 @@ class KubernetesProvider(Provider):
             pending = [job.stop() for job in jobs.values() if job.state != "after"]
             if pending:
                 await asyncio.wait_for(asyncio.gather(*pending), timeout + 5)
-            if cluster is not None and (self._api is not None or jobs):
+            if cluster is not None:  # also a pool started by another process
                 await self._sweep(str(cluster.cluster_id), timeout)
         finally:
             self.close_job_client()
@@ -172,7 +172,10 @@ class KubernetesProvider(Provider):
     async def _sweep(self, pool: str, timeout: float) -> None:
         """What the API still lists under the pool's label (Jobs ended on their own,
         another process's), then the Secret."""
-        api = self._api if self._api is not None else await asyncio.to_thread(KubeApi)
+        try:
+            api = self._api if self._api is not None else await asyncio.to_thread(KubeApi)
+        except KubernetesUnavailable:
+            return  # no client or no cluster: this process created nothing there
         namespace = self._namespace or api.default_namespace()
         selector = ",".join(f"{k}={v}" for k, v in pool_labels(pool).items())
         for job in await asyncio.to_thread(api.list_jobs, namespace, selector):
