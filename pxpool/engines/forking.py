@@ -126,8 +126,9 @@ class ForkServer:
         _end(process)
         if "module" in report:
             raise PreloadFailed(str(report["module"]), str(report.get("error", "")))
+        said = f"printed {line[:200]!r} instead of its ready line" if line else "gave no answer"
         raise ForkServerUnavailable(
-            f"the fork server gave no answer within {timeout:g}s "
+            f"the fork server {said} within {timeout:g}s "
             f"(exit code {process.returncode}; its log: {log_path})"
         )
 

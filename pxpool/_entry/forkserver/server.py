@@ -292,6 +292,9 @@ def _run(target: str, argv: list[str]) -> Any:
     import runpy
 
     sys.argv = [target, *argv]
+    # run as __main__ like `python -m` (its imports are all cached); without the copy
+    # imported as a module, runpy would warn in every engine's output
+    sys.modules.pop(target, None)
     runpy.run_module(target, run_name="__main__", alter_sys=True)
     return 0
 
