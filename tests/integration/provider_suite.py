@@ -74,3 +74,16 @@ class ProviderSuite:
         assert pool.restart_sync(1) == 1
         assert pool.ids == list(range(self.engines))
         assert pool.view(1).apply_sync(_where) != before
+
+    def test_logs_keep_what_cells_and_lane_tasks_printed(
+        self, pool: pxpool.Pool, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        marker = f"said-by-{pool.name}"
+        future = pool.submit(print, f"{marker} in a lane task")
+        assert future.result(timeout=30) is None
+        engine = future.engine_id
+        assert engine is not None
+        assert f"[stdout:{engine}] {marker} in a lane task\n" in capsys.readouterr().out
+        pool.view(engine).execute(f"print('{marker} in a cell')")
+        kept = pool.logs(engine, tail=5).split("<==\n")[-1]  # the kept lines come last
+        assert f"\n{marker} in a lane task\n{marker} in a cell\n" in kept

@@ -120,6 +120,7 @@ class TestLabSlurm(BatchSuite):
     def test_an_engine_killed_on_its_node_comes_back(self, pool: pxpool.Pool) -> None:
         """Its job's engines go down with it and the job is replaced (same ids)."""
         old_job = pool.provider.job_id_of(1)
+        pool.view(1).execute(f"print('engine 1 of job {old_job} before os._exit')")
         pool.view(1).apply_async(os._exit, 9)
         wait_until(
             lambda: pool.ids == [0, 1] and pool.provider.job_id_of(1) != old_job,
@@ -132,6 +133,7 @@ class TestLabSlurm(BatchSuite):
             "both engines answering from their nodes",
         )
         assert 1 in pool.engine_deaths()  # (its job ran on: no exit status to report)
+        assert f"\nengine 1 of job {old_job} before os._exit\n" in pool.logs(1)
 
 
 def _host_size_rank_sum() -> tuple[str, int, int]:

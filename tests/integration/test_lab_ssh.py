@@ -121,6 +121,7 @@ class TestLabSsh(ProviderSuite):
 
     def test_an_engine_killed_on_its_host_is_replaced_there(self, pool: pxpool.Pool) -> None:
         host, pid = pool.view(0).apply_sync(where)
+        pool.view(0).execute(f"print('engine {pid} on {host} before kill -9')")
         on_host(host, f"kill -9 {pid}")
         wait_until(
             lambda: pool.ids == [0, 1] and pool.view(0).apply_sync(where)[1] != pid,
@@ -129,6 +130,9 @@ class TestLabSsh(ProviderSuite):
         )
         assert pool.view(0).apply_sync(where)[0] == host
         assert "ssh session ended" in pool.engine_deaths()[0]
+        # what it printed stays in its file on the host, read over ssh (the hosts' /tmp
+        # are their own), under the replacement's lines
+        assert f"\nengine {pid} on {host} before kill -9\n" in pool.logs(0)
 
     def test_doctor_compares_the_remote_engines(self, pool: pxpool.Pool) -> None:
         frame = pool.doctor(show=False)

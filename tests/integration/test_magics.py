@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import ipyparallel as ipp
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
@@ -516,3 +517,27 @@ def test_px_setup_cell_runs_again_on_a_restarted_engine(
 def test_px_setup_refuses_targets(shell: InteractiveShell, pool: pxpool.Pool) -> None:
     with pytest.raises(UsageError, match="drop --targets"):
         shell.run_cell_magic("px", "--setup --targets 0", "x = 1")
+
+
+# ------------------------------------------------------------------ %pxlogs
+
+
+def test_pxlogs_prints_what_an_engine_printed_and_checks_its_arguments(
+    shell: InteractiveShell, pool: pxpool.Pool
+) -> None:
+    px(shell, "--targets 1", "print('for %pxlogs')")
+    with pytest.raises(ipp.RemoteError, match="ZeroDivisionError"):
+        pool.execute("1 / 0", targets=1)  # its traceback is kept too, without colours
+    with capture_output() as captured:
+        shell.run_line_magic("pxlogs", "1 --tail 8")
+    assert "==> engine 1: printed, kept in" in captured.stdout
+    assert "\nfor %pxlogs\n" in captured.stdout
+    assert "\nZeroDivisionError: division by zero\n" in captured.stdout
+    with pytest.raises(UsageError, match=r"No engine 7 in this pool; engines: \[0, 1\]"):
+        shell.run_line_magic("pxlogs", "7")
+    with pytest.raises(UsageError, match=r"usage: %pxlogs ENGINE \[--tail LINES\]"):
+        shell.run_line_magic("pxlogs", "")
+    with pytest.raises(UsageError, match="--tail must be a number of lines > 0; got 0"):
+        shell.run_line_magic("pxlogs", "0 --tail 0")
+    with pytest.raises(ValueError, match="tail must be a whole number of lines > 0; got '5'"):
+        pool.logs(0, tail="5")  # type: ignore[arg-type]

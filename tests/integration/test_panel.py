@@ -45,6 +45,7 @@ def test_rows_show_busy_idle_and_dead_engines_and_the_header_counts_them(
             tolerate_errors=False,
         )
         pids = pool.view().apply_sync(os.getpid)
+        pool.view(2).execute("print('engine 2 before its SIGKILL')")
         running = pool.client[0].apply_async(time.sleep, 20)
         os.kill(pids[2], signal.SIGKILL)
         wait_until(
@@ -100,15 +101,19 @@ def test_paused_panel_keeps_its_values_and_actions_report_errors_in_the_panel(
         )
 
         # engine 2 is dead (its interrupt button is disabled; the action still runs
-        # when asked): the error shows in the panel
+        # when asked): the error shows in the panel; its log button shows what it
+        # printed before it died, and how it died
         next(b for b in panel.rows[2].buttons if b.description == "interrupt").click()
+        panel.rows[2].log_button.click()
         wait_until(
-            lambda: "failed" in panel.error.value,
+            lambda: "failed" in panel.error.value and "SIGKILL" in panel.log_view.value,
             10,
-            "the failed interrupt reported in the panel",
+            "the failed interrupt reported and the dead engine's log shown in the panel",
             tolerate_errors=False,
         )
         assert "interrupt engine 2 failed" in panel.error.value
+        assert "engine 2 before its SIGKILL\n" in panel.log_view.value
+        assert "(the process ended: killed by SIGKILL)" in panel.log_view.value
     finally:
         panel.close()
 

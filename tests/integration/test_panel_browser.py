@@ -305,6 +305,9 @@ def test_panel_row_turns_dead_in_the_browser_when_its_engine_is_killed(
         if i != 1:
             sync_api.expect(rows[i]).to_contain_text("idle")
     page.locator(".pxpool-panel").screenshot(path=str(screenshot))
+    # the dead row's log button shows how its engine ended, under the table
+    page.locator(".pxpool-row-1 .pxpool-log-button").click()
+    sync_api.expect(page.locator(".pxpool-log")).to_contain_text("killed by SIGKILL")
     # the row's own restart button brings the engine back under the same id
     page.locator(".pxpool-row-1 .pxpool-restart").click()
     sync_api.expect(rows[1]).to_contain_text("idle", timeout=60_000)
