@@ -11,8 +11,8 @@ Two sources, each shown under a heading naming its file:
 
 The kept file is read where it is: directly when this machine sees the same file
 (the pool's directory, where local engines and batch jobs keep it; the ring's header
-holds the random token the engine reported), over the engine's own ssh command for an SSH host
-(which keeps it in its temporary directory), else from the engine while it runs.
+holds the random token the engine reported), over the engine's own ssh command for an
+SSH host (which keeps it in its temporary directory), else from the engine while it runs.
 """
 
 from __future__ import annotations
