@@ -98,6 +98,7 @@ KEYS: tuple[Key, ...] = (
     Key("kubernetes", "engines_per_pod", "int", "engines_per_pod", minimum=1),
     Key("kubernetes", "pods_per_job", "int", "pods_per_job", minimum=1),
     Key("kubernetes", "drain_time", "int", "drain_time", minimum=0),
+    Key("kubernetes", "unschedulable_wait", "int", "unschedulable_wait", minimum=0),
 )
 
 SECTIONS = ("controller", "engine", "timeouts", "ssh", "mpi", "kubernetes", *BATCH_PROVIDERS)

@@ -137,6 +137,7 @@ class KubernetesSettings:
     engines_per_pod: int = 1
     pods_per_job: int = 1  # a failed pod ends its whole Job (backoffLimit 0)
     drain_time: int = 30  # terminationGracePeriodSeconds: SIGTERM, drain, then SIGKILL
+    unschedulable_wait: int = 0  # seconds an Unschedulable pod may wait (an autoscaler)
 
 
 @dataclass(frozen=True)

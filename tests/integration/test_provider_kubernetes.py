@@ -235,6 +235,11 @@ def test_unschedulable_pod_fails_fast_with_the_schedulers_message(
     assert _start_fails(kube, PodFailedError, message, **overrides) < FAST_FAILURE
 
 
+def test_unschedulable_wait_gives_an_autoscaler_time_before_failing(kube: KubeStandin) -> None:
+    took = _start_fails(kube, PodFailedError, "Unschedulable", gpus=1, unschedulable_wait=2)
+    assert 2 <= took < FAST_FAILURE
+
+
 @pytest.mark.parametrize(
     ("reason", "message", "expected"),
     [

@@ -18,6 +18,7 @@ def test_defaults_are_the_safe_ones() -> None:
     assert (settings.image, settings.namespace) == ("", "")  # the notebook pod's
     assert settings.memory_limit_bytes is None and settings.memory_bytes == 2**30
     assert (settings.engines_per_pod, settings.pods_per_job, settings.drain_time) == (1, 1, 30)
+    assert settings.unschedulable_wait == 0  # Kubernetes' reasons are reported at once
 
 
 def test_quantities_are_read_as_kubernetes_reads_them() -> None:

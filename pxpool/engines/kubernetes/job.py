@@ -58,6 +58,7 @@ class PodJob(EndsOnStop, BaseLauncher):  # type: ignore[misc]  # untyped base
     engine_ids: List[int] = List().tag(to_dict=True)
     manifest = Dict()
     cancel_timeout = Float(60.0)
+    unschedulable_wait = Float(0.0)  # seconds before Unschedulable is fatal (autoscalers)
     problem = AnyTrait(None)  # the Problem that ended the set, if one did
 
     def __init__(self, **kwargs: Any) -> None:
@@ -66,6 +67,7 @@ class PodJob(EndsOnStop, BaseLauncher):  # type: ignore[misc]  # untyped base
         self._api: KubeApi | None = None
         self._pods: list[dict[str, Any]] = []
         self._output = ""
+        self._unschedulable_since = 0.0
         self.engine_client: ipp.Client | None = None  # set by the provider
 
     @property
@@ -104,12 +106,20 @@ class PodJob(EndsOnStop, BaseLauncher):  # type: ignore[misc]  # untyped base
                 continue
             self._pods = pods
             seen = seen or bool(pods)
-            problem = next(filter(None, map(pod_problem, pods)), None)
+            problem = self._fatal(next(filter(None, map(pod_problem, pods)), None))
             if problem is None and seen and _all_ended(pods):
                 problem = await self._job_ended()
             if problem is not None and self.state == "running":
                 await self._ended(problem)
                 return
+
+    def _fatal(self, problem: Problem | None) -> Problem | None:
+        """``problem``, unless the pods are Unschedulable for less than
+        ``unschedulable_wait`` (a cluster autoscaler adds nodes for such pods)."""
+        if problem is None or problem.reason != "Unschedulable" or not self.unschedulable_wait:
+            return problem
+        first = self._unschedulable_since = self._unschedulable_since or time.monotonic()
+        return problem if time.monotonic() - first >= self.unschedulable_wait else None
 
     async def _job_ended(self) -> Problem:
         job = await asyncio.to_thread(self.api.read_job, self.namespace, self.job_name)

@@ -149,6 +149,7 @@ class KubernetesProvider(Provider):
                 namespace=request.namespace,
                 manifest=job_manifest(request, self.settings),
                 cancel_timeout=self.profile.timeouts.stop,
+                unschedulable_wait=float(self.settings.unschedulable_wait),
             )
             started[set_id] = ids
         return started
