@@ -120,8 +120,10 @@ class TestKubernetes(ProviderSuite):
     @pytest.fixture(scope="class")
     def profile_overrides(self, kube: KubeStandin) -> tuple[str, dict[str, Any]]:
         RUNNING.append(kube)
-        # restart on-failure: pxpool, not Kubernetes (backoffLimit 0), replaces engines
-        return ("kubernetes", {"start_timeout": 60, "stop_timeout": 20, "restart": "on-failure"})
+        # restart on-failure: pxpool, not Kubernetes (backoffLimit 0), replaces engines;
+        # encrypt: what the README recommends on a shared pod network
+        settings = {"start_timeout": 60, "stop_timeout": 20, "restart": "on-failure"}
+        return ("kubernetes", {**settings, "encrypt": True})
 
     def leftovers(self, pool: pxpool.Pool) -> list[str]:
         """Secrets, Jobs and pods the stand-in still holds after the pool's stop."""
