@@ -29,6 +29,7 @@ from ..profile import Profile
 from . import hold, runtime
 from .client import PxClient
 from .cluster import PxCluster
+from .events import TaskEvents
 from .loop import LoopThread
 from .processes import local_process_tree_of, reap
 from .provider import EngineProvider
@@ -61,6 +62,7 @@ class PoolCore:
         self.joining: set[int] = set()  # ids add_engines is starting now
         self.replacing: set[int] = set()  # ids the supervisor will start again (back-off too)
         self.loop = LoopThread(f"pxpool-{name}")
+        self.task_events = TaskEvents()  # finished tasks of every route, for task streams
 
     # ------------------------------------------------------------ reading state
 

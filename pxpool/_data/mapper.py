@@ -26,7 +26,7 @@ import ipyparallel as ipp
 from ipyparallel.serialize import PrePickled
 
 from .._core.client import SEND_ERRORS
-from .._core.names import function_name
+from .._core.names import function_name, task_named
 from .._core.waiting import EngineWait
 from ..errors import UnpicklableArgumentError, UnpicklableFunctionError
 from . import agent, replies, shared_parts, shm
@@ -94,14 +94,17 @@ def pool_map(
     sizer = plan_sizer(source, engines, options.chunksize)
     names = MapNames(function_name(f), secrets.token_hex(4), source.partitions)
     run = MapRun(pool, tasks, client.load_balanced_view(), source, sizer, names, options)
+    ok = False
     try:
         run.collect(f if options.lane is not None else packed_f)
+        ok = True
     except BaseException:
         if source.shared is not None:  # chunks may still run: their slots are not reused
             _retire_inputs(client, source.shared)
         raise
     finally:
         run.bar.close()
+        pool.task_events.map_ended(run.progress, ok)
         if source.shared is not None:
             source.shared.close()
     return run.combine()
@@ -193,6 +196,7 @@ class MapRun:
         self.number = 0  # chunks sent so far
         self.exhausted = False  # the source has handed out everything (for now)
         self.bar = Progress(source.total, options.progress, f"pool.map({names.function})")
+        self.progress = core.task_events.map_started(f"pool.map({names.function})", source.total)
         self.engine_wait = EngineWait(core, f"pool.map({names.function})")
 
     def collect(self, f: Any) -> None:
@@ -256,7 +260,8 @@ class MapRun:
         self.inflight[sent] = chunk
 
     def _send_on_hub(self, chunk: Chunk) -> Future[Any]:
-        ar: Future[Any] = self.view.apply_async(*chunk.args)
+        with task_named(self.names.function):  # the user's function, not the runner
+            ar: Future[Any] = self.view.apply_async(*chunk.args)
         return ar
 
     def _send_on_lane(self, chunk: Chunk) -> Future[Any]:
@@ -314,6 +319,7 @@ class MapRun:
             self.source.shared.replied(slot)
         self.arrival.append(chunk.start)
         self.bar.update(reply.done)
+        self.progress.advance(reply.done)
 
     def _send_again(self, ar: ipp.AsyncResult, chunk: Chunk) -> None:
         """The chunk's engine died under it: run it elsewhere, or TaskLost once retried."""

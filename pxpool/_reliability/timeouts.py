@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import ipyparallel as ipp
 from traitlets import Float
 
+from .._core.names import function_name, task_named
 from .._core.waiting import EngineWait
 from ..errors import EngineDied, TaskLost, TaskTimeout
 
@@ -165,3 +166,9 @@ class TimedLoadBalancedView(ipp.LoadBalancedView):  # type: ignore[misc]  # ipyp
         task = f"pool.lbview().apply({getattr(f, '__name__', f)!s})"
         guard.wait_with_timeout(ar, self.runtime_timeout, task)  # also: no engine left
         return ar.get(0)
+
+    def map(self, f: Any, *sequences: Any, **kwargs: Any) -> Any:
+        """ipyparallel's map; its chunks are named after ``f`` in task streams (it sends
+        them pickled ahead, without a name)."""
+        with task_named(function_name(f)):
+            return super().map(f, *sequences, **kwargs)

@@ -55,6 +55,8 @@ class Task:
     ended: Any = None  # threading.Event: set when its reply comes while it is stopped
     resolved: bool = False  # its future got its outcome (or was cancelled) here
     runner: str = ""  # engine-side "module:function" that runs the function (map chunks)
+    placed: float = 0.0  # when it was last handed to an engine (monotonic)
+    ran: float | None = None  # seconds its engine reported it ran (once its reply came)
 
 
 @dataclass(frozen=True)
@@ -142,16 +144,25 @@ class Board:
         task.seq = self.next_seq()
         task.sent += 1
         task.started = None
+        task.placed = now
         task.future.engine_id = link.engine_id
         link.in_flight[task.seq] = task
 
-    def finished(self, link: Link, seq: int, now: float) -> tuple[Task | None, bool]:
-        """The task whose reply came (None if unknown), and False if it had been taken
-        back (it is queued or running elsewhere too)."""
+    def finished(
+        self, link: Link, seq: int, now: float, took: float | None = None
+    ) -> tuple[Task | None, bool]:
+        """The task whose reply came after it ran ``took`` seconds (None if unknown), and
+        False if it had been taken back (it is queued or running elsewhere too)."""
+        if took is not None:
+            self.took(took)
         task = link.in_flight.pop(seq, None)
         if task is None:
             engine_task = self.recalled.pop(seq, None)
-            return (engine_task[1] if engine_task is not None else None), False
+            task = engine_task[1] if engine_task is not None else None
+            if task is not None:
+                task.ran = took
+            return task, False
+        task.ran = took
         link.head_since = now  # the next one starts now
         return task, True
 

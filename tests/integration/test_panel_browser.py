@@ -12,6 +12,7 @@ is also copied to ``docs/panel.png`` for the README.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -178,15 +179,17 @@ def stop_process_group(process: subprocess.Popen[bytes]) -> None:
             continue
 
 
-@pytest.fixture(scope="module")
-def jupyter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A Jupyter server with JupyterLab and Notebook 7, in its own process group."""
-    tmp = tmp_path_factory.mktemp("jupyter")
+@contextlib.contextmanager
+def serve_jupyter(
+    tmp: Path, config: Path | None = None, ready: str = "/api/status"
+) -> Iterator[Server]:
+    """A Jupyter server with JupyterLab and Notebook 7, in its own process group, with
+    the Jupyter configuration in ``config`` (none by default); up once ``ready`` answers."""
     root = tmp / "root"
     root.mkdir()
     env = dict(os.environ)
     env.update(
-        JUPYTER_CONFIG_DIR=str(tmp / "config"),
+        JUPYTER_CONFIG_DIR=str(config or tmp / "config"),
         JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
         JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
         JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
@@ -219,18 +222,25 @@ def jupyter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while True:
             try:
-                api(server, "/api/status")
+                api(server, ready)
                 break
             except (urllib.error.URLError, ConnectionError):
                 if process.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(
-                        f"Jupyter did not answer within {SERVER_START_TIMEOUT:g}s:\n"
+                        f"Jupyter did not answer {ready} within {SERVER_START_TIMEOUT:g}s:\n"
                         + log_path.read_text()[-3000:]
                     )
                 time.sleep(0.2)
         yield server
     finally:
         stop_process_group(process)
+
+
+@pytest.fixture(scope="module")
+def jupyter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A Jupyter server with JupyterLab and Notebook 7, in its own process group."""
+    with serve_jupyter(tmp_path_factory.mktemp("jupyter")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
