@@ -312,3 +312,13 @@ def test_pool_stopped_by_another_process_leaves_nothing(kube: KubeStandin) -> No
     assert kube.objects()["secrets"] == ["pxpool-k8s-detached-connection"]
     pxpool.Pool.attach("k8s-detached").stop_sync()
     assert kube.leftovers() == []
+
+
+def test_job_script_shows_the_notebook_pods_image_and_owner(kube: KubeStandin) -> None:
+    import yaml
+
+    secret, job = yaml.safe_load_all(pxpool.Pool.from_profile("kubernetes").job_script())
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == NOTEBOOK_IMAGE
+    for made in (secret, job):
+        assert made["metadata"]["ownerReferences"][0]["name"] == "notebook-0"
+    assert kube.leftovers() == []  # only read

@@ -30,6 +30,7 @@ __all__ = ["PodJob", "describe_pods"]
 
 POLL_FIRST = 0.25  # seconds between looks at the pods, growing to POLL_MAX
 POLL_MAX = 2.0
+WATCH_FAILURES = 5  # failed looks in a row after which a Job is no longer watched
 
 
 def describe_pods(pods: list[dict[str, Any]]) -> str:
@@ -96,13 +97,18 @@ class PodJob(EndsOnStop, BaseLauncher):  # type: ignore[misc]  # untyped base
     async def _watch(self) -> None:
         delay = POLL_FIRST
         seen = False
+        failures = 0
         while self.state == "running":
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, POLL_MAX)
             try:
                 pods = await asyncio.to_thread(self.api.list_pods, self.namespace, self.selector)
+                failures = 0
             except Exception as exc:  # a moment without the API server: look again
+                failures += 1
                 self.log.debug("pxpool: listing pods of %s: %r", self.job_name, exc)
+                if failures >= WATCH_FAILURES:  # gone for good (a process that let go)
+                    return
                 continue
             self._pods = pods
             seen = seen or bool(pods)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -21,9 +22,10 @@ from typing import Any
 
 from ..._core.cluster import PxCluster
 from ..._core.startup import engine_file
+from ...errors import PxpoolError
 from ...profile import Profile
 from ..base import Provider
-from .api import KubeApi
+from .api import KubeApi, in_cluster
 from .errors import KubernetesImageUnknown, KubernetesUnavailable
 from .job import PodJob
 from .manifests import (
@@ -51,6 +53,7 @@ class KubernetesProvider(Provider):
         self.settings = profile.kubernetes
         self._api: KubeApi | None = None
         self._notebook: NotebookPod | None = None
+        self._no_notebook = ""  # why there is no notebook pod, if there is none
         self._namespace = self.settings.namespace
         self._secret: str | None = None
         self._jobs: dict[str, PodJob] = {}
@@ -96,31 +99,43 @@ class KubernetesProvider(Provider):
     def job_script(self, pool_name: str | None = None) -> str:
         """The manifests a start sends, as YAML: the Secret (its content, the controller's
         connection file, is written at start: a placeholder here) and the first Job
-        (whose name gets 4 random hex digits at start)."""
+        (whose name gets 4 random hex digits at start). In a pod, the notebook's image
+        and owner reference are looked up as a start does."""
+        if not self.settings.image and (in_cluster() or os.environ.get("PXPOOL_POD_NAME")):
+            try:
+                self._connect()
+            except PxpoolError as exc:  # shown with a placeholder; a start says why
+                log.debug("pxpool: no notebook pod for the job script: %s", exc)
         pool = pool_name or f"{self.profile.name}-NAME"
         count = self.settings.engines_per_pod * self.settings.pods_per_job
         ids = list(range(min(count, self.default_engine_count())))
-        image = self.settings.image or IMAGE_PLACEHOLDER
-        request = self.request(pool, "pods-0", ids, image, token="")
+        image = self.settings.image or (self._notebook.image if self._notebook else "")
+        request = self.request(pool, "pods-0", ids, image or IMAGE_PLACEHOLDER, token="")
         secret = secret_manifest(pool, request.namespace, "<connection file>", request.owner)
         return to_yaml([secret, job_manifest(request, self.settings)])
 
     # -------------------------------------------------- the provider interface
 
+    def _connect(self) -> None:
+        """The API and the notebook's pod, once (blocking: a start runs it in a thread)."""
+        if self._api is not None:
+            return
+        api = KubeApi()
+        self._namespace = self._namespace or api.default_namespace()
+        self._notebook, self._no_notebook = find_notebook_pod(api, self._namespace)
+        if self._notebook is not None:
+            api.service_account = self._notebook.service_account
+        elif self.settings.image:
+            log.warning("pxpool: %s; engine Jobs get no owner reference", self._no_notebook)
+        self._api = api
+
     async def _prepare(self, cluster: PxCluster) -> tuple[KubeApi, str]:
         """The API, the notebook's pod and the Secret, once per pool; the image."""
-        if self._api is None:
-            self._api = await asyncio.to_thread(KubeApi)
-            self._namespace = self._namespace or self._api.default_namespace()
-            found, why = await asyncio.to_thread(find_notebook_pod, self._api, self._namespace)
-            self._notebook = found
-            if found is not None:
-                self._api.service_account = found.service_account
-            elif not self.settings.image:
-                raise KubernetesImageUnknown(self.profile.name, why)
-            else:
-                log.warning("pxpool: %s; engine Jobs get no owner reference", why)
+        await asyncio.to_thread(self._connect)
+        if self._notebook is None and not self.settings.image:
+            raise KubernetesImageUnknown(self.profile.name, self._no_notebook)
         api = self._api
+        assert api is not None  # _connect made it
         if self._secret is None:
             connection = Path(engine_file(cluster)).read_text()
             body = secret_manifest(cluster.cluster_id, self._namespace, connection, self._owner())
