@@ -81,3 +81,13 @@ def test_forbidden_error_carries_the_role_to_apply() -> None:
     text = str(error)
     assert "create jobs in namespace 'jhub'" in text and "pxpool k8s-rbac --namespace jhub" in text
     assert "kind: RoleBinding" in text and "name: jupyter" in text
+
+
+def test_image_without_pxpool_is_named_as_such() -> None:
+    ended = {"terminated": {"reason": "Error", "exitCode": 1}}
+    found = pod_problem(pod({"phase": "Failed", "containerStatuses": [{"state": ended}]}))
+    assert found is not None
+    output = "/opt/conda/bin/python: Error while finding module specification for "
+    output += "'pxpool._entry.engine_main' (ModuleNotFoundError: No module named 'pxpool')"
+    error = PodFailedError(found, "job", [0], "kubernetes", output)
+    assert "the image lacks the Python package 'pxpool': set image in profile" in str(error)

@@ -16,11 +16,14 @@ that did not come up catches them too::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from ...errors import EngineStartError, PoolStartError, ProfileError
 from .rbac import role_yaml
 from .reasons import Problem
+
+_MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
 
 __all__ = [
     "KubernetesImageUnknown",
@@ -92,8 +95,16 @@ class PodFailedError(EngineStartError):
         self.reason = problem.reason
         self.job = job
         self.engine_ids = list(engine_ids)
+        hint = f"{problem.hint} in profile {profile!r}"
+        missing = _MISSING_MODULE.search(output)
+        if missing:  # e.g. pxpool installed with --user in a home the pods do not mount
+            hint = (
+                f"the image lacks the Python package {missing[1]!r}: set image in profile "
+                f"{profile!r} to one with pxpool and ipyparallel installed (packages in the "
+                "notebook's home directory are not in the engine pods)"
+            )
         super().__init__(
             f"Kubernetes Job {job} (engines {self.engine_ids}) cannot run its engines: "
-            f"{problem.describe()}. Next: {problem.hint} in profile {profile!r}.",
+            f"{problem.describe()}. Next: {hint}.",
             output,
         )
