@@ -107,12 +107,14 @@ class Dashboard:
     def engines_joined(self, core: PoolCore, engine_ids: list[int]) -> None:
         """Engine hook: hub tasks go into the ring (a new client after an idle release
         too), and the publisher runs."""
-        client = core.client
-        if client is not None:
-            client.task_events = core.task_events
         self.start()
 
     def start(self) -> None:
+        """Record hub tasks, and publish while a page is open (also for a pool attached
+        from another process, whose engine hooks do not run for the engines it found)."""
+        client = self.core.client
+        if client is not None:
+            client.task_events = self.core.task_events
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return
