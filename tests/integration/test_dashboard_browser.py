@@ -108,6 +108,20 @@ def test_dashboard_refuses_requests_without_jupyters_token(dashboard_server: Ser
     wrong = urllib.request.Request(f"{base}/api/pools", headers={"Authorization": "token nope"})
     with pytest.raises(urllib.error.HTTPError, match="403"):
         urllib.request.urlopen(wrong, timeout=10)
+    # with the token: the list page, plotly.js from the installed package, a clear 404
+    assert "pxpool" in fetch(dashboard_server, "/pxpool/dashboard/")
+    assert "Plotly" in fetch(dashboard_server, "/pxpool/static/plotly.js")[:100_000]
+    with pytest.raises(urllib.error.HTTPError, match="404") as missing:
+        fetch(dashboard_server, "/pxpool/api/pools/no-such-pool")
+    assert "No pool named 'no-such-pool'" in missing.value.read().decode()
+
+
+def fetch(server: Server, path: str) -> str:
+    request = urllib.request.Request(
+        f"{server.base}{path}", headers={"Authorization": f"token {server.token}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return str(response.read().decode())
 
 
 def test_dashboard_opens_from_the_panel_and_follows_the_pool(
