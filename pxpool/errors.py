@@ -19,9 +19,11 @@ Each message says what failed, the values involved, and the next step::
     │   │   ├── SSHConnectError*     ssh to a host failed (host, ssh's stderr)
     │   │   ├── RemotePythonError*   remote python missing or of another version
     │   │   ├── JobFailedError*      a batch job ended before its engines registered
-    │   │   └── EnginesMissingError* too few engines registered (pending jobs, reasons)
+    │   │   ├── EnginesMissingError* too few engines registered (pending jobs, reasons)
+    │   │   └── PodFailedError*      an engine pod cannot run (Kubernetes' reason)
     │   ├── SubmitCommandNotFound*   sbatch/qsub/bsub/condor_submit is not on PATH
-    │   └── SubmitRejected*          the batch system refused the job
+    │   ├── SubmitRejected*          the batch system refused the job
+    │   └── KubernetesForbidden*     RBAC refused a Kubernetes request (quotes the Role)
     ├── EngineNotFoundError          an engine id that is not in the pool
     ├── EngineStopError              stopped engines still registered after the timeout
     ├── EnvironmentCheckError        engines did not report their environment (doctor)
@@ -39,15 +41,13 @@ Each message says what failed, the values involved, and the next step::
     │       └── DebugAuthError       a debugger message failed authentication
     └── DebuggerQuit                 `q` in a breakpoint session ended the task
 
-Every class is defined here except two groups: ``*`` marks the errors of the engine
-providers, in :mod:`pxpool.engines.errors`, and ``+`` marks ``ResultTooLarge`` and
-``TaskError``, in :mod:`pxpool._core.client` (beside the client): they are also
-ipyparallel ``RemoteError`` errors, and this module imports the standard library only,
-so engine-side code (the debugger agent) imports it without ipyparallel. ``pxpool``
-exports every public one.
-
-Errors that carry a process's output keep it in ``.output`` and also quote its tail
-in the message, so a notebook user sees the cause without opening a log file.
+Every class is defined here but two groups: ``*`` marks the providers' errors, in
+:mod:`pxpool.engines.errors`; ``+`` marks ``ResultTooLarge`` and ``TaskError``, in
+:mod:`pxpool._core.client` beside the client: they are also ipyparallel ``RemoteError`` errors, and
+this module imports the standard library only, so engine-side code (the debugger agent) imports it
+without ipyparallel. ``pxpool`` exports every public one. Errors that carry a process's output keep
+it in ``.output`` and also quote its tail in the message, so a notebook user sees the cause without
+opening a log file.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Errors of the engine providers: batch jobs that did not bring engines, ssh hosts.
+"""Errors of the engine providers: batch jobs that did not bring engines, ssh hosts,
+Kubernetes pods and API requests.
 
 They subclass the start errors of :mod:`pxpool.errors` (whose docstring draws the whole
 tree), so code that handles a pool that did not come up catches them too. Each carries
@@ -9,12 +10,15 @@ for jobs still waiting, the host and ssh's stderr, both python versions::
     PoolStartError
     ├── SubmitCommandNotFound   sbatch/qsub/bsub/condor_submit is not on PATH
     ├── SubmitRejected          the submit command failed or printed no job id
+    ├── KubernetesForbidden     RBAC refused a request (with the Role `pxpool k8s-rbac` prints)
     └── EngineStartError
         ├── JobFailedError      a job ended before all its engines registered (or,
         │                       for a controller job, before its connection files)
         ├── EnginesMissingError fewer engines than asked before the start timeout
         ├── SSHConnectError     ssh could not reach a host or log in
-        └── RemotePythonError   the remote python is missing or differs from this one
+        ├── RemotePythonError   the remote python is missing or differs from this one
+        └── PodFailedError      an engine pod cannot run: Unschedulable, ErrImagePull,
+                                ImagePullBackOff, CreateContainerConfigError, OOMKilled, ...
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ __all__ = [
     "EnginesMissingError",
     "SSHConnectError",
     "RemotePythonError",
+    "KubernetesForbidden",
+    "PodFailedError",
 ]
 
 
@@ -185,3 +191,44 @@ class RemotePythonError(EngineStartError):
         self.local_version = local_version
         self.local_ipyparallel = local_ipyparallel
         super().__init__(f"SSH host {host}: {problem}", output)
+
+
+# ------------------------------------------------------------------ Kubernetes
+
+
+class KubernetesForbidden(PoolStartError):
+    """The API server answered 403: the service account lacks a permission; the
+    message quotes the Role (``role``, YAML) that grants what pxpool needs."""
+
+    def __init__(self, verb: str, resource: str, namespace: str, message: str, role: str) -> None:
+        self.verb = verb
+        self.resource = resource
+        self.namespace = namespace
+        super().__init__(
+            f"Kubernetes forbids this service account to {verb} {resource} in namespace "
+            f"{namespace!r}: {message}\nAsk an administrator to apply this Role (printed by "
+            f"`pxpool k8s-rbac --namespace {namespace}`):\n\n{role}"
+        )
+
+
+class PodFailedError(EngineStartError):
+    """An engine pod will not run (or ended) before its engines registered; ``reason``
+    is Kubernetes' word (``Unschedulable``, ``ImagePullBackOff``, ``OOMKilled``, ...)."""
+
+    def __init__(
+        self,
+        reason: str,
+        what: str,
+        hint: str,
+        job: str,
+        engine_ids: Sequence[int],
+        output: str = "",
+    ) -> None:
+        self.reason = reason
+        self.job = job
+        self.engine_ids = list(engine_ids)
+        super().__init__(
+            f"Kubernetes Job {job} (engines {self.engine_ids}) cannot run its engines: "
+            f"{what}. Next: {hint}.",
+            output,
+        )

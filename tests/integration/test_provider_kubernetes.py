@@ -27,11 +27,7 @@ from typing import Any
 import pytest
 
 import pxpool
-from pxpool.engines.kubernetes.errors import (
-    KubernetesForbidden,
-    KubernetesImageUnknown,
-    PodFailedError,
-)
+from pxpool.engines.errors import KubernetesForbidden, PodFailedError
 
 from .provider_suite import ProviderSuite
 
@@ -283,7 +279,11 @@ def test_no_image_and_no_notebook_pod_is_a_clear_profile_error(
     kube: KubeStandin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PXPOOL_POD_NAME", "not-a-pod")
-    _start_fails(kube, KubernetesImageUnknown, r"no pod 'not-a-pod' in namespace 'jupyter'.*image=")
+    _start_fails(
+        kube,
+        pxpool.ProfileError,
+        r"sets no kubernetes.image .*no pod 'not-a-pod' in namespace 'jupyter'.*image=",
+    )
 
 
 def test_walltime_sigterms_the_pods_and_their_engines_drain(kube: KubeStandin) -> None:

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from pxpool.engines.kubernetes.errors import KubernetesForbidden, PodFailedError
+from pxpool.engines.errors import KubernetesForbidden, PodFailedError
+from pxpool.engines.kubernetes.errors import forbidden, pod_failed
 from pxpool.engines.kubernetes.reasons import job_problem, pod_problem
 
 SCHEDULER = (
@@ -68,7 +69,8 @@ def test_job_past_its_deadline_names_deadline_exceeded() -> None:
 def test_pod_failure_error_says_what_and_what_next() -> None:
     found = pod_problem(waiting("ImagePullBackOff", 'Back-off pulling image "x"'))
     assert found is not None
-    error = PodFailedError(found, "pxpool-p-pods-0-ab12", [0, 1], "kubernetes")
+    error = pod_failed(found, "pxpool-p-pods-0-ab12", [0, 1], "kubernetes")
+    assert isinstance(error, PodFailedError) and error.reason == "ImagePullBackOff"
     assert str(error) == (
         "Kubernetes Job pxpool-p-pods-0-ab12 (engines [0, 1]) cannot run its engines: pod "
         'pxpool-p-pods-0-ab12-0-xyz: ImagePullBackOff (Back-off pulling image "x"). Next: check '
@@ -77,7 +79,8 @@ def test_pod_failure_error_says_what_and_what_next() -> None:
 
 
 def test_forbidden_error_carries_the_role_to_apply() -> None:
-    error = KubernetesForbidden("create", "jobs", "jhub", "jobs.batch is forbidden", "jupyter")
+    error = forbidden("create", "jobs", "jhub", "jobs.batch is forbidden", "jupyter")
+    assert isinstance(error, KubernetesForbidden)
     text = str(error)
     assert "create jobs in namespace 'jhub'" in text and "pxpool k8s-rbac --namespace jhub" in text
     assert "kind: RoleBinding" in text and "name: jupyter" in text
@@ -89,5 +92,5 @@ def test_image_without_pxpool_is_named_as_such() -> None:
     assert found is not None
     output = "/opt/conda/bin/python: Error while finding module specification for "
     output += "'pxpool._entry.engine_main' (ModuleNotFoundError: No module named 'pxpool')"
-    error = PodFailedError(found, "job", [0], "kubernetes", output)
+    error = pod_failed(found, "job", [0], "kubernetes", output)
     assert "the image lacks the Python package 'pxpool': set image in profile" in str(error)

@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import KubernetesForbidden, KubernetesRejected, KubernetesUnavailable
+from ...errors import PoolStartError
+from .errors import forbidden, rejected
 
 __all__ = ["KubeApi", "SERVICE_ACCOUNT_DIR", "in_cluster"]
 
@@ -34,7 +35,7 @@ def _client() -> Any:
     try:
         return importlib.import_module("kubernetes")
     except ImportError:
-        raise KubernetesUnavailable(
+        raise PoolStartError(
             "The kubernetes provider needs the Kubernetes Python client; install it with "
             "`pip install 'pxpool[kubernetes]'` (or `pip install kubernetes`) and start again."
         ) from None
@@ -52,7 +53,7 @@ class KubeApi:
                 # the client reads KUBECONFIG when first imported: read it now
                 kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
         except kubernetes.config.ConfigException as exc:
-            raise KubernetesUnavailable(
+            raise PoolStartError(
                 f"No Kubernetes cluster to talk to: {exc}. Inside a pod the service account "
                 "is used (KUBERNETES_SERVICE_HOST); elsewhere set KUBECONFIG or write "
                 "~/.kube/config."
@@ -87,14 +88,10 @@ class KubeApi:
                 return None
             message = _message(exc)
             if exc.status == 403:
-                raise KubernetesForbidden(
-                    verb, resource, namespace, message, self.service_account
-                ) from None
-            raise KubernetesRejected(verb, resource, exc.status, message) from None
+                raise forbidden(verb, resource, namespace, message, self.service_account) from None
+            raise rejected(verb, resource, exc.status, message) from None
         except OSError as exc:  # urllib3's connection errors are OSErrors
-            raise KubernetesRejected(
-                verb, resource, None, f"no answer from the API server: {exc}"
-            ) from exc
+            raise rejected(verb, resource, None, f"no answer from the API server: {exc}") from exc
         return self._api.sanitize_for_serialization(result)
 
     # -------------------------------------------------- pods
@@ -126,14 +123,15 @@ class KubeApi:
 
     def create_secret(self, namespace: str, body: dict[str, Any]) -> None:
         """Create (or, left by an earlier pool of the same name, replace) a Secret."""
-        create = self._core.create_namespaced_secret
         try:
-            self._call("create", "secrets", namespace, create, namespace, body)
-        except KubernetesRejected as exc:
-            if exc.status != 409:
-                raise
-            self.delete_secret(namespace, body["metadata"]["name"])
-            self._call("create", "secrets", namespace, create, namespace, body)
+            self._core.create_namespaced_secret(namespace, body, _request_timeout=REQUEST_TIMEOUT)
+            return
+        except self._error as exc:
+            if exc.status != 409:  # only "AlreadyExists" is replaced; the rest as _call says
+                self._call("create", "secrets", namespace, _raise, exc)
+        self.delete_secret(namespace, body["metadata"]["name"])
+        create = self._core.create_namespaced_secret
+        self._call("create", "secrets", namespace, create, namespace, body)
 
     def delete_secret(self, namespace: str, name: str) -> None:
         self._call(
@@ -173,6 +171,11 @@ class KubeApi:
         return self._batch.delete_namespaced_job(
             name, namespace, propagation_policy="Background", **kwargs
         )
+
+
+def _raise(exc: BaseException, **kwargs: Any) -> None:
+    """Raise ``exc`` where :meth:`KubeApi._call` translates it."""
+    raise exc
 
 
 def _message(exc: Any) -> str:

@@ -23,7 +23,7 @@ from traitlets import Dict, Float, List, Unicode
 from ...errors import EngineStartError
 from ..jobs import EndsOnStop, shut_engines_down
 from .api import KubeApi
-from .errors import PodFailedError
+from .errors import PodFailedError, pod_failed
 from .reasons import Problem, job_problem, pod_problem
 
 __all__ = ["PodJob", "describe_pods"]
@@ -174,9 +174,7 @@ class PodJob(EndsOnStop, BaseLauncher):  # type: ignore[misc]  # untyped base
 
     def exit_error(self, missing: list[int]) -> PodFailedError:
         problem = self.problem or Problem("Ended", "the Job's pods ended", fatal=False)
-        return PodFailedError(
-            problem, self.job_name, self.engine_ids, self.profile_name, self._output
-        )
+        return pod_failed(problem, self.job_name, self.engine_ids, self.profile_name, self._output)
 
     @classmethod
     def missing_error(

@@ -22,11 +22,11 @@ from typing import Any
 
 from ..._core.cluster import PxCluster
 from ..._core.startup import engine_file
-from ...errors import PxpoolError
+from ...errors import PoolStartError, PxpoolError
 from ...profile import Profile
 from ..base import Provider
 from .api import KubeApi, in_cluster
-from .errors import KubernetesImageUnknown, KubernetesUnavailable
+from .errors import image_unknown
 from .job import PodJob
 from .manifests import (
     JobRequest,
@@ -133,7 +133,7 @@ class KubernetesProvider(Provider):
         """The API, the notebook's pod and the Secret, once per pool; the image."""
         await asyncio.to_thread(self._connect)
         if self._notebook is None and not self.settings.image:
-            raise KubernetesImageUnknown(self.profile.name, self._no_notebook)
+            raise image_unknown(self.profile.name, self._no_notebook)
         api = self._api
         assert api is not None  # _connect made it
         if self._secret is None:
@@ -190,8 +190,8 @@ class KubernetesProvider(Provider):
         another process's), then the Secret."""
         try:
             api = self._api if self._api is not None else await asyncio.to_thread(KubeApi)
-        except KubernetesUnavailable:
-            return  # no client or no cluster: this process created nothing there
+        except PoolStartError:  # no client or no cluster: this process created nothing there
+            return
         namespace = self._namespace or api.default_namespace()
         selector = ",".join(f"{k}={v}" for k, v in pool_labels(pool).items())
         for job in await asyncio.to_thread(api.list_jobs, namespace, selector):
