@@ -116,8 +116,11 @@ class Dashboard:
         if client is not None:
             client.task_events = self.core.task_events
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return
+            thread = self._thread
+            if thread is not None and thread.is_alive():
+                if not self._stop.is_set():
+                    return
+                thread.join(POLL + 1.0)  # the last life's thread is ending: a restarted pool
             self._stop.clear()
             self._thread = threading.Thread(
                 target=self._run, name=f"pxpool-dashboard-{self.core.name}", daemon=True
