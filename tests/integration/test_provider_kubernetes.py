@@ -85,11 +85,10 @@ class KubeStandin:
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeStandin]:
     state = tmp_path_factory.mktemp("kube-standin")
-    server = subprocess.Popen(
-        [sys.executable, str(SERVER), str(state)],
-        stdout=subprocess.DEVNULL,
-        stderr=open(state / "server.log", "wb"),  # noqa: SIM115 - the server's lifetime
-    )
+    with open(state / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, str(SERVER), str(state)], stdout=subprocess.DEVNULL, stderr=log
+        )
     deadline = time.monotonic() + 30
     while not (state / "port").exists():
         assert server.poll() is None, (state / "server.log").read_text()
@@ -106,9 +105,13 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeStandin]:
             patch.setenv("PXPOOL_POD_IP", "127.0.0.1")
             patch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
             yield KubeStandin(port, state)
-    finally:
+    finally:  # the stand-in kills its pods' processes and removes their folders
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
     assert not (state / "pods").exists(), "the stand-in left pod folders (mounted Secrets)"
 
 
