@@ -55,7 +55,8 @@ def shm_segments() -> set[str]:
 def shm_mappings() -> list[str]:
     """The pxpool segments this process maps (run on an engine)."""
     with open("/proc/self/maps") as handle:
-        return sorted({word for line in handle for word in line.split() if "/pxpool-" in word})
+        words = (word for line in handle for word in line.split())
+        return sorted({word for word in words if word.startswith("/dev/shm/pxpool-")})
 
 
 @pytest.fixture(scope="module")
