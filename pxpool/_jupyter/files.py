@@ -4,7 +4,8 @@ They live in ``IPYTHONDIR/profile_pxpool/security/``, a profile directory pxpool
 and marks (``MARKER``) as its own; any other ``profile_pxpool`` is a user's and is never
 written to. A pool's file is written when it starts and removed by its teardown, also
 when another process stops it; a file left by a pool whose owner died shows as stopped
-until the sidebar's button or ``pxpool stop NAME`` cleans up after it.
+until the sidebar's button or ``pxpool stop NAME`` cleans up after it, and goes by
+itself once the pool's record is gone too.
 Writing these files never fails a pool: a problem is logged and the pool runs unlisted.
 ``PXPOOL_JUPYTER_SIDEBAR=0`` turns the listing off.
 """
@@ -50,8 +51,8 @@ def publish(name: str) -> None:
     """List running pool ``name`` in the sidebar (and every profile's Start entry)."""
     directory = _own_dir()
     if directory is not None:
-        _write(directory, name, {"pool": name})
         _write_profiles(directory)
+        _write(directory, name, {"pool": name})
 
 
 def withdraw(name: str) -> None:
@@ -85,13 +86,22 @@ def _write(directory: Path, cluster_id: str, fields: dict[str, str]) -> None:
 
 
 def _write_profiles(directory: Path) -> None:
-    """A Start entry per profile that could start here; entries of others are removed."""
+    """A Start entry per profile that could start here; entries of others are removed,
+    and so are entries of pools that left no record (nothing is left to stop)."""
+    _prune_gone(directory)
     wanted = {info.name for info in list_profiles() if _startable(info.name)}
     for name in wanted:
         if not _file(directory, NEW_PREFIX + name).exists():
             _write(directory, NEW_PREFIX + name, {"pxpool_profile": name})
     for path in (directory / "security").glob(f"cluster-{NEW_PREFIX}*.json"):
         if path.name[len("cluster-" + NEW_PREFIX) : -len(".json")] not in wanted:
+            path.unlink(missing_ok=True)
+
+
+def _prune_gone(directory: Path) -> None:
+    for path in (directory / "security").glob("cluster-*.json"):
+        name = path.name[len("cluster-") : -len(".json")]
+        if not name.startswith(NEW_PREFIX) and runtime.read_record(name) is None:
             path.unlink(missing_ok=True)
 
 

@@ -5,7 +5,8 @@ One Jupyter server with pxpool's server extension enabled (as the installed
 starts a local pool and shows its panel; the panel's link opens the dashboard page,
 which shows engine rows and task-stream bars after a ``pool.map``, turns a killed
 engine's row ``dead``, restarts it from its row's button and shows an engine's logs.
-The server refuses the dashboard's API without Jupyter's token. Screenshots go to
+ipyparallel's IPython Parallel sidebar lists the pool. The server refuses the dashboard's
+API without Jupyter's token. Screenshots go to
 ``test-output/``; with ``PXPOOL_UPDATE_DOCS=1`` also to ``docs/images/`` for the README.
 """
 
@@ -137,6 +138,7 @@ def test_dashboard_opens_from_the_panel_and_follows_the_pool(
         run_cell(notebook, 0)
         link = notebook.locator("a.pxpool-dashboard-link")
         sync_api.expect(link).to_have_count(1, timeout=60_000)
+        check_sidebar(notebook)
         run_cell(notebook, 1)
         square = notebook.locator(".pxpool-panel .legendtext", has_text="square")
         sync_api.expect(square).to_have_count(1, timeout=60_000)  # the map's bars, live
@@ -156,6 +158,20 @@ def test_dashboard_opens_from_the_panel_and_follows_the_pool(
         for kernel in api(dashboard_server, "/api/kernels"):
             api(dashboard_server, f"/api/kernels/{kernel['id']}", method="DELETE")
     docs_copy(panel_shot, "panel-task-stream.png")
+
+
+def check_sidebar(notebook: Any) -> None:
+    """ipyparallel's IPython Parallel sidebar in JupyterLab lists the notebook's pool,
+    running with its 2 engines, and offers its Stop button (:mod:`pxpool._jupyter`)."""
+    notebook.locator('.jp-SideBar [data-id="ipp-cluster-launcher"]').click()
+    entry = notebook.locator(f'li.ipp-ClusterListingItem[data-cluster-id="pxpool:{POOL}"]')
+    sync_api.expect(entry).to_contain_text("running", timeout=30_000)
+    sync_api.expect(entry).to_contain_text("Number of engines: 2", timeout=30_000)
+    sync_api.expect(entry.get_by_role("button", name="Stop")).to_have_count(1)
+    shot = OUTPUT / "sidebar.png"
+    notebook.screenshot(path=str(shot))
+    docs_copy(shot, "sidebar.png")
+    notebook.locator('.jp-SideBar [data-id="ipp-cluster-launcher"]').click()  # closed again
 
 
 def check_page(page: Any, notebook: Any, server: Server) -> None:

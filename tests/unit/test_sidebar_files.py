@@ -59,3 +59,17 @@ def test_the_listing_can_be_turned_off(ipython_dir: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("PXPOOL_JUPYTER_SIDEBAR", "1")  # positive control
     files.publish("p1")
     assert (ipython_dir / "profile_pxpool" / "security" / "cluster-p1.json").is_file()
+
+
+def test_entries_of_pools_without_a_record_go_at_the_next_publish(
+    ipython_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PXPOOL_RUNTIME_DIR", str(tmp_path / "runtime"))
+    security = ipython_dir / "profile_pxpool" / "security"
+    files.publish("gone")  # its process died: no teardown, and its record went later
+    files.publish("kept")
+    (tmp_path / "runtime" / "kept").mkdir(parents=True)
+    (tmp_path / "runtime" / "kept" / "pool.json").write_text("{}")  # a record: stoppable
+    files.publish("new")
+    assert not (security / "cluster-gone.json").exists()
+    assert (security / "cluster-kept.json").is_file() and (security / "cluster-new.json").is_file()
