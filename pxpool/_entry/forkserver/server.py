@@ -156,9 +156,10 @@ class Server:
             _refuse(conn, exc)
             pid = None
         if pid == 0:
-            keep = [self.listener.fileno(), self.wake_r, self.wake_w, conn.fileno()]
-            keep += [c.fileno() for c in self.children.values()]
-            become(self.target, body, fds, keep)
+            # the server's sockets are the server's: detached, so that no socket object
+            # can ever close a descriptor number the engine reuses
+            mine = [s.detach() for s in (self.listener, conn, *self.children.values())]
+            become(self.target, body, fds, [*mine, self.wake_r, self.wake_w])
         for fd in fds:
             os.close(fd)
         return pid
