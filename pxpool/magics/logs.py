@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
 
 @magics_class
 class LogsMagics(Magics):
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)  # type: ignore[no-untyped-call]  # IPython's Magics.__init__ is unannotated
+
     @line_magic  # type: ignore[untyped-decorator]  # IPython's decorator is unannotated
     def pxlogs(self, line: str = "") -> None:
         """Print engine ENGINE's output (``pool.logs(ENGINE, tail=LINES)``)."""

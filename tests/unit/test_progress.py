@@ -11,6 +11,16 @@ from pxpool._data import progress
 from pxpool._data.progress import DELAY, Progress
 
 
+@pytest.fixture(autouse=True)
+def terminal_tqdm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tqdm.auto as a terminal's Python has it. It decides once, when first imported, and
+    picks the notebook bar in a process that imported ipyparallel's engine (as another
+    unit test of this session does). Here the terminal's bar is what is tested."""
+    import tqdm.asyncio
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", tqdm.asyncio.tqdm)
+
+
 class Terminal(io.StringIO):
     """stderr of an interactive terminal: tqdm draws only where isatty() is true."""
 
