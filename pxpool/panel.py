@@ -3,15 +3,16 @@
 The panel is a ``VBox``: a header (counts per state, tasks done and failed, a sparkline
 of tasks finished per second, core-hours used), controls (auto-refresh toggle, add N
 engines, stop the pool, an error line) and one row per engine (state badge, task, CPU
-and memory bars, heartbeat age, interrupt / restart / stop buttons). A daemon thread
+and memory bars, heartbeat age, interrupt / restart / stop buttons, and a log button that
+shows what the engine printed under the table, also once it died). A daemon thread
 refreshes it every ``refresh`` seconds from :meth:`Pool.health_snapshots`, which only
 reads what the engine agents reported, so the kernel is never blocked; it stops once the
 pool stops.
 
 Refreshes set a widget trait only when its value changed, so a refresh of a large,
 quiet pool sends few messages. Widgets carry stable CSS classes (``pxpool-panel``,
-``pxpool-row-<id>``, ``pxpool-state``, ``pxpool-state-<state>``, ``pxpool-error``) for
-styling and for tests that look at the page.
+``pxpool-row-<id>``, ``pxpool-state``, ``pxpool-state-<state>``, ``pxpool-error``,
+``pxpool-log``) for styling and for tests that look at the page.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import ipywidgets as widgets
 from ipywidgets.widgets.widget_float import ProgressStyle
 from ipywidgets.widgets.widget_string import HTMLStyle
 
+from ._dashboard.widget import Dashboard, panel_widgets
 from .health import STATES, EngineSnapshot, summarize
 
 
@@ -45,7 +47,10 @@ class PanelPool(Protocol):
     def engines(self) -> int: ...
     def health_snapshots(self) -> list[EngineSnapshot]: ...
     def core_hours(self) -> float: ...
+    @property
+    def adapt_decisions(self) -> list[Any]: ...
     def restart_sync(self, engine_id: int) -> int: ...
+    def logs(self, engine_id: int, tail: int = 200) -> str: ...
     def remove_engines_sync(self, engine_ids: list[int]) -> list[int]: ...
     def scale_sync(self, n: int) -> list[int]: ...
     def stop_sync(self) -> None: ...
@@ -129,7 +134,7 @@ class Shared:
 
 class EngineRow(widgets.HBox):  # type: ignore[misc]  # ipywidgets ships no type information
     """One engine: id and state badge, task, CPU and memory bars, memory and heartbeat
-    age, and interrupt / restart / stop buttons."""
+    age, interrupt / restart / stop buttons, and a log button (always enabled)."""
 
     def __init__(self, engine_id: int, act: Callable[[str, int], None], shared: Shared) -> None:
         self.engine_id = engine_id
@@ -158,8 +163,14 @@ class EngineRow(widgets.HBox):  # type: ignore[misc]  # ipywidgets ships no type
             button.on_click(lambda _, a=action: act(a, engine_id))
             buttons.append(button)
         self.buttons = buttons
+        # what the engine printed, shown under the table: also for a dead engine
+        self.log_button = widgets.Button(
+            description="log", icon="file-text-o", layout=shared.button, style=shared.button_style
+        )
+        self.log_button.add_class("pxpool-log-button")
+        self.log_button.on_click(lambda _: act("log", engine_id))
         super().__init__(
-            [self.state, self.task, self.cpu, self.memory, self.meta, *buttons],
+            [self.state, self.task, self.cpu, self.memory, self.meta, *buttons, self.log_button],
             layout=shared.row,
         )
         self.add_class("pxpool-row")
@@ -190,7 +201,9 @@ class EngineRow(widgets.HBox):  # type: ignore[misc]  # ipywidgets ships no type
 class Panel(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships no type information
     """The live view of one pool; ``refresh`` seconds between updates (0: by hand)."""
 
-    def __init__(self, pool: PanelPool | None, refresh: float = 1.0) -> None:
+    def __init__(
+        self, pool: PanelPool | None, refresh: float = 1.0, dashboard: Dashboard | None = None
+    ) -> None:
         if refresh < 0:
             raise ValueError(f"refresh must be >= 0 seconds; got {refresh!r}")
         self.pool = pool
@@ -206,6 +219,8 @@ class Panel(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships no type inf
         self.counts.add_class("pxpool-counts")
         self.totals = widgets.HTML()
         self.totals.add_class("pxpool-totals")
+        self.adapt = widgets.HTML()  # the latest decision of an adaptive pool
+        self.adapt.add_class("pxpool-adapt")
         self.auto = widgets.ToggleButton(value=refresh > 0, description="auto-refresh")
         self.auto.add_class("pxpool-auto")
         self.add_count = widgets.BoundedIntText(
@@ -220,7 +235,12 @@ class Panel(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships no type inf
         self.table = widgets.VBox()
         title = widgets.HTML(f"<b>pxpool {html.escape(pool.name) if pool else ''}</b>")
         controls = widgets.HBox([self.auto, self.add_count, self.add_button, self.stop_button])
-        super().__init__([title, self.counts, self.totals, controls, self.error, self.table])
+        header = [title, self.counts, self.totals, self.adapt, controls, self.error]
+        extra, self.stream = panel_widgets(dashboard)  # dashboard link, task stream
+        super().__init__([*header, self.table, *extra])
+        self.log_view = widgets.HTML()  # an engine's log, after its row's log button
+        self.log_view.add_class("pxpool-log")
+        self.children = (*tuple(self.children), self.log_view)  # type: ignore[has-type]
         self.add_class("pxpool-panel")
         self._thread: threading.Thread | None = None
         if pool is not None:
@@ -237,6 +257,8 @@ class Panel(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships no type inf
         """Update every widget from the pool's current snapshots."""
         assert self.pool is not None
         self.update(self.pool.health_snapshots())
+        if self.stream is not None:
+            self.stream.update()
 
     def update(self, snapshots: list[EngineSnapshot], now: float | None = None) -> None:
         """Update the widgets from ``snapshots`` (new rows for new engines)."""
@@ -275,6 +297,14 @@ class Panel(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships no type inf
                 f"{sparkline(list(self.history))}</span> {rate:.1f} tasks/s" + self._core_hours()
             ),
         )
+        _set(self.adapt, value=self._adapt_line())
+
+    def _adapt_line(self) -> str:
+        """``pool.adapt``'s latest decision, one line ("" if the pool never adapted)."""
+        decisions = self.pool.adapt_decisions if self.pool is not None else []
+        if not decisions:
+            return ""
+        return f"<small>adapt: {html.escape(decisions[-1].describe())}</small>"
 
     def _core_hours(self) -> str:
         """Core-hours the pool used so far (idle_timeout releases engines to save them)."""
@@ -330,6 +360,9 @@ class Panel(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships no type inf
                 pool.scale_sync(pool.engines + engine_id)
             elif action == "stop pool":
                 pool.stop_sync()
+            elif action == "log":
+                self.show_log(engine_id, pool.logs(engine_id))
+                return  # reading a log changes nothing: the error line stays
             self._report("")
         except Exception as exc:
             target = f"engine {engine_id}" if action in ("interrupt", "restart", "stop") else "pool"
@@ -339,6 +372,17 @@ class Panel(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships no type inf
                 self.refresh()
             except Exception:
                 pass
+
+    def show_log(self, engine_id: int, text: str) -> None:
+        """Show ``text`` (``pool.logs(engine_id)``) under the table, scrolled to its end."""
+        _set(
+            self.log_view,
+            value=(
+                f"<b>engine {engine_id} log</b>"
+                '<pre style="max-height:320px;overflow:auto;font-size:0.85em;'
+                f'display:flex;flex-direction:column-reverse"><div>{html.escape(text)}</div></pre>'
+            ),
+        )
 
     def _report(self, message: str) -> None:
         value = f'<span style="color:#c62828">{html.escape(message)}</span>' if message else ""

@@ -9,12 +9,16 @@ from typing import TYPE_CHECKING, Any
 import ipyparallel as ipp
 
 from . import data, doctor
+from ._adapt.adaptive import Adaptive, AdaptMethods
 from ._core import lifecycle, runtime
 from ._core.core import PoolCore
 from ._core.loop import SyncTwin
 from ._core.state import PoolState
+from ._dashboard.publisher import Dashboard, DashboardMethods
 from ._data.options import MapOptions
 from ._health.view import HealthView
+from ._jupyter import files as sidebar
+from ._logs import EngineLogs
 from ._reliability.idle import IdleWatch
 from ._reliability.limits import apply_engine_limits
 from ._reliability.supervisor import Supervisor
@@ -55,7 +59,7 @@ def _make_current(pool: Pool | None, *, unless: Pool | None = None) -> None:
         _current = pool
 
 
-class Pool(DebugMethods):
+class Pool(DebugMethods, AdaptMethods, DashboardMethods):
     """A pool of IPython engines described by a :class:`~pxpool.profile.Profile`."""
 
     def __init__(
@@ -70,8 +74,14 @@ class Pool(DebugMethods):
         self._debugger = Debugger(core)
         self._health = HealthView(core, self._idle)
         self._lane = Lane(core, self._tasks, self._idle)
-        core.teardown_hooks += [data.release_pool_memory, self._lane.teardown]
+        self._dashboard = Dashboard(core, self)  # page and task stream: its own hooks
+        self._adaptive = Adaptive(core, self._lane, self._idle)
+        core.teardown_hooks.append(self._adaptive.teardown)
+        self._logs = EngineLogs(core)
+        core.teardown_hooks += [data.release_pool_memory, self._lane.teardown, self._logs.teardown]
+        core.teardown_hooks.append(sidebar.withdraw)  # its entry in JupyterLab's sidebar
         for hook in (
+            self._logs.engines_joined,  # first: engines keep what everything after prints
             apply_engine_limits,  # before setup replays
             self._debugger.engines_joined,  # breakpoint() and pool.debug() on engines
             self._walltime.engines_joined,  # SIGUSR1/SIGUSR2/SIGTERM: finish, leave cleanly
@@ -148,6 +158,7 @@ class Pool(DebugMethods):
                 f"stop it with `pxpool stop {self.name}` or choose another name."
             )
         await self._core.loop.run(lifecycle.start(self._core, wait, timeout, engines))
+        sidebar.publish(self.name)  # listed in ipyparallel's JupyterLab sidebar
         _make_current(self)
         return self
 
@@ -339,6 +350,11 @@ class Pool(DebugMethods):
         """Replay ``code`` on engines that join later (``%%px --setup`` ran it already)."""
         self._supervisor.setup.record_code(code)
 
+    def logs(self, engine_id: int, tail: int = 200) -> str:
+        """What engine ``engine_id`` printed (tasks, ``%%px`` cells, its process), the
+        last ``tail`` lines of each source; also for a dead engine (:mod:`pxpool._logs`)."""
+        return self._logs.text(engine_id, tail)
+
     def health(self) -> pandas.DataFrame:
         """One row per engine ever started in this pool (see :mod:`pxpool.health`)."""
         return self._health.frame()
@@ -351,12 +367,16 @@ class Pool(DebugMethods):
         """The snapshots behind :meth:`health`, without building a DataFrame."""
         return self._health.snapshots()
 
+    def memory(self) -> pandas.DataFrame:
+        """RSS and PSS of the client, the controller and each engine, now."""
+        return self._health.memory()
+
     def panel(self, refresh: float = 1.0) -> Panel:
         """A live ipywidgets panel of this pool's engines, refreshed every ``refresh`` s."""
         from .panel import Panel
 
         self._health.snapshots()  # agents installed before the first refresh
-        return Panel(self, refresh=refresh)
+        return Panel(self, refresh=refresh, dashboard=self._dashboard)
 
     def doctor(
         self,

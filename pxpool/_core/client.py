@@ -10,7 +10,9 @@ a chunk itself, with :func:`pickle_error`.)
 
 from __future__ import annotations
 
+import datetime
 import pickle
+import time
 from typing import Any
 
 import ipyparallel as ipp
@@ -18,7 +20,9 @@ from ipyparallel.serialize import PrePickled, serialize_object
 
 from ..errors import PxpoolError, UnpicklableArgumentError, UnpicklableFunctionError
 from . import hold
-from .names import function_name
+from .events import TaskEvents
+from .names import current_task_name, function_name, task_name
+from .recent import RecentItems
 
 SEND_ERRORS = (TypeError, AttributeError, pickle.PicklingError, RecursionError)
 
@@ -97,6 +101,16 @@ def unwrap_result_too_large(content: dict[str, Any], error: Any) -> Any:
 
 
 class PxClient(ipp.Client):  # type: ignore[misc]  # untyped base
+    history: list[Any]  # ipyparallel's trait; a RecentItems here
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.history = RecentItems(self.history)  # the last task ids only (see .recent)
+
+    def purge_everything(self) -> None:
+        super().purge_everything()  # which sets ``history`` to a plain list
+        self.history = RecentItems(self.history)
+
     def send_apply_request(
         self,
         socket: Any,
@@ -109,17 +123,23 @@ class PxClient(ipp.Client):  # type: ignore[misc]  # untyped base
     ) -> Any:
         metadata = hold.mark(metadata)  # engine hooks' messages pass held engines
         try:
-            return super().send_apply_request(socket, f, args, kwargs, metadata, *rest, **more)
+            future = super().send_apply_request(socket, f, args, kwargs, metadata, *rest, **more)
         except SEND_ERRORS as exc:
             error = send_error(f, args or (), kwargs or {})
             if error is None:
                 raise
             raise error from exc
+        if not isinstance(f, PrePickled) or current_task_name() is not None:
+            self._name_task(future, metadata, task_name(f))  # (pickled ahead: no name)
+        return future
 
     def send_execute_request(
         self, socket: Any, code: str, silent: bool = True, metadata: Any = None, **more: Any
     ) -> Any:
-        return super().send_execute_request(socket, code, silent, hold.mark(metadata), **more)
+        metadata = hold.mark(metadata)
+        future = super().send_execute_request(socket, code, silent, metadata, **more)
+        self._name_task(future, metadata, "execute")
+        return future
 
     def _unwrap_exception(self, content: dict[str, Any]) -> Any:
         """An engine's refusal to send a too large result arrives as ResultTooLarge."""
@@ -134,3 +154,64 @@ class PxClient(ipp.Client):  # type: ignore[misc]  # untyped base
             targets = None
         ids: list[int] | None = None if targets is None else self._build_targets(targets)[1]
         return self._task_stream, ids
+
+    # ------------------------------------------------------------ task events
+
+    task_events: TaskEvents | None = None  # the pool's ring: hub tasks are recorded there
+
+    def _name_task(self, future: Any, metadata: dict[str, Any] | None, name: str) -> None:
+        """Remember the name of a task to record when its reply comes; engine hooks'
+        own messages (marked) are the pool's housekeeping, not the user's tasks."""
+        if self.task_events is None or (metadata or {}).get(hold.MARK):
+            return
+        msg_id = getattr(future, "msg_id", None)
+        if msg_id is not None:
+            self.__dict__.setdefault("_task_names", {})[msg_id] = name
+
+    def _handle_apply_reply(self, msg: dict[str, Any]) -> None:
+        task = self._finished_task(msg)
+        super()._handle_apply_reply(msg)
+        self._record(task)
+
+    def _handle_execute_reply(self, msg: dict[str, Any]) -> None:
+        task = self._finished_task(msg)
+        super()._handle_execute_reply(msg)
+        self._record(task)
+
+    def _finished_task(self, msg: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """The name and metadata of a reply's task, read from the reply itself before
+        ipyparallel handles it: a waiting AsyncResult may drop the client's copy of the
+        metadata as soon as its result is set."""
+        msg_id = msg.get("parent_header", {}).get("msg_id")
+        name = self.__dict__.get("_task_names", {}).pop(msg_id, None)
+        if name is None or self.task_events is None:
+            return None
+        try:
+            return name, self._extract_metadata(msg)
+        except (KeyError, TypeError):  # a reply of another shape: not a task to show
+            return None
+
+    def _record(self, task: tuple[str, dict[str, Any]] | None) -> None:
+        """A hub task's outcome into the ring: its engine, and the times the engine
+        stamped (one that died under it: from its submission to the death)."""
+        events = self.task_events
+        if task is None or events is None or not isinstance(task[1].get("engine_id"), int):
+            return
+        name, md = task
+        end = _seconds(md.get("completed")) or time.time()
+        start = _seconds(md.get("started")) or _seconds(md.get("submitted")) or end
+        events.record(md["engine_id"], name, start, end, md.get("status") == "ok", "hub")
+
+
+def _seconds(when: Any) -> float | None:
+    """A message's date (a datetime, or its ISO text) as ``time.time()`` seconds."""
+    if isinstance(when, str):
+        try:
+            when = datetime.datetime.fromisoformat(when)
+        except ValueError:
+            return None
+    if not isinstance(when, datetime.datetime):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)  # jupyter messages' dates are UTC
+    return float(when.timestamp())

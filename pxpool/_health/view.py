@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from .._core.state import PoolState
 from ..health import EngineSnapshot, EngineState, health_frame, summarize
 from .collector import Collector
+from .memory import memory_frame
 
 if TYPE_CHECKING:
     import pandas
@@ -46,6 +47,10 @@ class HealthView:
 
     def frame(self) -> pandas.DataFrame:
         return health_frame(self.snapshots())
+
+    def memory(self) -> pandas.DataFrame:
+        """See :mod:`pxpool._health.memory`."""
+        return memory_frame(self.core.name, self.snapshots())
 
     def summary(self) -> dict[str, float]:
         """Engines per state (every state listed, zeros included) and ``core_hours``."""

@@ -300,6 +300,8 @@ class Dispatcher:
                 continue
             header, parts = unpacked
             for seq, status, count, took in header.get("r", ()):
+                if (said := header.get("p", {}).get(str(seq))) and seq in link.in_flight:
+                    link.in_flight[seq].future.set_printed(link.engine_id, said)  # its prints
                 self._reply(link, seq, status, parts[:count], float(took), now)
                 del parts[:count]
 
@@ -313,8 +315,7 @@ class Dispatcher:
             if status == wire.CANCELLED:
                 self.board.recalled.pop(seq, None)
                 return
-            task, current = self.board.finished(link, seq, now)
-            self.board.took(took)
+            task, current = self.board.finished(link, seq, now, took)
         if task is None or task.resolved:
             return
         if task.stopping:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from ipyparallel.serialize import serialize_object
@@ -36,7 +38,7 @@ from .executor import PoolExecutor
 from .future import TaskFuture
 from .joblib_hook import register, use_current
 from .pickling import dumps_function
-from .support import Activity
+from .support import Activity, LaneLoad
 
 if TYPE_CHECKING:
     from .._core.core import PoolCore
@@ -116,8 +118,25 @@ class Lane:
         label = label or f"{caller}({function_name(f)}) #{task_id}"
         task = Task(task_id, label, payload, na, nk, TaskFuture(label), timeout, retries)
         task.runner = runner
+        name = function_name(f)
+        task.future.add_done_callback(lambda future: self._record(task, name, future))
         self.dispatcher().add(task)
         return task.future
+
+    def _record(self, task: Task, name: str, future: Future[Any]) -> None:
+        """A settled task into the pool's ring of task events (on the lane's thread): it
+        ran ``task.ran`` seconds by its engine's clock; one that brought no reply (its
+        engine died, its timeout stopped it) from its hand-over to now."""
+        engine_id = task.future.engine_id
+        if future.cancelled() or engine_id is None:
+            return  # never ran
+        end = time.time()
+        if task.ran is not None:
+            start = end - task.ran
+        else:
+            start = end - max(0.0, time.monotonic() - task.placed) if task.placed else end
+        ok = future.exception() is None
+        self.core.task_events.record(engine_id, name, start, end, ok, "lane")
 
     def apply(
         self,
@@ -146,6 +165,31 @@ class Lane:
                 f"pool.register_joblib() needs joblib, which is not importable here ({exc}); "
                 "install it with `pip install joblib`."
             ) from exc
+
+    def load(self) -> LaneLoad:
+        """Tasks waiting on the client and in flight per engine, and the seconds a task
+        takes: what an adaptive pool sizes itself by (:mod:`pxpool._adapt`)."""
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return LaneLoad()
+        with dispatcher.lock:
+            board = dispatcher.board
+            flight = {i: len(link.in_flight) for i, link in board.links.items()}
+            return LaneLoad(len(board.queue), flight, board.duration)
+
+    def retire(self, engine_ids: list[int], retired: bool = True) -> bool:
+        """Send ``engine_ids`` no more tasks, as they are about to stop; False, with
+        nothing changed, while one of them has a task. ``retired=False`` undoes it."""
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return True
+        with dispatcher.lock:
+            links = [link for i, link in dispatcher.board.links.items() if i in engine_ids]
+            if retired and any(link.in_flight for link in links):
+                return False
+            for link in links:
+                link.stopping = retired  # as under a timeout's stop: it takes no tasks
+        return True
 
     def dispatcher(self) -> Dispatcher:
         """The running dispatcher (made on first use, with every agent known so far; a

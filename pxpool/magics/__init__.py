@@ -10,7 +10,9 @@
 
 ``%px``, ``%%px``, ``%autopx``, ``%pxresult`` and ``%pxconfig`` are ipyparallel's, with
 its flags, bound to ``pxpool.current()``: the pool started or attached last, by
-``%pool`` or from Python. pxpool changes their defaults:
+``%pool`` or from Python. While no pxpool pool is current they are ipyparallel's own,
+on the most recent plain ipyparallel ``Client`` (``ipp.Cluster(...).connect_client_sync()``),
+as without pxpool. pxpool changes their defaults:
 
 - ``--targets`` accepts ``0,2-4,::2,-1`` or ``all`` and is parsed, never eval'ed (a
   slice starting with ``-`` needs ``=``: ``--targets=-2:``);
@@ -22,6 +24,8 @@ its flags, bound to ``pxpool.current()``: the pool started or attached last, by
   ``KeyboardInterrupt`` once they stopped, and the pool stays usable.
 
 ``%pxhealth`` shows the live engine-health panel of the current pool (:mod:`pxpool.panel`).
+
+``%pxlogs ENGINE`` prints what an engine printed, also after it died (``pool.logs``).
 
 ``%pxdebug`` debugs engines: post-mortem, ``%%pxdebug -e K`` cells stepped from their
 first line, and a prompt for ``breakpoint()`` while a cell runs (:mod:`pxpool.magics.debug`).
@@ -35,6 +39,7 @@ from typing import Any
 
 from .debug import DebugMagics
 from .health import HealthMagics
+from .logs import LogsMagics
 from .pool import PoolMagics
 from .px import PxMagics
 
@@ -45,6 +50,7 @@ __all__ = [
     "PxMagics",
     "DebugMagics",
     "HealthMagics",
+    "LogsMagics",
 ]
 
 _SAVED = "_pxpool_replaced_magics"  # shell attribute: magics ours replaced, for unload
@@ -59,22 +65,23 @@ def load_ipython_extension(ipython: Any) -> None:
     pool = PoolMagics(ipython)
     debug = DebugMagics(ipython)  # %pxdebug, and breakpoint() sessions during cells
     health = HealthMagics(ipython)  # %pxhealth
+    logs = LogsMagics(ipython)  # %pxlogs
     replaced = {
         (kind, name): manager.magics[kind][name]
-        for instance in (px, pool, debug, health)
+        for instance in (px, pool, debug, health, logs)
         for kind, names in (instance.magics or {}).items()
         for name in names
         if name in manager.magics[kind]
     }
     setattr(ipython, _SAVED, replaced)
-    manager.register(px, pool, debug, health)
+    manager.register(px, pool, debug, health, logs)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Remove pxpool's magics (leaving pools running) and restore what they replaced."""
     manager = ipython.magics_manager
     replaced: dict[tuple[str, str], Any] = getattr(ipython, _SAVED, {})
-    for cls in (PxMagics, PoolMagics, DebugMagics, HealthMagics):
+    for cls in (PxMagics, PoolMagics, DebugMagics, HealthMagics, LogsMagics):
         instance = manager.registry.get(cls.__name__)
         if not isinstance(instance, cls):
             continue

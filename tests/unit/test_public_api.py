@@ -89,6 +89,11 @@ POOL_API = {
     "submit",
     "executor",
     "register_joblib",
+    "adapt",
+    "adapt_decisions",
+    "dashboard_url",
+    "task_events",
+    "logs",
 }
 
 
