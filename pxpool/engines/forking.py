@@ -175,11 +175,17 @@ class ForkServers:
         server += ["--parent", str(os.getpid())]
         return [*server, "--preload", *self.profile.engine.preload]
 
-    async def ensure(self, cluster: PxCluster, environment: Mapping[str, str]) -> str | None:
+    async def ensure(
+        self, cluster: PxCluster, environment: Mapping[str, str], python: str | None = None
+    ) -> str | None:
         """The socket of a running server for ``cluster``, starting one if needed; None
-        when engines are to be exec'd (fork servers off, unsupported, or failing)."""
+        when engines are to be exec'd (fork servers off, unsupported, or failing).
+        ``python``: the engines' interpreter now; a server of another one is stopped."""
         if not self.enabled:
             return None
+        if python is not None and python != self.python:
+            self.stop()  # it would fork engines of the interpreter the profile no longer names
+            self.python = python
         if self.server is not None and self.server.alive():
             return self.server.path
         if self.server is not None:

@@ -91,7 +91,7 @@ class LocalProvider(Provider):
             f"--IPEngine.wait_for_url_file={self.profile.timeouts.start:g}",
         ]
         environment = self.environment()
-        server = await self.forks.ensure(cluster, environment)
+        server = await self.forks.ensure(cluster, environment, self.python())
         if server is not None:
             environment[FORK_SERVER_VARIABLE] = server
         for engine_id in engine_ids:

@@ -47,7 +47,8 @@ class PlainClients:
         A client is stamped when first found; clients found together are ordered as
         the collector lists them, which is the order they were made in."""
         for obj in gc.get_objects():
-            if isinstance(obj, ipp.Client) and not isinstance(obj, PxClient):
+            kind = type(obj)  # not isinstance: on a dead weakref.proxy that raises
+            if issubclass(kind, ipp.Client) and not issubclass(kind, PxClient):
                 if obj not in self._seen:
                     self._seen[obj] = next(self._order)
         open_clients = [c for c in self._seen.keys() if not _closed(c)]
