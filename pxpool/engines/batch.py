@@ -155,9 +155,11 @@ class BatchProvider(Provider):
     def engine_command(self, spec: JobSpec) -> list[str]:
         """How the job starts each engine: forked from one fork server on the job's node
         (``plain``: all engines run where the script runs), else ``python -m`` the engine
-        (``srun``/``mpiexec`` tasks and MPI ranks are processes the launcher makes)."""
+        (``srun``/``mpiexec`` tasks and MPI ranks are processes the launcher makes). A job
+        of one engine execs it: a server would import the same once, and then fork."""
         engine = self.profile.engine
-        if engine.fork_server and self.profile.batch.launcher == "plain":
+        several = len(spec.engine_ids) > 1
+        if engine.fork_server and several and self.profile.batch.launcher == "plain":
             key = f"{spec.cluster_id}-{spec.engine_ids[0]}"  # one server per job
             return stand_in_command(self.python(), key, engine.preload)
         return [self.python(), "-m", ENGINE_MODULE]
