@@ -98,7 +98,16 @@ def test_twenty_thousand_mixed_tasks_leave_client_and_controller_memory_flat(
 
 def test_controller_forgets_old_task_ids_but_still_counts_every_task(pool: pxpool.Pool) -> None:
     view = pool.lbview()
-    before = sum(pool.client.queue_status().get(i, {}).get("completed", 0) for i in pool.ids)
+
+    def counted() -> int:
+        return sum(pool.client.queue_status().get(i, {}).get("completed", 0) for i in pool.ids)
+
+    def hub_settled() -> bool:  # earlier tests' tasks all counted as completed
+        status = pool.client.queue_status()
+        return status.get("unassigned") == 0 and all(status[i]["queue"] == 0 for i in pool.ids)
+
+    wait_until(hub_settled, 10, "the hub to finish counting earlier tasks")
+    before = counted()
     # more tasks than the hub's database keeps records of (1,024), so that only the
     # upkeep's trim stands between the oldest id and "No such message"
     results = [view.apply_async(noop, i) for i in range(HUB_TASKS)]
@@ -113,10 +122,16 @@ def test_controller_forgets_old_task_ids_but_still_counts_every_task(pool: pxpoo
         return False
 
     wait_until(forgotten, 30, "the hub to forget the oldest finished task id")
-    status = pool.client.result_status([newest], status_only=True)  # positive control
-    assert status["completed"] == [newest]
-    after = sum(pool.client.queue_status().get(i, {}).get("completed", 0) for i in pool.ids)
-    assert after - before == HUB_TASKS  # counts stay exact for tasks_done
+    # positive control: the newest is known, as completed once the hub has its result
+    # (the client may have it first: the scheduler sends it to both)
+    wait_until(
+        lambda: pool.client.result_status([newest], status_only=True)["completed"] == [newest],
+        10,
+        "the hub to list the newest task as completed",
+    )
+
+    wait_until(lambda: counted() - before == HUB_TASKS, 10, "the hub to count every task")
+    assert counted() - before == HUB_TASKS  # counts stay exact for tasks_done
     # the scheduler too: a dependency on a forgotten task is impossible, on a recent one fine
     assert view.apply_async(noop, 1).get(timeout=30) == 1
     with view.temp_flags(after=[newest]):
