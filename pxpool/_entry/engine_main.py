@@ -1,7 +1,8 @@
 """The engine process every provider starts: ipyparallel's engine with pxpool's nanny.
 
 ``python -m pxpool._entry.engine_main`` takes the same arguments as ``python -m
-ipyparallel.engine`` and runs the same engine; only the nanny beside it is
+ipyparallel.engine`` and runs the same engine, without IPython's terminal imports
+(:mod:`.terminal`); only the nanny beside it is
 :mod:`pxpool._entry.nanny`, which starts in a tenth of the time (ipyparallel's nanny
 imports all of ipyparallel before the engine may serve). Upstream, ipyparallel
 offers no hook to choose the nanny; :meth:`PxpoolEngine.start_nanny` is the one
@@ -13,17 +14,38 @@ from __future__ import annotations
 import importlib
 import os
 import subprocess
+import time
 from typing import Any
 
-from ipyparallel.engine.app import IPEngine
+from .terminal import skip_terminal
 
-from . import nanny as _nanny
+if __name__ == "__main__":  # an engine of its own (a fork server skipped it for its engines)
+    skip_terminal()
+
+from ipyparallel.engine.app import IPEngine  # noqa: E402  # after the terminal is skipped
+
+from . import nanny as _nanny  # noqa: E402
 
 PRELOAD_VARIABLE = "PXPOOL_PRELOAD"
+CONNECTION_FILE_POLL = 0.01  # ipyparallel's engine looks every 0.1 s
 
 
 class PxpoolEngine(IPEngine):  # type: ignore[misc]  # ipyparallel ships no type information
-    """An ipyparallel engine whose nanny is pxpool's light one."""
+    """An ipyparallel engine whose nanny is pxpool's light one, and which reads the
+    controller's connection file as soon as it appears."""
+
+    def init_engine(self) -> None:
+        """Engines forked or started while the controller starts wait for its file;
+        look for it often (a stat each time) instead of ipyparallel's every 0.1 s."""
+        app: Any = self  # ipyparallel's traits, untyped
+        if not app.connection_info_env:
+            app.find_connection_file()
+            deadline = time.monotonic() + float(app.wait_for_url_file)
+            while not os.path.exists(app.url_file) and time.monotonic() < deadline:
+                time.sleep(CONNECTION_FILE_POLL)
+            if not os.path.exists(app.url_file):
+                app.wait_for_url_file = 0  # waited already: ipyparallel reports it now
+        super().init_engine()
 
     def start_nanny(self, control_url: str) -> tuple[str, subprocess.Popen[bytes]]:
         session: Any = self.session

@@ -30,7 +30,7 @@ class ControllerSettings:
     ip: str = "127.0.0.1"
     port: int = 0  # 0: any free port
     location: str = "local"  # batch providers: "job" runs the controller inside a job
-    heartbeat_ms: int = 500  # engines register on a heartbeat tick; short means fast start
+    heartbeat_ms: int = 500  # engines join at once either way; short notices silent ones sooner
     encrypt: bool = False  # CurveZMQ on every controller socket (ipyparallel's enable_curve)
     args: tuple[str, ...] = ()
 

@@ -8,6 +8,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def test_the_controller_runs_without_ipythons_terminal(pool: pxpool.Pool) -> Non
     controller = psutil.Process(pool.core.cluster.controller.pid)
     assert "pxpool._entry.controller_main" in controller.cmdline()
     probe = (
-        "import sys; from pxpool._entry.controller_main import skip_terminal; skip_terminal(); "
+        "import sys; from pxpool._entry.terminal import skip_terminal; skip_terminal(); "
         "import ipyparallel.controller.app, IPython; "
         "print(sorted({'prompt_toolkit', 'jedi'} & set(sys.modules)))"
     )
@@ -228,3 +229,16 @@ def test_engine_hooks_see_every_engine_that_joins() -> None:
         pool.scale_sync(2)
         pool.restart_sync(0)
         assert seen == [[0], [1], [0]]
+
+
+def test_engines_join_before_the_first_heartbeat() -> None:
+    """ipyparallel finishes a registration only at the beat after a new heart first
+    answered: with a 10 s beat, 10-20 s after the start. The controller pings a heart
+    that just connected and reports it when it answers."""
+    began = time.monotonic()
+    with pxpool.Pool.from_profile("local", engines=2, heartbeat_ms=10_000) as pool:
+        assert pool.ids == [0, 1]
+        assert len(set(pool.view().apply_sync(os.getpid))) == 2
+        assert time.monotonic() - began < 8  # before the hub's first beat
+        pool.scale_sync(3)  # and so do engines that join a running pool
+        assert time.monotonic() - began < 9
