@@ -2,7 +2,7 @@
 
 ``python -m pxpool._entry.engine_main`` takes the same arguments as ``python -m
 ipyparallel.engine`` and runs the same engine, without IPython's terminal imports
-(:mod:`.terminal`); only the nanny beside it is
+(:mod:`.lean_imports`); only the nanny beside it is
 :mod:`pxpool._entry.nanny`, which starts in a tenth of the time (ipyparallel's nanny
 imports all of ipyparallel before the engine may serve). Upstream, ipyparallel
 offers no hook to choose the nanny; :meth:`PxpoolEngine.start_nanny` is the one
@@ -17,12 +17,12 @@ import subprocess
 import time
 from typing import Any
 
-from .terminal import skip_terminal
+from .lean_imports import import_ipyparallel
 
 if __name__ == "__main__":  # an engine of its own (a fork server skipped it for its engines)
-    skip_terminal()
+    import_ipyparallel()
 
-from ipyparallel.engine.app import IPEngine  # noqa: E402  # after the terminal is skipped
+from ipyparallel.engine.app import IPEngine  # noqa: E402  # after the lean import
 
 from . import nanny as _nanny  # noqa: E402
 

@@ -94,7 +94,7 @@ def test_the_controller_runs_without_ipythons_terminal(pool: pxpool.Pool) -> Non
     controller = psutil.Process(pool.core.cluster.controller.pid)
     assert "pxpool._entry.controller_main" in controller.cmdline()
     probe = (
-        "import sys; from pxpool._entry.terminal import skip_terminal; skip_terminal(); "
+        "import sys; from pxpool._entry.lean_imports import skip_terminal; skip_terminal(); "
         "import ipyparallel.controller.app, IPython; "
         "print(sorted({'prompt_toolkit', 'jedi'} & set(sys.modules)))"
     )

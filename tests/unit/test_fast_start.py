@@ -52,9 +52,12 @@ def test_the_settle_sleep_is_put_back_when_initialize_fails() -> None:
 
 PROBE = """
 import sys
-from pxpool._entry.terminal import skip_terminal
-skip_terminal()
-import IPython
+import importlib.metadata
+from pxpool._entry.lean_imports import import_ipyparallel
+real = importlib.metadata.entry_points
+import_ipyparallel()
+import IPython, ipyparallel.traitlets
+print(importlib.metadata.entry_points is real, ipyparallel.traitlets.entry_points is real)
 print(sorted({'prompt_toolkit', 'IPython.terminal.interactiveshell'} & set(sys.modules)))
 print(callable(IPython.embed))
 from IPython.terminal.embed import InteractiveShellEmbed  # a user's code on an engine
@@ -64,11 +67,12 @@ print(embed_module.InteractiveShellEmbed is InteractiveShellEmbed)
 """
 
 
-def test_the_terminal_is_imported_only_when_used() -> None:
+def test_ipyparallel_imports_without_the_terminal_which_is_imported_on_use() -> None:
     shown = subprocess.run(
         [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, check=True
     )
-    assert shown.stdout.split("\n")[:4] == [
+    assert shown.stdout.split("\n")[:5] == [
+        "True True",  # entry points as the standard library reads them, once imported
         "[]",
         "True",
         "IPython.terminal.embed True",
