@@ -181,7 +181,9 @@ def _run_blocks(
     """What :func:`run_part` returns, for ``rows`` rows that ``rows_of`` builds; the
     result's buffers go into the slot ``out`` when there is one."""
     try:
-        seconds, result, done = apply_row_blocks(f, rows, rows_of, block, budget)
+        # into a slot: blocks unjoined, the client's join is their one copy (blocks.Pieces)
+        joined = out is None
+        seconds, result, done = apply_row_blocks(f, rows, rows_of, block, budget, joined)
     except BaseException:
         _report_failure(token, start)
         raise

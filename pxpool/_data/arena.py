@@ -64,7 +64,10 @@ class Slot:
 
     def close(self) -> None:
         del self.holders
-        self.mapping.close()
+        try:
+            self.mapping.close()
+        except BufferError:  # views of it still live (a failed map's results): it goes
+            pass  # with the last of them; its name goes now
         _shm.unlink(self.name)
 
 

@@ -12,6 +12,7 @@ and how they travel is :mod:`pxpool._data.wire`.
 from __future__ import annotations
 
 import math
+import pickle
 import statistics
 from collections import deque
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .blocks import BlockResults, flatten, join
+from .blocks import BlockResults, Pieces, flatten, join, joins
 
 __all__ = ["ChunkSizer", "combine", "kind_of"]
 
@@ -130,10 +131,25 @@ def kind_of(values: Any) -> str:
 # ---------------------------------------------------------------- results
 
 
-def combine(kind: str, results: list[Any]) -> Any:
+def combine(kind: str, results: list[Any], in_place: bool = False) -> Any:
     """Join per-partition results: arrays concatenate, pandas objects concatenate in
-    row order (their index kept), anything else comes back as a list."""
+    row order (their index kept), anything else comes back as a list. A chunk's
+    unjoined blocks (:class:`Pieces`) join with the rest. ``in_place``: some results
+    are views of reply slots the next map reuses; what is returned never is."""
     if kind not in ("numpy", "pandas") or not results:
         return results
-    joined = join(results)  # the rule that joins one chunk's blocks joins the chunks too
-    return flatten(joined) if isinstance(joined, BlockResults) else joined
+    pieces = [piece for r in results for piece in (r if isinstance(r, Pieces) else (r,))]
+    joined = join(pieces)  # the rule that joins one chunk's blocks joins the chunks too
+    if isinstance(joined, BlockResults):  # not all alike: each chunk's blocks as one
+        joined = join([join(r) if isinstance(r, Pieces) else r for r in results])
+    if isinstance(joined, BlockResults):
+        return [_owned(r) for r in flatten(joined)] if in_place else flatten(joined)
+    if in_place and sum(1 for piece in pieces if len(piece)) <= 1:
+        return _owned(joined)  # one piece: its concatenation need not have copied it
+    return joined
+
+
+def _owned(value: Any) -> Any:
+    """An array or pandas object as a copy of its own, index and all (pandas' deep copy
+    keeps the index); anything else as it is."""
+    return pickle.loads(pickle.dumps(value, protocol=4)) if joins(value) else value

@@ -143,6 +143,12 @@ class SharedInputs:
             self.slots.append(slot)
         return slot
 
+    def kept(self, slot: _arena.Slot) -> None:
+        """A result was read in place from ``slot``: it stays leased until :meth:`close`."""
+        TAKEN["replies"] += 1
+        TAKEN["in_place"] += 1
+        assert slot in self.slots
+
     def replied(self, slot: _arena.Slot) -> None:
         """The result in ``slot`` was copied out: the slot is free for the next chunk."""
         TAKEN["replies"] += 1

@@ -24,6 +24,7 @@ if __name__ == "__main__":  # an engine of its own (a fork server skipped it for
 
 from ipyparallel.engine.app import IPEngine  # noqa: E402  # after the lean import
 
+from . import heap  # noqa: E402
 from . import nanny as _nanny  # noqa: E402
 
 PRELOAD_VARIABLE = "PXPOOL_PRELOAD"
@@ -75,10 +76,12 @@ def _text(value: bytes | str | None) -> str:
 def main() -> None:
     """Import the profile's ``preload`` modules (``PXPOOL_PRELOAD``, comma-separated:
     a fork server imported them already; an exec'd engine does it here, so a module that
-    fails names itself in the engine's output), fork the nanny ahead, run the engine."""
+    fails names itself in the engine's output), fork the nanny ahead, keep freed memory
+    for reuse (:mod:`.heap`), run the engine."""
     for name in filter(None, os.environ.get(PRELOAD_VARIABLE, "").split(",")):
         importlib.import_module(name.strip())
     _nanny.prepare()
+    heap.keep_freed_memory()  # after the nanny's fork: chunks reuse freed pages
     PxpoolEngine.launch_instance()
 
 

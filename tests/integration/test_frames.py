@@ -124,3 +124,28 @@ def test_map_slots_are_free_after_the_map(pool: pxpool.Pool) -> None:
     pool.map(lambda p: p["x"] * 2, df)
     arena = _arena.arena_for(shm.pool_prefix(pool.name))
     assert arena.slots and not any(slot.busy for slot in arena.slots)
+
+
+def test_results_read_in_place_are_not_changed_by_the_next_map(pool: pxpool.Pool) -> None:
+    """Results come back in their reply slots and the map's join copies them; the next
+    map writes into the same slots."""
+    numbers = pd.DataFrame({"a": np.arange(4 * N, dtype=float), "b": np.ones(4 * N)})
+    numbers.index = pd.Index(np.arange(4 * N) * 2, name="even")  # a plain index too
+    before = taken()
+    first = pool.map(lambda p: p.a * 2 + p.b, numbers)
+    frames = pool.map(lambda p: p * 3, numbers)
+    array = pool.map(lambda p: p * 2, numbers["a"].to_numpy())
+    whole = pool.map(lambda p: p.a + 1, numbers, chunksize=4 * N)  # one chunk, one piece
+    dicts = pool.map(lambda p: {"v": p.a.to_numpy() * 2}, numbers)  # not joined: copied out
+    assert grew(before, "in_place") >= 7
+    for _ in range(2):  # the same slots, written again
+        pool.map(lambda p: p * 0 - 1, numbers)
+        pool.map(lambda p: p * 0 - 1, numbers["a"].to_numpy())
+        pool.map(lambda p: p.a * 0, numbers, chunksize=4 * N)
+    pd.testing.assert_series_equal(first, numbers.a * 2 + numbers.b)
+    pd.testing.assert_frame_equal(frames, numbers * 3)
+    np.testing.assert_array_equal(array, numbers["a"].to_numpy() * 2)
+    pd.testing.assert_series_equal(whole, numbers.a + 1)
+    np.testing.assert_array_equal(np.concatenate([d["v"] for d in dicts]), numbers.a * 2)
+    arena = _arena.arena_for(shm.pool_prefix(pool.name))
+    assert not any(slot.busy for slot in arena.slots)  # held slots went back with the map

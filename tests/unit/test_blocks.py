@@ -6,10 +6,17 @@ import time
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pxpool._data import blocks as _blocks
 from pxpool._data.blocks import BLOCK_BYTES, MIN_BLOCK_ROWS, BlockResults, apply_blocks, block_rows
 from pxpool._data.chunking import combine
+
+
+@pytest.fixture(autouse=True)
+def blocks_keep_their_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These f are cheap: without this, blocks after the first would grow."""
+    monkeypatch.setattr(_blocks, "FAST_BLOCK_SECONDS", 0.0)
 
 
 def test_block_rows_come_from_the_bytes_of_a_row_of_every_input() -> None:
@@ -81,3 +88,36 @@ def test_a_budget_lets_a_chunk_finish_that_ends_within_its_stretch() -> None:
     # 10 blocks of 2 ms: over a 10 ms budget halfway, done within 3x of it
     _, out, done = apply_blocks(steady, [np.arange(100)], 10, budget=0.01)
     assert done == 100 and len(out) == 100
+
+
+def test_blocks_of_a_cheap_f_grow_and_a_slow_f_keeps_its_block_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_blocks, "FAST_BLOCK_SECONDS", 0.05)
+    cheap: list[int] = []
+    apply_blocks(lambda p: cheap.append(len(p)), [np.arange(100)], 2)
+    assert cheap == [2, 16, 82]  # each fast block is followed by one 8 times its size
+    slow: list[int] = []
+
+    def sleepy(part: np.ndarray) -> None:
+        slow.append(len(part))
+        time.sleep(0.06)
+
+    apply_blocks(sleepy, [np.arange(6)], 2)
+    assert slow == [2, 2, 2]
+
+
+def test_unjoined_blocks_come_back_as_pieces_the_client_joins() -> None:
+    frame = pd.DataFrame({"x": np.arange(10.0)})
+    _, pieces, done = _blocks.apply_row_blocks(
+        lambda p: p["x"] * 2, 10, _blocks.rows_of([frame]), 4, join_blocks=False
+    )
+    assert isinstance(pieces, _blocks.Pieces) and [len(p) for p in pieces] == [4, 4, 2]
+    _, scalars, _ = _blocks.apply_row_blocks(
+        lambda p: len(p), 10, _blocks.rows_of([frame]), 4, join_blocks=False
+    )
+    assert isinstance(scalars, BlockResults)  # not joinable: as ever
+    pd.testing.assert_series_equal(combine("pandas", [pieces]), frame["x"] * 2)
+    tail = pd.Series([99.0], index=[10], name="x")
+    joined = combine("pandas", [pieces, tail], in_place=True)
+    assert list(joined) == [*(frame["x"] * 2), 99.0]
