@@ -146,6 +146,7 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
         pool.stop_sync()
         twos.append(seconds)
     out["ready_2_s"] = min(twos)
+    out["ready_2_median_s"] = statistics.median(twos)
     seconds, pool = pxpool_ready(2, False)
     pool.stop_sync()
     out["ready_2_exec_s"] = seconds
@@ -174,7 +175,8 @@ def report(out: dict[str, Any]) -> list[str]:
         ("  engines ipp had then", "ipp_engines", ""),
         ("  ratio to ipp", "ready_big_vs_ipp", "x"),
         (f"  {n} engines ready, exec'd", "ready_big_exec_s", "s"),
-        ("2 engines ready (fork server)", "ready_2_s", "s"),
+        ("2 engines ready (fork server), best", "ready_2_s", "s"),
+        ("  median of the same starts", "ready_2_median_s", "s"),
         ("  2 engines ready, exec'd", "ready_2_exec_s", "s"),
         ("restart of one engine (fork server)", "restart_s", "s"),
         ("  restart, exec'd", "restart_exec_s", "s"),

@@ -43,6 +43,7 @@ __all__ = [
     "apply_row_blocks",
     "block_rows",
     "row_bytes",
+    "values_nbytes",
     "flatten",
     "joins",
     "part_of",
@@ -80,11 +81,24 @@ def _row_bytes(value: Any) -> int:
     rows = len(value)
     if rows == 0:
         return 0
+    return max(values_nbytes(value) // rows, 1)
+
+
+def values_nbytes(value: Any) -> int:
+    """Bytes of an array's or a pandas object's values, index not counted, 8 per object
+    cell: pandas' ``memory_usage(deep=False)``, from the dtypes (~20x faster for numpy
+    dtypes; that builds a Series of usages, ~0.5 ms per call)."""
     if isinstance(value, np.ndarray):
-        return max(value.nbytes // rows, 1)
-    usage = value.memory_usage(index=False, deep=False)  # pandas: 8 bytes per object cell
-    total = usage.sum() if hasattr(usage, "sum") else usage
-    return max(int(total) // rows, 1)
+        return int(value.nbytes)
+    rows = len(value)
+    dtypes = [value.dtype] if value.ndim == 1 else list(value.dtypes)
+    total = 0
+    for i, dtype in enumerate(dtypes):
+        if isinstance(dtype, np.dtype):
+            total += dtype.itemsize * rows
+        else:  # extension arrays: values and masks, codes and categories
+            total += int((value.array if value.ndim == 1 else value.iloc[:, i].array).nbytes)
+    return total
 
 
 def apply_blocks(

@@ -28,6 +28,7 @@ import numpy as np
 
 from . import arena as _arena
 from . import columns, shm
+from .blocks import values_nbytes
 
 __all__ = ["TAKEN", "SharedInputs", "eligible"]
 
@@ -55,11 +56,7 @@ def _frame_ok(value: Any) -> bool:
 def _nbytes(value: Any) -> int:
     if isinstance(value, np.ndarray):
         return int(value.nbytes)
-    return (
-        int(value.memory_usage(index=True, deep=False).sum())
-        if value.ndim == 2
-        else int(value.memory_usage(index=True, deep=False))
-    )
+    return values_nbytes(value) + int(value.index.nbytes)
 
 
 def eligible(kind: str, values: Sequence[Any]) -> bool:
