@@ -11,8 +11,10 @@ a 1M-row frame on 2 engines: engine time per chunk 9.0 -> 5.5 ms, the map 15 -> 
 So each engine (:func:`keep_freed_memory`) raises both thresholds, so that freed
 memory is reused rather than returned, and runs a thread that returns what is free
 (``malloc_trim``) once the engine used next to no CPU for ``IDLE_SECONDS``: an idle
-engine holds what it uses, as it did before. Linux with glibc only; elsewhere, and
-where ``mallopt`` refuses, nothing changes.
+engine holds what it uses, as it did before. An engine under a memory limit gives its
+freed memory back at once instead (:func:`give_back_freed_memory`): what it keeps would
+count against the limit. Linux with glibc only; elsewhere, and where ``mallopt``
+refuses, nothing changes.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 << 20  # allocations below this come from the heap (glibc's own cap)
 TRIM_THRESHOLD = 128 << 20  # free heap kept while busy, at most
+DEFAULT_THRESHOLD = 128 << 10  # glibc's initial value of both
 IDLE_SECONDS = 2.0
 IDLE_CPU_SHARE = 0.02  # of one core, measured over each look
 LOOK_SECONDS = 0.5
@@ -58,6 +61,16 @@ def keep_freed_memory(idle_seconds: float = IDLE_SECONDS) -> bool:
         )
         trimmer.start()
     return bool(raised)
+
+
+def give_back_freed_memory() -> None:
+    """Freed memory goes back to the system at once again (glibc's initial thresholds),
+    and what is free now goes too: for engines under a memory limit."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, DEFAULT_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_THRESHOLD)
+        libc.malloc_trim(0)
 
 
 def _trim_when_idle(libc: Any, idle_seconds: float) -> None:

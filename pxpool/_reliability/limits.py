@@ -9,6 +9,8 @@
   stays usable and the error's message names the limit. The address space counts
   every mapping (thread stacks, allocator arenas), not only memory in use: give it
   more room than the resident size the work needs.
+- Under either memory limit, engines give freed memory back at once rather than keep it
+  for reuse while busy (:mod:`pxpool._entry.heap`): kept memory would count against it.
 
 One apply per engine when it joins (start, scale, restart, replacement), before the
 hooks added later (health, user hooks) run.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import resource
 from typing import TYPE_CHECKING, Any
 
+from .._entry import heap
 from ..engines import cgroups as _memory_limit
 from . import result_limit
 
@@ -60,11 +63,17 @@ def _named_memory_errors(kernel: Any) -> None:
     kernel.do_apply = do_apply
 
 
-def install(memory: tuple[int, str] | None, result: tuple[int, str]) -> dict[str, Any]:
-    """On an engine: apply the limits (idempotent); returns what is in force."""
+def install(
+    memory: tuple[int, str] | None, result: tuple[int, str], limited: bool = False
+) -> dict[str, Any]:
+    """On an engine: apply the limits (idempotent); returns what is in force.
+    ``limited``: a memory limit applies (here or by a cgroup), so freed memory is not
+    kept for reuse (:mod:`pxpool._entry.heap`)."""
     global _memory
     from IPython.core.getipython import get_ipython
 
+    if limited:
+        heap.give_back_freed_memory()
     if memory is not None:
         limit = memory[0]
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -102,7 +111,7 @@ def apply_engine_limits(pool: PoolCore, engine_ids: list[int]) -> None:
         set_id = sets.get(engine_id)
         confined = set_id is not None and _memory_limit.engine_group(pool.name, set_id)
         pending[engine_id] = pool.live_client()[engine_id].apply_async(
-            install, None if confined else memory, result
+            install, None if confined else memory, result, memory is not None
         )
     for result_of_engine in pending.values():
         result_of_engine.get(timeout=INSTALL_TIMEOUT)
