@@ -14,6 +14,7 @@ from ._core import lifecycle, runtime
 from ._core.core import PoolCore
 from ._core.loop import SyncTwin
 from ._core.state import PoolState
+from ._core.stop_request import StopRequests
 from ._dashboard.publisher import Dashboard, DashboardMethods
 from ._data.options import MapOptions
 from ._health.view import HealthView
@@ -80,6 +81,7 @@ class Pool(DebugMethods, AdaptMethods, DashboardMethods):
         self._logs = EngineLogs(core)
         core.teardown_hooks += [data.release_pool_memory, self._lane.teardown, self._logs.teardown]
         core.teardown_hooks.append(sidebar.withdraw)  # its entry in JupyterLab's sidebar
+        core.stop_requests = StopRequests(core, self.stop)  # `pxpool stop NAME` from elsewhere
         for hook in (
             self._logs.engines_joined,  # first: engines keep what everything after prints
             apply_engine_limits,  # before setup replays
@@ -216,7 +218,10 @@ class Pool(DebugMethods, AdaptMethods, DashboardMethods):
 
     @classmethod
     def stop_by_name(cls, name: str) -> None:
-        """Stop a pool started elsewhere (or clean up after one that died)."""
+        """Stop a pool started elsewhere (or clean up after one that died); a live
+        process that owns it is asked to stop it itself."""
+        if lifecycle.owner_stopped_it(name):
+            return
         pool = cls._from_record(name)
         try:
             pool.stop_sync()

@@ -35,6 +35,7 @@ from .processes import local_process_tree_of, reap
 from .provider import EngineProvider
 from .startup import StartupWatch
 from .state import Operation, OperationKind, Operations, PoolState
+from .stop_request import StopRequests
 
 log = logging.getLogger("pxpool.pool")
 EngineHook = Callable[["PoolCore", list[int]], None]
@@ -63,6 +64,8 @@ class PoolCore:
         self.replacing: set[int] = set()  # ids the supervisor will start again (back-off too)
         self.loop = LoopThread(f"pxpool-{name}")
         self.task_events = TaskEvents()  # finished tasks of every route, for task streams
+        self.stop_requests: StopRequests | None = None  # stops it when another process asks
+        self.stopped_by: str | None = None  # who asked, when another process stopped it
 
     # ------------------------------------------------------------ reading state
 
@@ -72,6 +75,11 @@ class PoolCore:
             raise PoolStateError(
                 f"Pool {self.name!r} released its engines after idle_timeout; "
                 "`pool.wake_sync()` (or any use of its engines) starts them again."
+            )
+        if self.state is PoolState.STOPPED and self.stopped_by:
+            raise PoolStateError(
+                f"Pool {self.name!r} was stopped: {self.stopped_by} asked for it; "
+                "`pool.start_sync()` starts it again."
             )
         if self.state is not PoolState.RUNNING or self.client is None or self.cluster is None:
             raise PoolStateError(

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from ..errors import PoolNotFoundError, PoolStateError
-from . import runtime, security
+from . import runtime, security, stop_request
 from .cluster import PxCluster
 from .core import PoolCore
 from .processes import local_process_tree, processes_of_pool, reap
@@ -40,6 +40,7 @@ async def start(core: PoolCore, wait: bool, timeout: float | None, engines: int 
     timeout = core.profile.timeouts.start if timeout is None else timeout
     count = core.provider.default_engine_count() if engines is None else engines
     core.state = PoolState.STARTING
+    core.stopped_by = None
     core.cluster = cluster = _new_cluster(core)
     try:
         ids = core.take_ids(count)
@@ -51,6 +52,8 @@ async def start(core: PoolCore, wait: bool, timeout: float | None, engines: int 
         await teardown(core)
         raise
     core.state = PoolState.RUNNING
+    if core.stop_requests is not None:
+        core.stop_requests.watch()  # another process's `pxpool stop NAME` asks this one
     if wait:
         await core.engines_ready(ids)
 
@@ -160,6 +163,14 @@ async def _stop_gracefully(core: PoolCore, cluster: PxCluster) -> None:
 
 
 # ---------------------------------------------------------------- another process's pool
+
+
+def owner_stopped_it(name: str) -> bool:
+    """Ask the live process that owns pool ``name`` to stop it; True once it has
+    (:mod:`pxpool._core.stop_request`)."""
+    record = runtime.read_record(name)
+    owner = record.get("owner_pid") if record else None
+    return isinstance(owner, int) and stop_request.ask_owner(name, owner)
 
 
 def read_record_or_raise(name: str) -> dict[str, Any]:

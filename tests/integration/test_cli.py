@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import psutil
 import pytest
 
 import pxpool
+from pxpool import PoolStateError
+from pxpool._core.state import PoolState
 
 from .cli_helpers import pxpool_cli
 from .ssh_helpers import remote_engines, ssh_overrides
+from .waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -144,6 +148,32 @@ def test_stop_from_another_process_uses_the_hosts_the_ssh_pool_was_given() -> No
         assert remote_engines("cli-ssh") == []
         _, alive = psutil.wait_procs(clients, 5)
         assert not alive, f"the engines' ssh clients still run: {alive}"
+    finally:
+        pool.stop_sync()
+    assert pxpool_cli("list").stdout.strip() == "no pools"
+
+
+def test_stop_of_a_pool_a_live_process_owns_is_done_by_that_process(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`pxpool stop` (and JupyterLab's Stop button) asks the notebook that owns the pool:
+    it stops the pool itself and its pool object says so, instead of watching its
+    engines die and replacing them."""
+    pool = pxpool.Pool.from_profile("local", engines=1, pool_name="cli-owned")
+    pool.start_sync()
+    try:
+        with caplog.at_level(logging.WARNING, logger="pxpool"):
+            stopped = pxpool_cli("stop", "cli-owned")
+            assert stopped.returncode == 0, stopped.stderr
+            assert "stopped pool 'cli-owned'" in stopped.stdout
+            wait_until(lambda: pool.state is PoolState.STOPPED, 20, "the owner stopped it")
+        with pytest.raises(PoolStateError, match=r"was stopped: process \d+ \(`pxpool stop`"):
+            pool.apply(os.getpid)
+        said = [r.getMessage() for r in caplog.records]
+        assert any("is stopping: process" in line for line in said), said
+        assert not any("died" in line or "lost" in line for line in said), said
+        pool.start_sync()  # and it starts again
+        assert pool.apply(sum, [40, 2]) == 42
     finally:
         pool.stop_sync()
     assert pxpool_cli("list").stdout.strip() == "no pools"
