@@ -288,6 +288,11 @@ class Supervisor:
         if self.setup.steps:
             self.setup.replay(core, self.replay_push, engine_ids)
 
+    def death_since(self, engine_id: int, since: float) -> str | None:
+        """How ``engine_id`` died, if a death was recorded at ``since`` (time.time()) or later."""
+        death = self.deaths.get(engine_id)
+        return death.how if death is not None and death.when >= since else None
+
     def how_died(self, engine_id: int | None) -> str:
         death = self.deaths.get(engine_id) if engine_id is not None else None
         return death.how if death else "it stopped answering and the controller dropped it"

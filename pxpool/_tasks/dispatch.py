@@ -30,9 +30,10 @@ from ipyparallel.serialize import deserialize_object
 
 from .._core.state import PoolState
 from .._core.waiting import EngineWait
-from ..errors import EngineDied, NoEnginesError, PoolStateError, TaskLost, TaskTimeout
+from ..errors import NoEnginesError, PoolStateError, TaskTimeout
 from . import wire
 from .board import Agent, Board, Link, Task
+from .death_reports import DeathReports
 from .support import Activity, Ended, task_error
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class Dispatcher:
         self._next_check = 0.0
         self._curve: tuple[bytes, bytes] | None = None
         self._engine_wait = EngineWait(core, "the task lane")
+        self.deaths = DeathReports(guard.supervisor)  # tasks lost with their engine
         self.thread = threading.Thread(target=self._run, name=f"pxpool-lane-{core.name}")
         self.thread.daemon = True
         self.thread.start()
@@ -214,6 +216,7 @@ class Dispatcher:
                     self._engine_left(link)
             if self.board.queue and self._engine_wait.starved(now):
                 self._fail_queued()
+        self.deaths.fail_ready(self._settle)
         with self.lock:
             taken = self.board.recall_stalled(now)
             late = self.board.overdue(now)
@@ -244,19 +247,14 @@ class Dispatcher:
         self._sockets.pop(link.socket, None)
         self._poller.unregister(link.socket)
         link.socket.close(linger=0)
-        if not tasks:
-            return
-        how = self.guard.supervisor.how_died(link.engine_id)
-        again = []
+        again: list[Task] = []
+        lost: list[Task] = []
         for task in tasks:
             if task.stopping:
                 continue  # its stop settles it
             task.lost += 1
-            if task.lost <= task.retries:
-                again.append(task)
-                continue
-            cls = TaskLost if task.retries else EngineDied
-            self._settle(task, error=cls(task.label, link.engine_id, how, task.lost - 1))
+            (again if task.lost <= task.retries else lost).append(task)
+        self.deaths.hold(link.engine_id, lost)  # failed once the supervisor says how
         with self.lock:
             self.board.requeue(again)
 
@@ -355,6 +353,7 @@ class Dispatcher:
             for link in self.board.links.values():
                 tasks.extend(link.in_flight.values())
                 link.in_flight.clear()
+        tasks.extend(self.deaths.drain())
         for task in tasks:
             if not task.resolved and not task.future.done():
                 self._settle(task, error=error)
