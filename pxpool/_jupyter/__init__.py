@@ -10,7 +10,8 @@ it reads the pool's state and engine count from pxpool's record each time the si
 asks, its stop is ``pxpool stop NAME`` (``Pool.stop_by_name``: the whole teardown, also
 of batch jobs, shared memory, cgroups and forwards), and the file goes when the pool
 stops. One more file per pxpool profile that could start here (``new:PROFILE``: it
-loads, and its batch system's submit command is on PATH) is a stopped entry whose Start
+loads, and its provider can start here: a submit command on PATH, a Kubernetes
+cluster to talk to) is a stopped entry whose Start
 button runs ``pxpool start PROFILE``. A user's own IPython profiles are never
 written to: a ``profile_pxpool`` that pxpool did not make is left alone, and pools are
 then not listed.

@@ -107,15 +107,14 @@ def _prune_gone(directory: Path) -> None:
 
 def _startable(name: str) -> bool:
     """Whether profile ``name`` loads as it is (an ssh profile without hosts does not),
-    names valid pools, and its batch system's submit command is on PATH: a laptop's
-    sidebar offers no SLURM pools."""
+    names valid pools, and its provider can start here (a batch system's submit command
+    on PATH, a Kubernetes cluster to talk to): a laptop's sidebar offers no SLURM pools."""
     try:
         runtime.check_pool_name(name)  # it names the pools it starts
         provider = provider_for(load_profile(name))
     except PxpoolError:
         return False
-    submit = getattr(provider, "submit_command", None)
-    return submit is None or shutil.which(submit) is not None
+    return provider.startable_here()
 
 
 def _own_dir(create: bool = True) -> Path | None:

@@ -7,6 +7,7 @@ pool attached from another process can rebuild the same map from the cluster fil
 
 from __future__ import annotations
 
+import shutil
 import sys
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -47,6 +48,12 @@ class Provider(ABC):
         self, cluster: PxCluster, engine_ids: list[int]
     ) -> dict[str, list[int]]:
         """Start engines that request ``engine_ids``; return ``{engine_set_id: ids}``."""
+
+    def startable_here(self) -> bool:
+        """Whether this machine can start pools of this provider as it is (JupyterLab's
+        sidebar offers only those): its batch system's submit command on PATH, if any."""
+        submit = getattr(self, "submit_command", None)
+        return submit is None or shutil.which(submit) is not None
 
     async def release(self, cluster: PxCluster | None) -> None:
         """Release what this provider started outside ipyparallel's view: batch jobs

@@ -3,6 +3,9 @@ in kubectl's taint syntax, errors that name the key; and ``pxpool k8s-rbac``."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -72,3 +75,22 @@ def test_k8s_rbac_prints_a_role_and_its_binding(capsys: pytest.CaptureFixture[st
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "jupyter", "namespace": "jhub"}
     ]
+
+
+def test_offered_to_start_only_with_a_cluster_to_talk_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JupyterLab's sidebar lists profiles whose provider can start here."""
+    from pxpool.engines import provider_for
+
+    provider = provider_for(pxpool.load_profile("kubernetes"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'none'}{os.pathsep}{tmp_path / 'nor'}")
+    assert provider.startable_here() is False  # a laptop with the client, no cluster
+    (tmp_path / "nor").write_text("apiVersion: v1\nkind: Config\n")
+    assert provider.startable_here() is True
+    monkeypatch.delenv("KUBECONFIG")
+    assert provider.startable_here() is False  # ~/.kube/config missing
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")  # inside a pod
+    assert provider.startable_here() is True

@@ -13,6 +13,7 @@ pods are gone, and deletes the Secret.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import secrets
@@ -57,6 +58,14 @@ class KubernetesProvider(Provider):
         self._namespace = self.settings.namespace
         self._secret: str | None = None
         self._jobs: dict[str, PodJob] = {}
+
+    def startable_here(self) -> bool:
+        """A cluster to talk to, and the client to talk with: inside a pod, or a kube
+        config file (``KUBECONFIG``'s, else ``~/.kube/config``)."""
+        if importlib.util.find_spec("kubernetes") is None:
+            return False
+        configs = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+        return in_cluster() or any(Path(p).is_file() for p in configs.split(os.pathsep) if p)
 
     def default_engine_count(self) -> int:
         return self.profile.engines or 1
