@@ -24,7 +24,8 @@ class Supervisor:
         return how if when >= since else None
 
     def how_died(self, engine_id: int | None) -> str:
-        return "it stopped answering and the controller dropped it"
+        known = self.deaths.get(engine_id) if engine_id is not None else None
+        return known[0] if known else "it stopped answering and the controller dropped it"
 
 
 def task(retries: int = 0) -> Any:
@@ -64,3 +65,21 @@ def test_a_closing_lane_takes_the_held_tasks() -> None:
     reports.hold(0, [task(), task()])
     reports.hold(1, [])  # nothing lost there: nothing held
     assert len(reports.drain()) == 2 and reports.held == []
+
+
+def test_the_hub_routes_lost_task_waits_for_the_report_too() -> None:
+    """ipyparallel's views and maps off the lane: TaskGuard.lost_error."""
+    import threading
+
+    from pxpool._reliability.timeouts import TaskGuard
+
+    supervisor = Supervisor()
+    guard = TaskGuard(core=None, supervisor=supervisor)  # type: ignore[arg-type]
+    ar = SimpleNamespace(engine_id=2)  # the engine it ran on, from its first output
+
+    def report() -> None:
+        supervisor.deaths[2] = ("out of memory: the kernel's OOM killer ended it", time.time())
+
+    threading.Timer(0.1, report).start()  # the exit report comes a moment later
+    error = guard.lost_error(ar, "pool.map(f) chunk of rows 0..9", 0)  # type: ignore[arg-type]
+    assert isinstance(error, EngineDied) and "out of memory" in str(error)
