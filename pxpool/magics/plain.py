@@ -11,13 +11,16 @@ ipyparallel's ``ParallelMagics`` on its view (all engines, blocking, as
 output, exactly as without pxpool. A pxpool pool started later takes over; when it
 stops, the plain client is used again, with its ``%pxconfig`` and ``%pxresult`` kept.
 
-ipyparallel keeps no list of its clients, so they are found among the objects the
-garbage collector tracks, once per ``%px`` without a pool (about 80 ms among the 150,000 objects of a process
-holding pandas and matplotlib); a pxpool pool's ``%px`` never looks.
+ipyparallel keeps no list of its clients. Those made before ``%load_ext pxpool`` are
+found once among the objects the garbage collector tracks (about 80 ms among the
+150,000 objects of a process holding pandas and matplotlib); those made afterwards are
+noted as they are made, by a wrapper around ``Client.__init__`` that calls it
+unchanged. So a ``%px`` without a pool no longer pays for a scan each time.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import weakref
@@ -40,17 +43,26 @@ class PlainClients:
         self._order = itertools.count()
         self._seen: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._magics: _Plain | None = None  # on the newest client, once used
+        self._scanned = False
+        _TRACKERS.add(self)
+        _note_new_clients()
+
+    def stamp(self, client: Any) -> None:
+        """Note a plain client (in the order clients are made); a pool's are not."""
+        if not isinstance(client, PxClient) and client not in self._seen:
+            self._seen[client] = next(self._order)
 
     def newest(self) -> Any | None:
         """The most recent plain ipyparallel Client still open, or None.
 
-        A client is stamped when first found; clients found together are ordered as
-        the collector lists them, which is the order they were made in."""
-        for obj in gc.get_objects():
-            kind = type(obj)  # not isinstance: on a dead weakref.proxy that raises
-            if issubclass(kind, ipp.Client) and not issubclass(kind, PxClient):
-                if obj not in self._seen:
-                    self._seen[obj] = next(self._order)
+        Clients made before this object are found in one scan, ordered as the
+        collector lists them, which is the order they were made in."""
+        if not self._scanned:
+            self._scanned = True
+            for obj in gc.get_objects():
+                kind = type(obj)  # not isinstance: on a dead weakref.proxy that raises
+                if issubclass(kind, ipp.Client) and not issubclass(kind, PxClient):
+                    self.stamp(obj)
         open_clients = [c for c in self._seen.keys() if not _closed(c)]
         return max(open_clients, key=self._seen.__getitem__, default=None)
 
@@ -78,6 +90,26 @@ class _Plain(ParallelMagics):  # type: ignore[misc]  # ipyparallel ships no type
 
     def disable_autopx(self) -> None:
         self._disable_autopx()
+
+
+_TRACKERS: weakref.WeakSet[PlainClients] = weakref.WeakSet()
+
+
+def _note_new_clients() -> None:
+    """Wrap ``ipp.Client.__init__`` once: every client made from now on is stamped by
+    each :class:`PlainClients` (subclasses' too; pxpool's own are skipped)."""
+    init = ipp.Client.__init__
+    if getattr(init, "pxpool_notes_clients", False):
+        return
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        for tracker in list(_TRACKERS):
+            tracker.stamp(self)
+
+    __init__.pxpool_notes_clients = True  # type: ignore[attr-defined]
+    ipp.Client.__init__ = __init__
 
 
 def _closed(client: Any) -> bool:

@@ -74,3 +74,26 @@ def test_a_pool_started_later_takes_over_and_stopping_it_hands_back(
         run(shell, "%pool stop")
     run(shell, "%%px\nfoo = 11")  # %pool stop hands back too
     assert plain[:]["foo"] == [11, 11]
+
+
+def test_clients_are_noted_as_they_are_made_not_scanned_for_each_time(
+    shell: InteractiveShell, plain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector is scanned once, for clients made before pxpool was loaded; a
+    client made later is noted as it is made and is the newest at once."""
+    import gc
+
+    run(shell, "%px x = 1")  # the one scan, if no %px ran before in this shell
+    scans: list[int] = []
+    real = gc.get_objects
+    monkeypatch.setattr(gc, "get_objects", lambda *a, **k: scans.append(1) or real(*a, **k))
+    for _ in range(3):
+        run(shell, "%px x = 1")
+    run(shell, "rc2 = cluster.connect_client_sync()\nrc2.wait_for_engines(2, timeout=60)")
+    try:
+        asked = len(plain.history)
+        run(shell, "%%px\nfoo = 13")
+        assert shell.user_ns["rc2"].history and len(plain.history) == asked  # the newest
+        assert scans == []
+    finally:
+        run(shell, "rc2.close()\ndel rc2")
