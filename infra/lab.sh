@@ -91,8 +91,10 @@ ns_inode() { stat -L -c %i "/run/netns/$1" 2>/dev/null || true; }
 # Every pid whose network namespace is $1 (an inode number), by /proc/PID/ns/net.
 pids_in_netns() {
     [[ -n "$1" ]] || return 0
+    # a process that exited meanwhile, or one whose namespace even root may not stat
+    # (the machine's own init can be such), makes stat fail: skip it, not the script
     # shellcheck disable=SC2012 # stat of the ns links, not a listing
-    stat -L -c '%i %n' /proc/[0-9]*/ns/net 2>/dev/null |
+    { stat -L -c '%i %n' /proc/[0-9]*/ns/net 2>/dev/null || true; } |
         awk -v ino="$1" '$1 == ino { split($2, p, "/"); print p[3] }'
 }
 
