@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
     from .._core.core import PoolCore
 
 log = logging.getLogger("pxpool.supervisor")
+# a lost task waits this long for its engine's exit report (recorded up to DEATH_SLACK
+DEATH_REPORT_WAIT, DEATH_SLACK = 1.0, 5.0  # seconds before the loss was seen: that one)
 PushTo = Callable[[dict[str, Any], list[int]], None]  # (namespace, engine ids)
 # the controller reserves the id of an engine that died while registering this long;
 # a big pool on a busy machine needs that long to register (32 engines on 2 cores: 16 s)
@@ -199,6 +202,7 @@ class Supervisor:
         self.replay_push = replay_push  # pushes replay through the pool's data path
         self.setup = SetupLog()
         self.deaths: dict[int, Death] = {}
+        self._recorded = threading.Condition()  # notified as each death is recorded
         profile = core.profile
         self.budget = RestartBudget(
             profile.max_restarts, profile.restart_window, profile.restart_backoff
@@ -236,8 +240,7 @@ class Supervisor:
         """Engines the hub dropped while their set runs on (:mod:`.lost`): replaced as
         dead engines are (the restart takes their whole set down and up again)."""
         death = Death(ids, LOST_HOW, None, time.time())
-        for engine_id in ids:
-            self.deaths[engine_id] = death
+        self._record(death)
         log.warning("pxpool: engines %s of pool %r lost: %s", list(ids), self.core.name, LOST_HOW)
         if self.core.profile.restart != "on-failure" or ids[0] in self.given_up:
             return
@@ -263,8 +266,7 @@ class Supervisor:
         drained = walltime_exit(self.core.name, ids)  # left on a walltime or preemption signal
         how = drained or how
         death = Death(ids, how, stop_data.get("exit_code"), time.time())
-        for engine_id in ids:
-            self.deaths[engine_id] = death
+        self._record(death)
         log.warning("pxpool: engines %s of pool %r died: %s", list(ids), self.core.name, how)
         if drained or self.core.profile.restart != "on-failure" or ids[0] in self.given_up:
             return  # a drained engine did not fail: replace_on_walltime replaces it
@@ -288,10 +290,24 @@ class Supervisor:
         if self.setup.steps:
             self.setup.replay(core, self.replay_push, engine_ids)
 
-    def death_since(self, engine_id: int, since: float) -> str | None:
-        """How ``engine_id`` died, if a death was recorded at ``since`` (time.time()) or later."""
+    def _record(self, death: Death) -> None:
+        with self._recorded:
+            for engine_id in death.engine_ids:
+                self.deaths[engine_id] = death
+            self._recorded.notify_all()
+
+    def death_since(self, engine_id: int, left_at: float) -> str | None:
+        """How ``engine_id`` died, if recorded near ``left_at`` (when seen gone) or later."""
         death = self.deaths.get(engine_id)
-        return death.how if death is not None and death.when >= since else None
+        return death.how if death is not None and death.when >= left_at - DEATH_SLACK else None
+
+    def wait_for_death(self, engine_id: int, left_at: float) -> str:
+        """How ``engine_id`` died, once its exit report is in (bounded: see above)."""
+        with self._recorded:
+            self._recorded.wait_for(
+                lambda: self.death_since(engine_id, left_at) is not None, DEATH_REPORT_WAIT
+            )
+        return self.how_died(engine_id)
 
     def how_died(self, engine_id: int | None) -> str:
         death = self.deaths.get(engine_id) if engine_id is not None else None

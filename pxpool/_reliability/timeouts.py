@@ -38,9 +38,6 @@ DEFAULT_RETRIES = 3  # runs again elsewhere of a task or map chunk whose engine 
 INTERRUPT_GRACE = 2.0  # seconds a task gets to end after SIGINT before its engine is killed
 POLL = 0.05
 HUB_POLL = 0.5  # seconds between asking the controller where a silent task runs
-# a lost task waits this long for the supervisor's word on how its engine died (a death
-# recorded up to DEATH_SLACK seconds before is this one), as the lane does
-DEATH_REPORT_WAIT, DEATH_SLACK = 1.0, 5.0
 
 
 def running_engine(
@@ -128,14 +125,10 @@ class TaskGuard:
         if engine is None:  # it died before its first output: the scheduler's error names its uuid
             named = _DIED_UUID.search(str(ar.exception(timeout=0)))
             engine = self.supervisor.engine_of(named[1] if named else None)
-        if engine is not None:  # the exit report can come a moment after the hub's word
-            deadline = time.monotonic() + DEATH_REPORT_WAIT
-            since = time.time() - DEATH_SLACK
-            while self.supervisor.death_since(engine, since) is None:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(POLL / 5)
-        how = self.supervisor.how_died(engine)
+        if engine is None:
+            how = self.supervisor.how_died(engine)
+        else:  # its exit report can come a moment after the hub's word
+            how = self.supervisor.wait_for_death(engine, time.time())
         cls = TaskLost if retried else EngineDied
         return cls(task, engine, how, retried)
 

@@ -5,7 +5,9 @@ supervisor learns how it died (killed, out of memory, its exit code) from the pr
 exit report, which can come a few milliseconds later. A task failed at once would name
 the death "it stopped answering" when "out of memory" was about to be known. So the
 lane holds the tasks it fails for good (:class:`DeathReports`) until a death of their
-engine is recorded since it left, at most ``REPORT_WAIT`` seconds.
+engine is recorded since it left, at most ``DEATH_REPORT_WAIT`` seconds (the lane's
+thread cannot block: it looks every tick; other callers use
+:meth:`~pxpool._reliability.supervisor.Supervisor.wait_for_death`).
 """
 
 from __future__ import annotations
@@ -14,16 +16,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from .._reliability.supervisor import DEATH_REPORT_WAIT
 from ..errors import EngineDied, TaskLost
-
-REPORT_WAIT = 1.0
-SLACK = 5.0  # a death recorded this long before the lane noticed is this one
 
 
 class Deaths(Protocol):
     """The supervisor's side (:class:`pxpool._reliability.supervisor.Supervisor`)."""
 
-    def death_since(self, engine_id: int, since: float) -> str | None: ...
+    def death_since(self, engine_id: int, left_at: float) -> str | None: ...
 
     def how_died(self, engine_id: int | None) -> str: ...
 
@@ -37,8 +37,8 @@ class DeathReports:
 
     def hold(self, engine_id: int, tasks: list[Any]) -> None:
         if tasks:
-            left = time.time()
-            self.held.append((engine_id, left - SLACK, time.monotonic() + REPORT_WAIT, tasks))
+            deadline = time.monotonic() + DEATH_REPORT_WAIT
+            self.held.append((engine_id, time.time(), deadline, tasks))
 
     def fail_ready(self, settle: Callable[..., None]) -> None:
         """Fail the tasks of :meth:`ready` (``settle(task, error=...)``, on the lane's thread)."""
@@ -52,8 +52,8 @@ class DeathReports:
         whose wait is over (then as the supervisor tells it, maybe not knowing)."""
         now, waiting = time.monotonic(), []
         for entry in self.held:
-            engine_id, since, deadline, tasks = entry
-            how = self.deaths.death_since(engine_id, since)
+            engine_id, left_at, deadline, tasks = entry
+            how = self.deaths.death_since(engine_id, left_at)
             if how is None and now < deadline:
                 waiting.append(entry)
                 continue
