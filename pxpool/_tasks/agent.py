@@ -44,6 +44,7 @@ from typing import Any
 from .._entry.net import local_address
 from . import wire
 from .names import load_function
+from .outbox import SHORT, Outbox
 from .printed import Catching
 
 log = logging.getLogger("pxpool.tasks")
@@ -106,6 +107,7 @@ class Lane:
         # with encrypt: the CurveZMQ public key clients need (install's answer)
         self.curve_key = wire.serve_encrypted(self.socket) if encrypt else ""
         self.address = f"tcp://{host}:{self.socket.bind_to_random_port(f'tcp://{host}')}"
+        self.outbox = Outbox(self.socket, self.signer, self.engine_id)
         self.pending: deque[Job] = deque()
         self.seen: dict[str, int] = {}  # client token -> last sequence number
         self.refused = 0
@@ -127,8 +129,11 @@ class Lane:
         edges, so reading goes on while the socket says a message is there)."""
         import zmq
 
-        while int(self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-            frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+        while True:
+            with self.outbox.lock:  # the outbox's watch may be sending meanwhile
+                if not int(self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                    return
+                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
             self._accept(frames[0], frames[1:])
 
     def _accept(self, ident: Any, frames: list[Any]) -> None:
@@ -187,13 +192,11 @@ class Lane:
         took: float = 0.0,
         printed: list[str] | None = None,
     ) -> None:
-        header: dict[str, Any] = {
-            "e": self.engine_id,
-            "r": [[x, status, len(parts or ()), round(took, 6)]],
-        }
-        if printed:  # [stdout, stderr] of the task, when it printed anything
-            header["p"] = {str(x): printed}
-        self.socket.send_multipart([ident, *wire.pack(self.signer, header, parts or [])])
+        """Send a reply; a short task's waits for the next task's while one is waiting
+        (:mod:`pxpool._tasks.outbox`)."""
+        hold = status in (wire.OK, wire.ERROR) and took < SHORT and bool(self.pending)
+        entry = [x, status, len(parts or ()), round(took, 6)]
+        self.outbox.reply(ident, entry, parts or [], printed, hold)
 
     # ------------------------------------------------------------ running
 
@@ -246,9 +249,10 @@ class Lane:
                 self._run(self.pending.popleft())
                 if time.monotonic() > ends:
                     break
-            self._read()  # sending resets the descriptor's edge: read what came
         finally:
+            self.outbox.flush()
             self._busy = False
+        self._read()  # sending resets the descriptor's edge: read what came
         if self.pending and not self._scheduled:
             self._scheduled = True
             self.kernel.io_loop.add_callback(self._pump)
@@ -343,6 +347,10 @@ def install(controller_ip: str, encrypt: bool = False) -> dict[str, Any]:
 
 
 def counts() -> dict[str, int]:
-    """On an engine: lane tasks run and messages refused since it started."""
+    """On an engine: lane tasks run, messages refused, reply messages sent and replies
+    held for later ones since it started."""
     lane = _LANE
-    return {"ran": 0, "refused": 0} if lane is None else {"ran": lane.ran, "refused": lane.refused}
+    if lane is None:
+        return {"ran": 0, "refused": 0, "replies": 0, "held": 0}
+    box = lane.outbox
+    return {"ran": lane.ran, "refused": lane.refused, "replies": box.messages, "held": box.held}

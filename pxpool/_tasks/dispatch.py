@@ -297,11 +297,12 @@ class Dispatcher:
                 log.warning("pxpool: refused a reply from engine %s: %s", link.engine_id, unpacked)
                 continue
             header, parts = unpacked
+            printed, used = header.get("p", {}), 0  # an engine may reply for several tasks
             for seq, status, count, took in header.get("r", ()):
-                if (said := header.get("p", {}).get(str(seq))) and seq in link.in_flight:
+                if (said := printed.get(str(seq))) and seq in link.in_flight:
                     link.in_flight[seq].future.set_printed(link.engine_id, said)  # its prints
-                self._reply(link, seq, status, parts[:count], float(took), now)
-                del parts[:count]
+                self._reply(link, seq, status, parts[used : used + count], float(took), now)
+                used += count
 
     def _reply(
         self, link: Link, seq: int, status: str, payload: list[Any], took: float, now: float

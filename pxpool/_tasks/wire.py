@@ -26,8 +26,9 @@ client: an engine refuses a number it has seen, so a recorded message cannot be 
 Engine to client: ``{"e": engine, "r": [[x, status, parts, seconds], ...]}`` where status
 is ``ok`` (parts: the result's ``serialize_object`` frames), ``error`` (one JSON part:
 ``ename``, ``evalue``, ``traceback``), ``started`` or ``cancelled`` (no parts); seconds is
-how long the task ran. A task that printed adds ``"p": {"x": [stdout, stderr]}``
-(:mod:`pxpool._tasks.printed`).
+how long the task ran; the parts of each entry follow those of the one before (tiny
+tasks' replies travel together: :mod:`pxpool._tasks.outbox`). A task that printed adds
+``"p": {"x": [stdout, stderr]}`` (:mod:`pxpool._tasks.printed`).
 
 With ``[controller] encrypt = true`` the lane is encrypted too (CurveZMQ, as the pool's
 other sockets): each engine's agent makes a key pair of its own and gives its public key

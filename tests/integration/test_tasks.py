@@ -490,6 +490,63 @@ def test_unsigned_and_wrongly_signed_messages_run_nothing(
     assert counts["refused"] >= 3
 
 
+def spin_until(path: str, limit: float = 60.0) -> str:
+    """On an engine: keep the interpreter busy (holding the GIL but for its switches)
+    until ``path`` exists, a long task that never sleeps."""
+    import os
+    import time
+
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"barrier {path} not opened within {limit}s")
+        sum(range(2000))
+    return "released"
+
+
+def test_replies_of_tiny_tasks_travel_together(pool: pxpool.Pool) -> None:
+    wait_both_engines(pool)
+    before = [pool.client[i].apply_sync(lane_agent.counts) for i in (0, 1)]
+    futures = [pool.submit(square, i) for i in range(3000)]
+    assert [f.result(RESULT_WAIT) for f in futures] == [i * i for i in range(3000)]
+    after = [pool.client[i].apply_sync(lane_agent.counts) for i in (0, 1)]
+    ran = sum(a["ran"] - b["ran"] for a, b in zip(after, before, strict=True))
+    replies = sum(a["replies"] - b["replies"] for a, b in zip(after, before, strict=True))
+    assert ran >= 3000
+    assert replies <= ran / 3, f"{replies} reply messages for {ran} tiny tasks"
+
+
+def test_a_finished_reply_is_not_held_behind_a_long_task(pool: pxpool.Pool, tmp_path: Path) -> None:
+    """Two tasks in one run message: the first is tiny, so its reply waits for the
+    next task's; the next one is long and never sleeps, and the first result still
+    comes while it runs (the outbox's watch sends it)."""
+    wait_both_engines(pool)
+    signer = wire.FrameSigner(pool.client.session.key)
+    sock = _lane_socket(pool, 0)
+    try:
+        sock.send_multipart(_run_message(signer, "holder", 1, square, 3))  # warm: cached
+        assert _reply(sock, signer)["r"][0][1] == wire.OK
+        for attempt in range(2, 7):  # a busy machine may make the tiny task not tiny
+            held = pool.client[0].apply_sync(lane_agent.counts)["held"]
+            barrier = tmp_path / f"open-{attempt}"
+            short_parts, na, nk = encode(square, (7,), {})
+            long_parts, lna, lnk = encode(spin_until, (str(barrier),), {})
+            tasks = [[1, 1, na, nk, 0], [2, 2, lna, lnk, 0]]
+            header = {"op": wire.RUN, "c": "holder", "q": attempt, "tasks": tasks}
+            sock.send_multipart(wire.pack(signer, header, [*short_parts, *long_parts]))
+            first = _reply(sock, signer)
+            assert [entry[0] for entry in first["r"]] == [1], "the short result waited"
+            assert not barrier.exists()
+            barrier.touch()
+            second = _reply(sock, signer)
+            assert [entry[:2] for entry in second["r"]] == [[2, wire.OK]]
+            if pool.client[0].apply_sync(lane_agent.counts)["held"] > held:
+                return  # the short reply was held, and came while the long task ran
+        pytest.fail("the tiny task's reply was never held: the case was not exercised")
+    finally:
+        sock.close(linger=0)
+
+
 def _handshake(sock: zmq.Socket[bytes], monitor: zmq.Socket[bytes]) -> int:
     """The first CurveZMQ handshake event of ``sock``'s connection (bounded wait)."""
     import zmq.utils.monitor
