@@ -8,6 +8,8 @@ and holds the lane's lock around every call here). The rules:
   engine, so an engine finds its next task waiting when it finishes one: enough for
   about ``TARGET`` seconds of work by the tasks' measured durations, at least
   ``MIN_SLOTS`` and at most ``MAX_SLOTS`` (tiny tasks travel and run in batches).
+  An engine is topped up once it is down to half its slots, all at once: short tasks
+  then travel several to a message, each of which costs both ends more than a task.
 - An engine whose current task has run longer than ``stall`` seconds takes no more,
   and the tasks waiting behind it there are taken back (the dispatcher sends a cancel;
   the engine drops a task it has not started) and queued first, when another engine
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,12 +108,21 @@ class Board:
         self.duration = d
         self.slots = min(MAX_SLOTS, max(MIN_SLOTS, math.ceil(TARGET / max(d, 1e-6)) + 1))
 
-    def free_link(self, now: float) -> Link | None:
-        """The engine the next task should go to, or None if none should take one."""
+    def free_link(
+        self, now: float, filling: Collection[int] = (), batched: bool = True
+    ) -> Link | None:
+        """The engine the next task should go to, or None if none should take one.
+
+        With ``batched``, an engine takes more tasks once it is down to half its slots,
+        and is then filled up to all of them (``filling``: the engines being filled
+        now), so that tasks travel several to a message when tasks are short."""
         best: Link | None = None
+        low = self.slots // 2
         for link in self.links.values():
             busy = len(link.in_flight)
             if link.stopping or busy >= self.slots:
+                continue
+            if batched and busy > low and link.engine_id not in filling:
                 continue
             if busy and now - link.head_since > self.stall:
                 continue  # running something long: what it gets now waits for it
@@ -123,10 +135,12 @@ class Board:
         found cancelled on the way (they never run)."""
         sends: list[tuple[Link, Task]] = []
         cancelled: list[Task] = []
+        filling: set[int] = set()
         while self.queue:
-            link = self.free_link(now)
+            link = self.free_link(now, filling)
             if link is None:
                 break
+            filling.add(link.engine_id)
             task = self.queue.popleft()
             if task.resolved:
                 continue  # a late result of a taken-back copy settled it meanwhile
@@ -180,7 +194,7 @@ class Board:
             for link in self.links.values()
             if len(link.in_flight) > 1 and now - link.head_since > self.stall
         ]
-        if not stalled or self.free_link(now) is None:
+        if not stalled or self.free_link(now, batched=False) is None:
             return []
         taken: list[tuple[Link, Task]] = []
         for link in stalled:
