@@ -44,8 +44,11 @@ class PoolExecutor(Executor):
         self._submit = submit
         self._timeout = timeout
         self._retries = retries
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # a submit against shutdown
         self._shutdown = False
+        # the futures not done: its own lock, which the lane's thread takes as each
+        # finishes, never waiting for a submit's pickling under the lock above
+        self._pending_lock = threading.Lock()
         self._pending: set[TaskFuture] = set()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
@@ -53,12 +56,13 @@ class PoolExecutor(Executor):
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             future = self._submit(fn, args, kwargs, self._timeout, self._retries)
-            self._pending.add(future)
+            with self._pending_lock:
+                self._pending.add(future)
         future.add_done_callback(self._forget)
         return future
 
     def _forget(self, future: Any) -> None:
-        with self._lock:
+        with self._pending_lock:
             self._pending.discard(future)
 
     def map(
@@ -81,7 +85,7 @@ class PoolExecutor(Executor):
         return itertools.chain.from_iterable(_in_order(futures, deadline))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        with self._lock:
+        with self._lock, self._pending_lock:
             self._shutdown = True
             pending = list(self._pending)
         if cancel_futures:

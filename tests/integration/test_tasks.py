@@ -400,6 +400,44 @@ def test_executor_submit_map_chunks_timeout_and_shutdown(pool: pxpool.Pool, tmp_
     assert not (tmp_path / "queued").exists()
 
 
+class SlowToPickle:
+    """An argument whose pickling waits for ``release`` (as a large one's takes long)."""
+
+    def __init__(self, entered: threading.Event, release: threading.Event) -> None:
+        self.entered, self.release = entered, release
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        self.entered.set()
+        assert self.release.wait(RESULT_WAIT), "the test never released the pickling"
+        return (int, (0,))
+
+
+def test_an_executor_submit_that_pickles_slowly_holds_up_no_result(
+    pool: pxpool.Pool, tmp_path: Path
+) -> None:
+    """Results are settled on the lane's thread, where the executor forgets each finished
+    future: that must not wait for a submit of the same executor still pickling."""
+    wait_both_engines(pool)
+    barrier = tmp_path / "open"
+    entered, release = threading.Event(), threading.Event()
+    with pool.executor() as executor:
+        first = executor.submit(wait_for_file, str(barrier))
+        wait_until(first.running, RESULT_WAIT, "the first task sent to an engine")
+        slow = threading.Thread(
+            target=executor.submit, args=(square, SlowToPickle(entered, release))
+        )
+        slow.start()
+        try:
+            assert entered.wait(RESULT_WAIT)
+            barrier.touch()
+            assert first.result(RESULT_WAIT) == "released"
+            # the lane's thread has run first's callbacks and goes on settling others
+            assert pool.submit(square, 3).result(30) == 9
+        finally:
+            release.set()
+            slow.join(RESULT_WAIT)
+
+
 JOBLIB_NOTEBOOK = """
 import math
 def tiny(i):
