@@ -381,9 +381,21 @@ host_remove() {
         ip netns delete "$ns" || die "ip netns delete $ns failed"
     fi
     if ip link show dev "$veth" >/dev/null 2>&1; then
-        ip link delete "$veth" || die "ip link delete $veth failed"
+        # deleting the namespace removes the pair too, a moment later: gone is fine
+        ip link delete "$veth" 2>/dev/null || link_gone "$veth" ||
+            die "ip link delete $veth failed, and $veth is still there 2s later"
     fi
     rm -f "$dir/holder.pid" "$dir/sshd.pid" "$dir/netns.inode"
+}
+
+# True once link $1 no longer exists (waits up to 2s).
+link_gone() {
+    local i
+    for i in $(seq 20); do
+        ip link show dev "$1" >/dev/null 2>&1 || return 0
+        sleep 0.1
+    done
+    return 1
 }
 
 host_create() { # network namespace, veth pair on the bridge, address; then boot
