@@ -15,6 +15,8 @@ but only while that costs the client nothing it would notice:
   replies are held, a watch thread wakes every ``HOLD`` seconds and sends those older
   than that itself. A zmq socket may be used by more than one thread when every use is
   under one lock (:attr:`Outbox.lock`), which the agent takes to read the socket too.
+  The watch needs the GIL: Python code lets it in within the interpreter's switch
+  interval (5 ms), a C call that holds the GIL throughout only when it returns.
 
 ``started`` notices (a timeout's clock) and ``cancelled`` answers are never held; they
 send what is held before them, so replies keep their order.
