@@ -52,6 +52,9 @@ SIG = 64  # bytes of a hex SHA-256 signature
 LARGE = 64 * 1024  # bytes: a part this large travels in a frame of its own
 MAX_HEADER = 1 << 20  # bytes; a longer header is refused before it is parsed
 _LENGTH = struct.Struct("<I")
+# made once: json.dumps with separators makes an encoder on every call
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+_DECODE = json.JSONDecoder().decode
 
 __all__ = ["FrameSigner", "pack", "unpack"]
 
@@ -69,7 +72,7 @@ def pack(signer: FrameSigner, header: dict[str, Any], parts: Sequence[Any] = ())
         else:
             sizes.append(size)
             small.append(part)
-    head = json.dumps({**header, "k": sizes}, separators=(",", ":")).encode()
+    head = _ENCODE({**header, "k": sizes}).encode()
     signed = b"".join([_LENGTH.pack(len(head)), head, *small])
     return [signer.sign([signed, *large]) + signed, *large]
 
@@ -88,8 +91,8 @@ def unpack(signer: FrameSigner, frames: Sequence[Any]) -> tuple[dict[str, Any], 
     if length > MAX_HEADER or _LENGTH.size + length > signed.nbytes:
         return "malformed header length"
     try:
-        header = json.loads(signed[_LENGTH.size : _LENGTH.size + length].tobytes())
-    except ValueError:
+        header = _DECODE(str(signed[_LENGTH.size : _LENGTH.size + length], "utf-8"))
+    except ValueError:  # also a header that is not UTF-8
         return "malformed header (the signed header is not JSON)"
     if not isinstance(header, dict) or not isinstance(header.get("k"), list):
         return "malformed header (not an object with part sizes)"

@@ -60,6 +60,11 @@ def test_other_keys_missing_frames_and_garbage_are_refused() -> None:
     assert "signature" in str(wire.unpack(FrameSigner(KEY), frames[:1]))
     assert "too short" in str(wire.unpack(FrameSigner(KEY), [b"x"]))
     assert "empty" in str(wire.unpack(FrameSigner(KEY), []))
+    # signed with the pool's key but not UTF-8 JSON: refused, not raised
+    head = b'{"k":[],"\xff":1}'
+    signed = len(head).to_bytes(4, "little") + head
+    refused = wire.unpack(FrameSigner(KEY), [FrameSigner(KEY).sign([signed]) + signed])
+    assert refused == "malformed header (the signed header is not JSON)"
 
 
 def test_frame_boundaries_are_signed() -> None:
