@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from .._core.core import PoolCore
 
 log = logging.getLogger("pxpool.supervisor")
-# a lost task waits this long for its engine's exit report (recorded up to DEATH_SLACK
-DEATH_REPORT_WAIT, DEATH_SLACK = 1.0, 5.0  # seconds before the loss was seen: that one)
+DEATH_REPORT_WAIT = 1.0  # seconds a lost task waits for its engine's exit report
+DEATH_SLACK = 5.0  # seconds: a death recorded this long before the loss was seen counts
 PushTo = Callable[[dict[str, Any], list[int]], None]  # (namespace, engine ids)
 # the controller reserves the id of an engine that died while registering this long;
 # a big pool on a busy machine needs that long to register (32 engines on 2 cores: 16 s)

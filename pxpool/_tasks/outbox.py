@@ -39,14 +39,14 @@ class Outbox:
     """The agent's replies on its ROUTER socket (see the module docstring)."""
 
     def __init__(
-        self, socket: Any, signer: wire.FrameSigner, engine_id: int, hold: float = HOLD
+        self, socket: Any, signer: wire.FrameSigner, engine_id: int, max_wait: float = HOLD
     ) -> None:
         self.socket = socket
         self.signer = signer
         self.engine_id = engine_id
         self.lock = threading.Lock()  # every use of the socket, from either thread
-        self._held: list[tuple[Any, list[Any], list[Any], list[str] | None]] = []
-        self.hold = hold  # seconds (HOLD)
+        self._queue: list[tuple[Any, list[Any], list[Any], list[str] | None]] = []
+        self.max_wait = max_wait  # seconds a held reply may wait (HOLD)
         self._since = 0.0  # when the oldest held reply was held
         self._closed = threading.Event()
         self._armed = threading.Event()  # set while replies are held: the watch runs
@@ -65,21 +65,21 @@ class Outbox:
         """Send one task's reply ``entry`` (``[x, status, parts, seconds]``), or hold it
         with ``hold`` for the next ones' (within the limits of the module docstring)."""
         with self.lock:
-            self._held.append((ident, entry, parts, printed))
+            self._queue.append((ident, entry, parts, printed))
             self.held += hold
-            if not hold or len(self._held) >= MAX_HELD:
-                self._send_held()
-            elif len(self._held) == 1:
+            if not hold or len(self._queue) >= MAX_HELD:
+                self._send_all()
+            elif len(self._queue) == 1:
                 self._since = time.monotonic()
                 self._arm()
-            elif time.monotonic() - self._since >= self.hold:
-                self._send_held()
+            elif time.monotonic() - self._since >= self.max_wait:
+                self._send_all()
 
     def flush(self) -> None:
         """Send every held reply (the agent's turn of tasks ended)."""
         with self.lock:
-            if self._held:
-                self._send_held()
+            if self._queue:
+                self._send_all()
 
     def close(self) -> None:
         """Send what is held and end the watch thread (the socket stays open)."""
@@ -98,22 +98,22 @@ class Outbox:
         self._armed.set()
 
     def _watching(self) -> None:
-        """Send replies held longer than ``hold`` while the main thread runs a task."""
+        """Send replies held longer than ``max_wait`` while the main thread runs a task."""
         while not self._closed.is_set():
             self._armed.wait()
-            if self._closed.wait(self.hold):
+            if self._closed.wait(self.max_wait):
                 return
             with self.lock:
-                if self._held and time.monotonic() - self._since >= self.hold:
-                    self._send_held()
-                if not self._held:
+                if self._queue and time.monotonic() - self._since >= self.max_wait:
+                    self._send_all()
+                if not self._queue:
                     self._armed.clear()
 
-    def _send_held(self) -> None:  # under self.lock
+    def _send_all(self) -> None:  # under self.lock
         """One message per client of everything held, in the order held."""
-        held, self._held = self._held, []
+        queued, self._queue = self._queue, []
         by_client: dict[bytes, list[tuple[Any, list[Any], list[Any], list[str] | None]]] = {}
-        for item in held:
+        for item in queued:
             by_client.setdefault(bytes(item[0]), []).append(item)
         for items in by_client.values():
             header: dict[str, Any] = {"e": self.engine_id, "r": [item[1] for item in items]}

@@ -3,6 +3,7 @@ one message per client, and none waits longer than its limits allow."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -62,7 +63,7 @@ def test_held_replies_leave_together_in_order_one_message_per_client(
 ) -> None:
     router, (first, second) = sockets
     a, b = _idents(router)
-    box = Outbox(router, FrameSigner(KEY), 3, hold=30.0)  # only a notice sends here
+    box = Outbox(router, FrameSigner(KEY), 3, max_wait=30.0)  # only a notice sends here
     box.reply(a, [1, wire.OK, 1, 0.0], [b"one"], hold=True)
     box.reply(b, [7, wire.OK, 0, 0.0], [], ["printed\n", ""], hold=True)
     box.reply(a, [2, wire.OK, 1, 0.0], [b"two"], hold=True)
@@ -83,13 +84,13 @@ def test_a_full_outbox_and_an_old_reply_send_without_a_flush(
 ) -> None:
     router, (first, _) = sockets
     a, _ = _idents(router)
-    box = Outbox(router, FrameSigner(KEY), 0, hold=30.0)  # only the count limit acts here
+    box = Outbox(router, FrameSigner(KEY), 0, max_wait=30.0)  # only the count limit acts here
     for x in range(outbox_module.MAX_HELD):
         box.reply(a, [x, wire.OK, 0, 0.0], [], hold=True)
     got = _message(first)
     assert got is not None and len(got["r"]) == outbox_module.MAX_HELD
     box.close()
-    box = Outbox(router, FrameSigner(KEY), 0, hold=0.05)
+    box = Outbox(router, FrameSigner(KEY), 0, max_wait=0.05)
     box.reply(a, [100, wire.OK, 0, 0.0], [], hold=True)
     # nobody flushes: the watch thread sends it once it is HOLD old
     began = time.monotonic()
@@ -99,4 +100,4 @@ def test_a_full_outbox_and_an_old_reply_send_without_a_flush(
     box.flush()  # nothing held: sends nothing
     assert first.poll(100) == 0 and box.messages == 1
     box.close()
-    assert box._watch is not None and not box._watch.is_alive()  # noqa: SLF001
+    assert "pxpool-lane-outbox" not in {t.name for t in threading.enumerate()}
