@@ -18,6 +18,10 @@ but only while that costs the client nothing it would notice:
   The watch needs the GIL: Python code lets it in within the interpreter's switch
   interval (5 ms), a C call that holds the GIL throughout only when it returns.
 
+A held reply's parts are copied when it is held: a result's buffers may be views of the
+engine's own arrays (ipyparallel serializes numpy arrays without a copy), and the next
+task may change them in place before the reply leaves.
+
 ``started`` notices (a timeout's clock) and ``cancelled`` answers are never held; they
 send what is held before them, so replies keep their order.
 """
@@ -64,6 +68,8 @@ class Outbox:
     ) -> None:
         """Send one task's reply ``entry`` (``[x, status, parts, seconds]``), or hold it
         with ``hold`` for the next ones' (within the limits of the module docstring)."""
+        if hold:  # a result's buffers may be views of engine state the next task changes
+            parts = [part if isinstance(part, bytes) else bytes(part) for part in parts]
         with self.lock:
             self._queue.append((ident, entry, parts, printed))
             self.held += hold
