@@ -60,6 +60,8 @@ class Task:
     runner: str = ""  # engine-side "module:function" that runs the function (map chunks)
     placed: float = 0.0  # when it was last handed to an engine (monotonic)
     ran: float | None = None  # seconds its engine reported it ran (once its reply came)
+    # (function name, args, kwargs) still to encode into payload as it is sent
+    later: tuple[str, tuple[Any, ...], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,16 @@ class Board:
                 if began is not None and now - began > task.timeout:
                     late.append((link, task))
         return late
+
+    def take_back_behind(self, link: Link, task: Task) -> list[Task]:
+        """The tasks waiting behind ``task`` on ``link`` (its timeout is being
+        enforced), taken back and queued first; the caller sends the cancels."""
+        waiting = [t for t in list(link.in_flight.values()) if t is not task]
+        for other in waiting:
+            del link.in_flight[other.seq]
+            self.recalled[other.seq] = (link.engine_id, other)
+        self.requeue(waiting)
+        return waiting
 
     def drop_link(self, engine_id: int) -> list[Task]:
         """Forget an engine that left; its tasks in flight (to retry or fail)."""

@@ -30,11 +30,12 @@ from ipyparallel.serialize import deserialize_object
 
 from .._core.state import PoolState
 from .._core.waiting import EngineWait
-from ..errors import NoEnginesError, PoolStateError, TaskTimeout
+from ..errors import NoEnginesError, PoolStateError
 from . import wire
 from .board import Agent, Board, Link, Task
 from .death_reports import DeathReports
-from .support import Activity, Ended, task_error
+from .payload import complete
+from .support import Activity, Ended, stopped_error, task_error
 
 if TYPE_CHECKING:
     from .._core.core import PoolCore
@@ -80,12 +81,12 @@ class Dispatcher:
 
     # ------------------------------------------------------------ any thread
 
-    def add(self, task: Task) -> None:
+    def add(self, *tasks: Task) -> None:
         with self.lock:
             if self.closing is not None:
-                raise PoolStateError(f"{task.label} cannot be queued: {self.closing}")
-            self.outstanding += 1
-            self.board.queue.append(task)
+                raise PoolStateError(f"{tasks[0].label} cannot be queued: {self.closing}")
+            self.outstanding += len(tasks)
+            self.board.queue.extend(tasks)
             wake = self._wake_needed()
         if wake:
             self._wake_w.send(b"!")
@@ -280,6 +281,11 @@ class Dispatcher:
             self.outstanding -= len(cancelled)
         batches: dict[Link, list[Task]] = {}
         for link, task in sends:
+            if (error := complete(task)) is not None:  # its arguments cannot be sent
+                with self.lock:
+                    link.in_flight.pop(task.seq, None)
+                self._settle(task, error=error)
+                continue
             batches.setdefault(link, []).append(task)
         for link, tasks in batches.items():  # one message per engine
             runs = [[t.seq, t.id, t.na, t.nk, int(t.timeout is not None), t.runner] for t in tasks]
@@ -372,24 +378,14 @@ class Dispatcher:
         task.ended = threading.Event()
         link.stopping = True
         with self.lock:
-            waiting = [t for t in list(link.in_flight.values()) if t is not task]
-            for other in waiting:
-                del link.in_flight[other.seq]
-                self.board.recalled[other.seq] = (link.engine_id, other)
-            self.board.requeue(waiting)
+            waiting = self.board.take_back_behind(link, task)
         self._cancel([(link, other) for other in waiting])
         threading.Thread(
             target=self._stop, args=(link, task), name="pxpool-lane-stop", daemon=True
         ).start()
 
     def _stop(self, link: Link, task: Task) -> None:
-        assert task.timeout is not None
-        try:
-            action = self.guard.stop_task(Ended(task.ended), link.engine_id)
-            error = TaskTimeout(task.label, link.engine_id, task.timeout, action)
-        except Exception as exc:
-            error = TaskTimeout(task.label, link.engine_id, task.timeout, "replaced")
-            error.__cause__ = exc
+        error = stopped_error(self.guard, link.engine_id, task, Ended(task.ended))
 
         def stopped() -> None:
             link.stopping = False

@@ -5,6 +5,10 @@ they are: ``submit``, ``map`` (with ``timeout`` and ``chunksize``), ``shutdown(w
 cancel_futures)`` and ``with`` work as the standard library documents them. The
 executor does not own the pool: shutting it down leaves the pool and its engines
 running (stop the pool for that).
+
+``map`` queues its calls together: the function is pickled once, as ``map`` is called,
+and each call's arguments as the call is sent to an engine (:mod:`pxpool._tasks.payload`
+says why), as ``ProcessPoolExecutor`` pickles them in its own thread.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from .future import TaskFuture
 SHUTDOWN_POLL = 1.0  # seconds between checks while shutdown(wait=True) waits
 
 Submit = Callable[[Any, tuple[Any, ...], dict[str, Any], float | None, int], TaskFuture]
+SubmitMany = Callable[[Any, list[tuple[Any, ...]], float | None, int], list[TaskFuture]]
 
 
 def chunks(iterables: tuple[Iterable[Any], ...], size: int) -> Iterator[list[tuple[Any, ...]]]:
@@ -39,9 +44,14 @@ class PoolExecutor(Executor):
     ``timeout`` and ``retries`` apply to each task, as in ``pool.submit``."""
 
     def __init__(
-        self, submit: Submit, timeout: float | None = None, retries: int = DEFAULT_RETRIES
+        self,
+        submit: Submit,
+        submit_many: SubmitMany,
+        timeout: float | None = None,
+        retries: int = DEFAULT_RETRIES,
     ) -> None:
         self._submit = submit
+        self._submit_many = submit_many
         self._timeout = timeout
         self._retries = retries
         self._lock = threading.Lock()  # a submit against shutdown
@@ -61,6 +71,21 @@ class PoolExecutor(Executor):
         future.add_done_callback(self._forget)
         return future
 
+    def _submit_calls(
+        self, fn: Callable[..., Any], calls: list[tuple[Any, ...]]
+    ) -> list[TaskFuture]:
+        """``map``'s calls queued together: ``fn`` pickled once, each call's arguments
+        as it is sent (:mod:`pxpool._tasks.payload`)."""
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            futures = self._submit_many(fn, calls, self._timeout, self._retries)
+            with self._pending_lock:
+                self._pending.update(futures)
+        for future in futures:
+            future.add_done_callback(self._forget)
+        return futures
+
     def _forget(self, future: Any) -> None:
         with self._pending_lock:
             self._pending.discard(future)
@@ -75,9 +100,10 @@ class PoolExecutor(Executor):
         """``fn`` over the items, in order; ``chunksize`` calls travel as one task."""
         if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError(f"chunksize must be a whole number >= 1; got {chunksize!r}")
-        if chunksize == 1:
-            return super().map(fn, *iterables, timeout=timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
+        if chunksize == 1:
+            futures = self._submit_calls(fn, list(zip(*iterables, strict=False)))
+            return _in_order(futures, deadline)
         # each chunk's calls travel inside its task's function, cloudpickled with fn
         futures = [
             self.submit(partial(run_chunk, fn, chunk)) for chunk in chunks(iterables, chunksize)

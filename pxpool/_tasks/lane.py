@@ -22,22 +22,20 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ipyparallel.serialize import serialize_object
-
-from .._core.client import SEND_ERRORS, pickle_error
 from .._core.names import function_name
 from .._reliability.timeouts import DEFAULT_RETRIES
 from ..engines import reach_url
-from ..errors import PoolStateError, UnpicklableArgumentError, UnpicklableFunctionError
+from ..errors import PoolStateError
 from . import agent as _lane_agent
 from .board import Agent, Task
 from .dispatch import Dispatcher
 from .executor import PoolExecutor
 from .future import TaskFuture
 from .joblib_hook import register, use_current
-from .pickling import dumps_function
+from .payload import encode, encode_function
 from .support import Activity, LaneLoad
 
 if TYPE_CHECKING:
@@ -48,6 +46,7 @@ __all__ = ["Lane", "PoolExecutor", "TaskFuture", "check_options", "encode", "use
 
 log = logging.getLogger("pxpool.tasks")
 INSTALL_TIMEOUT = 30.0  # seconds for an engine to start its lane agent
+ADD_BATCH = 256  # calls of an executor map queued at a time
 
 
 def check_options(timeout: float | None, retries: int) -> None:
@@ -56,31 +55,6 @@ def check_options(timeout: float | None, retries: int) -> None:
         raise ValueError(f"timeout must be a positive number of seconds or None; got {timeout!r}")
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise ValueError(f"retries must be a whole number >= 0; got {retries!r}")
-
-
-def encode(
-    f: Any, args: tuple[Any, ...], kwargs: dict[str, Any], caller: str = "pool.submit"
-) -> tuple[list[Any], int, int]:
-    """The payload of a task: ``f`` cloudpickled (a notebook's functions travel with the
-    globals they use), the arguments as ipyparallel sends them (large numpy buffers as
-    frames of their own); and the numbers of argument and keyword frames."""
-    name = function_name(f)
-    try:
-        function = dumps_function(f)
-    except (*SEND_ERRORS, ValueError) as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        raise UnpicklableFunctionError(name, reason, caller, cloudpickled=True) from exc
-    try:
-        arg_frames = serialize_object(args) if args else []
-        kw_frames = serialize_object(kwargs) if kwargs else []
-    except SEND_ERRORS as exc:
-        for what, value in [(f"argument {i}", a) for i, a in enumerate(args, 1)] + [
-            (f"keyword argument {k!r}", v) for k, v in kwargs.items()
-        ]:
-            if (why := pickle_error(value)) is not None:
-                raise UnpicklableArgumentError(name, what, value, why) from exc
-        raise
-    return [function, *arg_frames, *kw_frames], len(arg_frames), len(kw_frames)
 
 
 class Lane:
@@ -119,9 +93,40 @@ class Lane:
         task = Task(task_id, label, payload, na, nk, TaskFuture(label), timeout, retries)
         task.runner = runner
         name = function_name(f)
-        task.future.add_done_callback(lambda future: self._record(task, name, future))
+        task.future.add_done_callback(partial(self._record, task, name))
         self.dispatcher().add(task)
         return task.future
+
+    def submit_many(
+        self,
+        f: Any,
+        calls: list[tuple[Any, ...]],
+        timeout: float | None = None,
+        retries: int = DEFAULT_RETRIES,
+        caller: str = "pool.executor().map",
+    ) -> list[TaskFuture]:
+        """``f(*args)`` for each ``args`` of ``calls``, queued at once; their futures.
+        ``f`` is pickled now, each call's arguments as it is sent (:mod:`.payload`)."""
+        check_options(timeout, retries)
+        if not callable(f):
+            raise TypeError(f"{caller} needs a function (a callable); got {f!r}")
+        self.activity.wake_if_released()
+        self.core.running()
+        function = encode_function(f, caller)
+        name = function_name(f)
+        futures: list[TaskFuture] = []
+        for start in range(0, len(calls), ADD_BATCH):  # engines start on the first batch
+            tasks = []
+            for args in calls[start : start + ADD_BATCH]:
+                task_id = next(self._ids)
+                label = f"{caller}({name}) #{task_id}"
+                task = Task(task_id, label, [function], 0, 0, TaskFuture(label), timeout, retries)
+                task.later = (name, args, {})
+                task.future.add_done_callback(partial(self._record, task, name))
+                tasks.append(task)
+            self.dispatcher().add(*tasks)
+            futures += [task.future for task in tasks]
+        return futures
 
     def _record(self, task: Task, name: str, future: Future[Any]) -> None:
         """A settled task into the pool's ring of task events (on the lane's thread): it
@@ -154,7 +159,7 @@ class Lane:
     def executor(self, timeout: float | None, retries: int) -> PoolExecutor:
         """``pool.executor()``: its tasks go through :meth:`submit`."""
         check_options(timeout, retries)
-        return PoolExecutor(self.submit, timeout, retries)
+        return PoolExecutor(self.submit, self.submit_many, timeout, retries)
 
     def register_joblib(self, pool: Any) -> None:
         """``pool.register_joblib()``: joblib's ``backend="pxpool"`` runs on ``pool``."""

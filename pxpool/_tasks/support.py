@@ -1,15 +1,21 @@
 """Small pieces of the lane's dispatcher: what keeps a pool from being released as idle,
-what a timeout's stop waits on, the error a failed task becomes, and the lane's load."""
+what a timeout's stop waits on and the error it gives, the error a failed task becomes,
+and the lane's load."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._core.client import ResultTooLarge, TaskError
+from ..errors import TaskTimeout
 
-__all__ = ["Activity", "Ended", "LaneLoad", "task_error"]
+if TYPE_CHECKING:
+    from .._reliability.timeouts import TaskGuard
+    from .board import Task
+
+__all__ = ["Activity", "Ended", "LaneLoad", "stopped_error", "task_error"]
 
 
 class Activity(Protocol):
@@ -39,6 +45,19 @@ class Ended:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.event.wait(timeout)
+
+
+def stopped_error(guard: TaskGuard, engine_id: int, task: Task, ended: Ended) -> TaskTimeout:
+    """Stop ``task``, past its timeout on ``engine_id``, as ``pool.apply`` would
+    (interrupt, then replace the engine); the error its future gets."""
+    assert task.timeout is not None
+    try:
+        action = guard.stop_task(ended, engine_id)
+        return TaskTimeout(task.label, engine_id, task.timeout, action)
+    except Exception as exc:
+        error = TaskTimeout(task.label, engine_id, task.timeout, "replaced")
+        error.__cause__ = exc
+        return error
 
 
 def task_error(label: str, engine_id: int, content: dict[str, Any]) -> Exception:

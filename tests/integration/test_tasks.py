@@ -400,6 +400,26 @@ def test_executor_submit_map_chunks_timeout_and_shutdown(pool: pxpool.Pool, tmp_
     assert not (tmp_path / "queued").exists()
 
 
+def test_executor_map_fails_only_the_call_whose_argument_cannot_be_pickled(
+    pool: pxpool.Pool,
+) -> None:
+    """map pickles its function at once (an unpicklable one fails the call of map) and
+    each call's arguments as the call is sent: a lock among the items fails its own
+    call, named, when the iteration reaches it; the calls around it run."""
+    lock = threading.Lock()
+    items: list[Any] = [1, 2, lock, 4]
+    with pool.executor() as executor:
+        with pytest.raises(pxpool.UnpicklableFunctionError):
+            executor.map(lambda x: (x, lock), [1])
+        results = executor.map(square, items)
+        assert [next(results), next(results)] == [1, 4]
+        with pytest.raises(pxpool.UnpicklableArgumentError, match="argument 1 of square"):
+            next(results)
+        futures = [executor.submit(square, i) for i in (5, 6)]
+        assert [f.result(RESULT_WAIT) for f in futures] == [25, 36]  # the lane goes on
+        assert list(executor.map(square, range(300))) == [i * i for i in range(300)]
+
+
 class SlowToPickle:
     """An argument whose pickling waits for ``release`` (as a large one's takes long)."""
 
