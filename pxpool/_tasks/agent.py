@@ -191,12 +191,16 @@ class Lane:
         parts: list[Any] | None = None,
         took: float = 0.0,
         printed: list[str] | None = None,
+        cpu: float = 0.0,
     ) -> None:
-        """Send a reply; a short task's waits for the next task's while one is waiting
-        (:mod:`pxpool._tasks.outbox`)."""
-        hold = status in (wire.OK, wire.ERROR) and took < SHORT and bool(self.pending)
+        """Send a reply. While the next task waits, a short task's waits for the next
+        task's, and that of a task that mostly waited (``cpu`` seconds of its ``took``)
+        leaves from the outbox's thread while the next one runs (:mod:`.outbox`)."""
+        result = status in (wire.OK, wire.ERROR) and bool(self.pending)
+        hold = result and took < SHORT
+        hand_off = result and not hold and cpu < took / 2
         entry = [x, status, len(parts or ()), round(took, 6)]
-        self.outbox.reply(ident, entry, parts or [], printed, hold)
+        self.outbox.reply(ident, entry, parts or [], printed, hold, hand_off)
 
     # ------------------------------------------------------------ running
 
@@ -264,7 +268,7 @@ class Lane:
         parent = {"header": {"msg_id": f"lane-{job.client[:8]}-{job.task}"}, "metadata": {}}
         metadata = kernel.init_metadata(parent)
         reply: dict[str, Any] = {"status": "ok"}
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), time.thread_time()
         saved = None
         with Catching() as caught:  # what it prints goes back with its reply
             try:
@@ -277,10 +281,10 @@ class Lane:
             finally:
                 if saved is not None:
                     _signal.signal(_signal.SIGINT, saved)  # the kernel's post_handler_hook
-        took = time.perf_counter() - began
+        took, cpu = time.perf_counter() - began, time.thread_time() - cpu_began
         kernel.finish_metadata(parent, metadata, reply)
         self.ran += 1
-        self._reply(job.ident, job.x, reply["status"], frames, took, caught.printed())
+        self._reply(job.ident, job.x, reply["status"], frames, took, caught.printed(), cpu)
 
     def _call(self, job: Job) -> list[Any]:
         namespace = self.shell.user_ns
@@ -347,10 +351,16 @@ def install(controller_ip: str, encrypt: bool = False) -> dict[str, Any]:
 
 
 def counts() -> dict[str, int]:
-    """On an engine: lane tasks run, messages refused, reply messages sent and replies
-    held for later ones since it started."""
+    """On an engine: lane tasks run, messages refused, reply messages sent, replies
+    held for later ones and replies handed to the outbox's thread since it started."""
     lane = _LANE
     if lane is None:
-        return {"ran": 0, "refused": 0, "replies": 0, "held": 0}
+        return {"ran": 0, "refused": 0, "replies": 0, "held": 0, "handed": 0}
     box = lane.outbox
-    return {"ran": lane.ran, "refused": lane.refused, "replies": box.messages, "held": box.held}
+    return {
+        "ran": lane.ran,
+        "refused": lane.refused,
+        "replies": box.messages,
+        "held": box.held,
+        "handed": box.handed,
+    }

@@ -101,3 +101,25 @@ def test_a_full_outbox_and_an_old_reply_send_without_a_flush(
     assert first.poll(100) == 0 and box.messages == 1
     box.close()
     assert "pxpool-lane-outbox" not in {t.name for t in threading.enumerate()}
+
+
+def test_a_handed_off_reply_leaves_from_the_watch_thread_at_once_and_copied(
+    sockets: tuple[zmq.Socket[bytes], list[zmq.Socket[bytes]]],
+) -> None:
+    """A handed-off reply does not wait for ``max_wait`` nor for a flush (the main
+    thread is running the next task), and its parts are the bytes they were when it
+    was handed off. Control: a held reply under the same ``max_wait`` stays."""
+    router, (first, _) = sockets
+    a, _ = _idents(router)
+    box = Outbox(router, FrameSigner(KEY), 0, max_wait=30.0)
+    box.reply(a, [1, wire.OK, 1, 0.0], [b"held"], hold=True)
+    assert first.poll(100) == 0  # held: 30 s to go
+    result = bytearray(b"as returned")
+    box.reply(a, [2, wire.OK, 1, 0.002], [memoryview(result)], hand_off=True)
+    result[:] = b"changed!!!!"  # the next task changes it in place
+    got = _message(first)
+    assert got is not None and [r[0] for r in got["r"]] == [1, 2]  # in order, together
+    assert got["parts"] == [b"held", b"as returned"]
+    assert box.handed == 1 and box.messages == 1
+    box.close()
+    assert "pxpool-lane-outbox" not in {t.name for t in threading.enumerate()}
