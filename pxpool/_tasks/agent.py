@@ -124,16 +124,20 @@ class Lane:
         self._read()
         self._pump()
 
-    def _read(self) -> None:
+    def _read(self, wait: bool = True) -> None:
         """Take every message waiting on the socket (its descriptor only signals
-        edges, so reading goes on while the socket says a message is there)."""
+        edges, so reading goes on while the socket says a message is there). Without
+        ``wait``, only if the outbox's thread is not sending meanwhile."""
         import zmq
 
-        while True:
-            with self.outbox.lock:  # the outbox's watch may be sending meanwhile
+        lock = self.outbox.lock  # every use of the socket, from either thread
+        while lock.acquire(blocking=wait):
+            try:
                 if not int(self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                     return
                 frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            finally:
+                lock.release()
             self._accept(frames[0], frames[1:])
 
     def _accept(self, ident: Any, frames: list[Any]) -> None:
@@ -247,7 +251,9 @@ class Lane:
                 self.kernel.set_parent([], self._parent, channel="shell")
             ends = time.monotonic() + TURN
             while True:
-                self._read()  # a cancel that came meanwhile drops its task first
+                # a cancel that came meanwhile drops its task first; with a task
+                # waiting, not while the outbox's thread sends (the next read sees it)
+                self._read(wait=not self.pending)
                 if not self.pending:
                     break
                 self._run(self.pending.popleft())

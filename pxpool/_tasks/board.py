@@ -34,11 +34,11 @@ from .future import TaskFuture
 
 MIN_SLOTS = 2
 MAX_SLOTS = 32
-TARGET = 0.01  # seconds of work in flight per engine
+TARGET = 0.02  # seconds of work in flight per engine
 SMOOTHING = 0.1  # weight of the latest duration in the running estimate
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Task:
     """One ``pool.submit`` call, from queue to result."""
 
@@ -60,8 +60,8 @@ class Task:
     runner: str = ""  # engine-side "module:function" that runs the function (map chunks)
     placed: float = 0.0  # when it was last handed to an engine (monotonic)
     ran: float | None = None  # seconds its engine reported it ran (once its reply came)
-    # (function name, args, kwargs) still to encode into payload as it is sent
-    later: tuple[str, tuple[Any, ...], dict[str, Any]] | None = None
+    name: str = ""  # of its function, in errors and task streams
+    later: tuple[Any, ...] | None = None  # arguments still to encode into payload as sent
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ on a thread of its own: interrupt, then kill and replace the engine).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -35,7 +36,7 @@ from . import wire
 from .board import Agent, Board, Link, Task
 from .death_reports import DeathReports
 from .payload import complete
-from .support import Activity, Ended, stopped_error, task_error
+from .support import Activity, Ended, record_settled, stopped_error, task_error
 
 if TYPE_CHECKING:
     from .._core.core import PoolCore
@@ -66,6 +67,7 @@ class Dispatcher:
         self._wake_r.setblocking(False)
         self._sleeping = False
         self._woken = False
+        self._sent = threading.Event()  # set as the thread sends tasks
         self._counted: bool | None = None  # activity entered (its answer) while busy
         self._sockets: dict[Any, Link] = {}
         self._poller = zmq.Poller()
@@ -81,15 +83,22 @@ class Dispatcher:
 
     # ------------------------------------------------------------ any thread
 
-    def add(self, *tasks: Task) -> None:
+    def add(self, *tasks: Task, hand_over: float = 0.0) -> None:
+        """Queue ``tasks``. With ``hand_over``, wait up to that many seconds for the
+        thread to send them, if an engine has room: a caller about to queue thousands
+        more holds the GIL, which the thread would get only every switch interval."""
         with self.lock:
             if self.closing is not None:
                 raise PoolStateError(f"{tasks[0].label} cannot be queued: {self.closing}")
             self.outstanding += len(tasks)
             self.board.queue.extend(tasks)
             wake = self._wake_needed()
+            room = hand_over and self.board.free_link(time.monotonic()) is not None
+            self._sent.clear()
         if wake:
             self._wake_w.send(b"!")
+        if room:
+            self._sent.wait(hand_over)
 
     def post(self, action: Callable[[], None]) -> None:
         """Run ``action()`` on the dispatcher's thread."""
@@ -165,11 +174,9 @@ class Dispatcher:
         return True
 
     def _drain_wake(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):
             while self._wake_r.recv(4096):
                 pass
-        except BlockingIOError:
-            pass
 
     def _track_activity(self, force_idle: bool = False) -> None:
         busy = self.outstanding > 0 and not force_idle
@@ -189,12 +196,9 @@ class Dispatcher:
             if (old.address, old.uuid) == (agent.address, agent.uuid):
                 return
             self._engine_left(old)
-        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
         if agent.curve_key:
             self._curve = self._curve or zmq.curve_keypair()  # one per dispatcher
-            wire.connect_encrypted(sock, agent.curve_key, self._curve)
-        sock.connect(agent.address)
+        sock = wire.dealer(agent.address, agent.curve_key, self._curve)
         link = Link(engine_id, agent.address, agent.uuid, socket=sock)
         self._sockets[sock] = link
         self._poller.register(sock, zmq.POLLIN)
@@ -230,16 +234,8 @@ class Dispatcher:
         with self.lock:
             tasks = list(self.board.queue)
             self.board.queue.clear()
-        for task in tasks:
-            if task.future.done():  # cancelled while queued
-                if not task.resolved:
-                    task.resolved = True
-                    with self.lock:
-                        self.outstanding -= 1
-                continue
-            self._settle(
-                task, error=NoEnginesError(self.core.name, self._engine_wait.grace, task.label)
-            )
+        grace = self._engine_wait.grace
+        self._fail(tasks, lambda task: NoEnginesError(self.core.name, grace, task.label))
 
     def _engine_left(self, link: Link) -> None:
         """``link``'s engine left (died, removed, replaced): retry or fail its tasks."""
@@ -291,6 +287,8 @@ class Dispatcher:
             runs = [[t.seq, t.id, t.na, t.nk, int(t.timeout is not None), t.runner] for t in tasks]
             parts = [part for t in tasks for part in t.payload]
             self._send(link, {"op": wire.RUN, "c": self.token, "tasks": runs}, parts)
+        if batches:
+            self._sent.set()
 
     def _receive(self, link: Link, now: float) -> None:
         while True:
@@ -352,6 +350,7 @@ class Dispatcher:
             task.future.set_exception(error)
         else:
             task.future.set_result(value)
+        record_settled(self.core.task_events, task, error is None)
 
     def _fail_all(self, error: Exception) -> None:
         with self.lock:
@@ -360,14 +359,18 @@ class Dispatcher:
             for link in self.board.links.values():
                 tasks.extend(link.in_flight.values())
                 link.in_flight.clear()
-        tasks.extend(self.deaths.drain())
+        self._fail([*tasks, *self.deaths.drain()], lambda _task: error)
+
+    def _fail(self, tasks: list[Task], error_of: Callable[[Task], BaseException]) -> None:
         for task in tasks:
-            if not task.resolved and not task.future.done():
-                self._settle(task, error=error)
-            elif not task.resolved:
-                task.resolved = True  # cancelled while queued
+            if task.resolved:
+                continue
+            if task.future.done():  # cancelled while queued
+                task.resolved = True
                 with self.lock:
                     self.outstanding -= 1
+            else:
+                self._settle(task, error=error_of(task))
 
     # ------------------------------------------------------------ timeouts
 

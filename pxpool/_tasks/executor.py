@@ -26,6 +26,7 @@ from .agent import run_chunk
 from .future import TaskFuture
 
 SHUTDOWN_POLL = 1.0  # seconds between checks while shutdown(wait=True) waits
+PRUNE_FROM = 1024  # futures kept before done ones are first dropped
 
 Submit = Callable[[Any, tuple[Any, ...], dict[str, Any], float | None, int], TaskFuture]
 SubmitMany = Callable[[Any, list[tuple[Any, ...]], float | None, int], list[TaskFuture]]
@@ -56,19 +57,17 @@ class PoolExecutor(Executor):
         self._retries = retries
         self._lock = threading.Lock()  # a submit against shutdown
         self._shutdown = False
-        # the futures not done: its own lock, which the lane's thread takes as each
-        # finishes, never waiting for a submit's pickling under the lock above
-        self._pending_lock = threading.Lock()
-        self._pending: set[TaskFuture] = set()
+        # the futures shutdown waits for: done ones are dropped once the list has
+        # doubled since, so nothing runs as each finishes (the lane's thread settles)
+        self._pending: list[TaskFuture] = []
+        self._prune_at = PRUNE_FROM
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             future = self._submit(fn, args, kwargs, self._timeout, self._retries)
-            with self._pending_lock:
-                self._pending.add(future)
-        future.add_done_callback(self._forget)
+            self._keep([future])
         return future
 
     def _submit_calls(
@@ -80,15 +79,14 @@ class PoolExecutor(Executor):
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             futures = self._submit_many(fn, calls, self._timeout, self._retries)
-            with self._pending_lock:
-                self._pending.update(futures)
-        for future in futures:
-            future.add_done_callback(self._forget)
+            self._keep(futures)
         return futures
 
-    def _forget(self, future: Any) -> None:
-        with self._pending_lock:
-            self._pending.discard(future)
+    def _keep(self, futures: list[TaskFuture]) -> None:  # under self._lock
+        self._pending += futures
+        if len(self._pending) >= self._prune_at:
+            self._pending = [f for f in self._pending if not f.done()]
+            self._prune_at = max(PRUNE_FROM, 2 * len(self._pending))
 
     def map(
         self,
@@ -111,9 +109,10 @@ class PoolExecutor(Executor):
         return itertools.chain.from_iterable(_in_order(futures, deadline))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        with self._lock, self._pending_lock:
+        with self._lock:
             self._shutdown = True
-            pending = list(self._pending)
+            pending = [f for f in self._pending if not f.done()]
+            self._pending = []
         if cancel_futures:
             for future in pending:
                 future.cancel()

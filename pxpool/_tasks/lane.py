@@ -20,9 +20,6 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-import time
-from concurrent.futures import Future
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .._core.names import function_name
@@ -47,6 +44,7 @@ __all__ = ["Lane", "PoolExecutor", "TaskFuture", "check_options", "encode", "use
 log = logging.getLogger("pxpool.tasks")
 INSTALL_TIMEOUT = 30.0  # seconds for an engine to start its lane agent
 ADD_BATCH = 256  # calls of an executor map queued at a time
+HAND_OVER = 0.02  # seconds the first batch may wait for the lane's thread to send it
 
 
 def check_options(timeout: float | None, retries: int) -> None:
@@ -92,8 +90,7 @@ class Lane:
         label = label or f"{caller}({function_name(f)}) #{task_id}"
         task = Task(task_id, label, payload, na, nk, TaskFuture(label), timeout, retries)
         task.runner = runner
-        name = function_name(f)
-        task.future.add_done_callback(partial(self._record, task, name))
+        task.name = function_name(f)
         self.dispatcher().add(task)
         return task.future
 
@@ -112,7 +109,7 @@ class Lane:
             raise TypeError(f"{caller} needs a function (a callable); got {f!r}")
         self.activity.wake_if_released()
         self.core.running()
-        function = encode_function(f, caller)
+        head = [encode_function(f, caller)]  # each task's payload until its arguments join
         name = function_name(f)
         futures: list[TaskFuture] = []
         for start in range(0, len(calls), ADD_BATCH):  # engines start on the first batch
@@ -120,28 +117,12 @@ class Lane:
             for args in calls[start : start + ADD_BATCH]:
                 task_id = next(self._ids)
                 label = f"{caller}({name}) #{task_id}"
-                task = Task(task_id, label, [function], 0, 0, TaskFuture(label), timeout, retries)
-                task.later = (name, args, {})
-                task.future.add_done_callback(partial(self._record, task, name))
+                task = Task(task_id, label, head, 0, 0, TaskFuture(label), timeout, retries)
+                task.name, task.later = name, args
                 tasks.append(task)
-            self.dispatcher().add(*tasks)
+            self.dispatcher().add(*tasks, hand_over=0.0 if futures else HAND_OVER)
             futures += [task.future for task in tasks]
         return futures
-
-    def _record(self, task: Task, name: str, future: Future[Any]) -> None:
-        """A settled task into the pool's ring of task events (on the lane's thread): it
-        ran ``task.ran`` seconds by its engine's clock; one that brought no reply (its
-        engine died, its timeout stopped it) from its hand-over to now."""
-        engine_id = task.future.engine_id
-        if future.cancelled() or engine_id is None:
-            return  # never ran
-        end = time.time()
-        if task.ran is not None:
-            start = end - task.ran
-        else:
-            start = end - max(0.0, time.monotonic() - task.placed) if task.placed else end
-        ok = future.exception() is None
-        self.core.task_events.record(engine_id, name, start, end, ok, "lane")
 
     def apply(
         self,

@@ -67,14 +67,12 @@ def encode(
 def complete(task: Task) -> BaseException | None:
     """Encode the arguments a task left for later (on the lane's thread, as it is sent);
     the error that fails its future instead, if they cannot be."""
-    later = task.later
-    if later is None:
+    if task.later is None:
         return None
-    name, args, kwargs = later
     try:
-        frames, task.na, task.nk = encode_arguments(name, args, kwargs)
+        frames, task.na, task.nk = encode_arguments(task.name, task.later, {})
     except Exception as exc:  # a __reduce__ may raise anything: it fails this call only
         return exc
-    task.payload = [*task.payload, *frames]
+    task.payload = [*task.payload, *frames]  # a new list: the head is shared
     task.later = None
     return None

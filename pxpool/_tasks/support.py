@@ -1,10 +1,11 @@
 """Small pieces of the lane's dispatcher: what keeps a pool from being released as idle,
 what a timeout's stop waits on and the error it gives, the error a failed task becomes,
-and the lane's load."""
+a settled task's record in the task stream, and the lane's load."""
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -12,10 +13,11 @@ from .._core.client import ResultTooLarge, TaskError
 from ..errors import TaskTimeout
 
 if TYPE_CHECKING:
+    from .._core.events import TaskEvents
     from .._reliability.timeouts import TaskGuard
     from .board import Task
 
-__all__ = ["Activity", "Ended", "LaneLoad", "stopped_error", "task_error"]
+__all__ = ["Activity", "Ended", "LaneLoad", "record_settled", "stopped_error", "task_error"]
 
 
 class Activity(Protocol):
@@ -58,6 +60,21 @@ def stopped_error(guard: TaskGuard, engine_id: int, task: Task, ended: Ended) ->
         error = TaskTimeout(task.label, engine_id, task.timeout, "replaced")
         error.__cause__ = exc
         return error
+
+
+def record_settled(events: TaskEvents, task: Task, ok: bool) -> None:
+    """A settled task into the pool's ring of task events (on the lane's thread): it
+    ran ``task.ran`` seconds by its engine's clock; one that brought no reply (its
+    engine died, its timeout stopped it) from its hand-over to now."""
+    engine_id = task.future.engine_id
+    if engine_id is None:
+        return  # never ran
+    end = time.time()
+    if task.ran is not None:
+        start = end - task.ran
+    else:
+        start = end - max(0.0, time.monotonic() - task.placed) if task.placed else end
+    events.record(engine_id, task.name, start, end, ok, "lane")
 
 
 def task_error(label: str, engine_id: int, content: dict[str, Any]) -> Exception:

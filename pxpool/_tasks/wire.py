@@ -132,3 +132,16 @@ def connect_encrypted(socket: Any, server_key: str, pair: tuple[bytes, bytes]) -
     socket.setsockopt(zmq.CURVE_SERVERKEY, server_key.encode("ascii"))
     socket.setsockopt(zmq.CURVE_PUBLICKEY, pair[0])
     socket.setsockopt(zmq.CURVE_SECRETKEY, pair[1])
+
+
+def dealer(address: str, server_key: str = "", pair: tuple[bytes, bytes] | None = None) -> Any:
+    """A client's DEALER socket connected to the agent at ``address``: a CurveZMQ client
+    with the key ``pair`` when the agent gave its public ``server_key``."""
+    import zmq
+
+    sock: Any = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    if server_key:
+        connect_encrypted(sock, server_key, pair or zmq.curve_keypair())
+    sock.connect(address)
+    return sock

@@ -420,6 +420,34 @@ def test_executor_map_fails_only_the_call_whose_argument_cannot_be_pickled(
         assert list(executor.map(square, range(300))) == [i * i for i in range(300)]
 
 
+def test_a_large_executor_map_hands_its_first_calls_over_before_queueing_the_rest(
+    pool: pxpool.Pool,
+) -> None:
+    """Queueing thousands of calls holds the GIL, which the lane's thread would get
+    only every switch interval: map's first batch waits (briefly) until the thread has
+    sent it, so engines start at once. Checked where map queues: right after the first
+    batch is added, some of its tasks have been sent."""
+    wait_both_engines(pool)
+    assert pool.submit(square, 2).result(RESULT_WAIT) == 4  # the lane knows both engines
+    lane = pool._lane  # noqa: SLF001 - the seam under executor().map
+    seen: list[int] = []
+    dispatcher = lane.dispatcher()
+    original = dispatcher.add
+
+    def add(*tasks: Any, hand_over: float = 0.0) -> None:
+        original(*tasks, hand_over=hand_over)
+        if hand_over:
+            seen.append(sum(task.sent > 0 for task in tasks))
+
+    dispatcher.add = add  # type: ignore[method-assign]
+    try:
+        with pool.executor() as executor:
+            assert list(executor.map(square, range(1000))) == [i * i for i in range(1000)]
+    finally:
+        del dispatcher.add
+    assert len(seen) == 1 and seen[0] > 0, f"sent when the first batch was added: {seen}"
+
+
 class SlowToPickle:
     """An argument whose pickling waits for ``release`` (as a large one's takes long)."""
 

@@ -167,20 +167,20 @@ def test_an_engine_is_topped_up_in_batches_once_down_to_half_its_slots() -> None
     board = Board(stall=10.0)
     first, second = two_links(board)
     for _ in range(50):
-        board.took(0.002)  # 2 ms tasks: 10 ms of work in flight is 6 slots
+        board.took(0.004)  # 4 ms tasks: 20 ms of work in flight is 6 slots
     assert board.slots == 6
     board.queue.extend(make_task(i) for i in range(30))
     sends, _ = board.assign(now=0.0)
     assert len(first.in_flight) == len(second.in_flight) == 6
     for seq in list(first.in_flight)[:2]:
-        board.finished(first, seq, now=0.1, took=0.002)
+        board.finished(first, seq, now=0.1, took=0.004)
     assert board.assign(now=0.1) == ([], [])  # 4 left of 6: it waits for one more
-    board.finished(first, next(iter(first.in_flight)), now=0.2, took=0.002)
+    board.finished(first, next(iter(first.in_flight)), now=0.2, took=0.004)
     sends, _ = board.assign(now=0.2)  # down to 3: filled up to 6 at once
     assert [link.engine_id for link, _ in sends] == [0, 0, 0]
     assert len(first.in_flight) == 6
     # taking work back from a stalled engine asks only for room, not for half empty
-    board.finished(second, next(iter(second.in_flight)), now=0.3, took=0.002)
+    board.finished(second, next(iter(second.in_flight)), now=0.3, took=0.004)
     board.stall = 0.05
     first.head_since = 0.0
     second.head_since = 0.3
