@@ -280,6 +280,7 @@ class Dispatcher:
             if (error := complete(task)) is not None:  # its arguments cannot be sent
                 with self.lock:
                     link.in_flight.pop(task.seq, None)
+                task.future.engine_id = None  # it never reached one
                 self._settle(task, error=error)
                 continue
             batches.setdefault(link, []).append(task)
