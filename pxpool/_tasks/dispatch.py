@@ -84,16 +84,16 @@ class Dispatcher:
     # ------------------------------------------------------------ any thread
 
     def add(self, *tasks: Task, hand_over: float = 0.0) -> None:
-        """Queue ``tasks``. With ``hand_over``, wait up to that many seconds for the
-        thread to send them, if an engine has room: a caller about to queue thousands
-        more holds the GIL, which the thread would get only every switch interval."""
+        """Queue ``tasks``. With ``hand_over``, wait up to that many seconds for the thread
+        to send them if it can (an engine has room, or is being linked): a caller queueing
+        thousands more holds the GIL, which the thread gets only every switch interval."""
         with self.lock:
             if self.closing is not None:
                 raise PoolStateError(f"{tasks[0].label} cannot be queued: {self.closing}")
             self.outstanding += len(tasks)
             self.board.queue.extend(tasks)
             wake = self._wake_needed()
-            room = hand_over and self.board.free_link(time.monotonic()) is not None
+            room = hand_over and (bool(self._inbox) or self.board.free_link(time.monotonic()))
             self._sent.clear()
         if wake:
             self._wake_w.send(b"!")
