@@ -95,9 +95,10 @@ class Outbox:
                     self._wake.notify()
 
     def flush(self) -> None:
-        """Send every waiting reply (the agent's turn of tasks ended)."""
+        """Send every waiting reply (the agent's turn of tasks ended), unless one was
+        handed off: the watch thread sends them all as soon as it runs."""
         with self.lock:
-            if self._queue:
+            if self._queue and not self._now:
                 self._send_all()
 
     def close(self) -> None:
