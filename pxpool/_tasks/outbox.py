@@ -12,7 +12,8 @@ both only while the next task is already waiting on the engine (the agent decide
   tasks ends (:meth:`Outbox.flush`).
 - **handed off**: the reply of a task that mostly waited (``time.sleep``, I/O: less
   CPU time than half its run time) is sent by the watch thread while the next task
-  runs, which then most likely waits too and lets the thread in at once.
+  runs, which then most likely waits too and lets the thread in at once. The end of a
+  turn leaves it (and what waits with it) to that thread too.
 
 The watch thread also sends held replies that are due while a long task runs, so a
 long task never keeps a finished result from the client. A zmq socket may be used by
