@@ -64,8 +64,7 @@ class PoolExecutor(Executor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
         with self._lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._check_open()
             future = self._submit(fn, args, kwargs, self._timeout, self._retries)
             self._keep([future])
         return future
@@ -76,11 +75,17 @@ class PoolExecutor(Executor):
         """``map``'s calls queued together: ``fn`` pickled once, each call's arguments
         as it is sent (:mod:`pxpool._tasks.payload`)."""
         with self._lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._check_open()
             futures = self._submit_many(fn, calls, self._timeout, self._retries)
             self._keep(futures)
         return futures
+
+    def _check_open(self) -> None:  # under self._lock
+        if self._shutdown:
+            raise RuntimeError(
+                "cannot schedule new futures after shutdown; make a new executor with "
+                "pool.executor()"
+            )
 
     def _keep(self, futures: list[TaskFuture]) -> None:  # under self._lock
         self._pending += futures

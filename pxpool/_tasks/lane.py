@@ -44,7 +44,9 @@ __all__ = ["Lane", "PoolExecutor", "TaskFuture", "check_options", "encode", "use
 log = logging.getLogger("pxpool.tasks")
 INSTALL_TIMEOUT = 30.0  # seconds for an engine to start its lane agent
 ADD_BATCH = 256  # calls of an executor map queued at a time
-HAND_OVER = 0.02  # seconds the first batch may wait for the lane's thread to send it
+# seconds the first batch may wait for the lane's thread to send it (it takes ~1 ms; the
+# bound is for a thread held up, e.g. by a slow done-callback of another future)
+HAND_OVER = 0.5
 
 
 def check_options(timeout: float | None, retries: int) -> None:
@@ -80,11 +82,7 @@ class Lane:
     ) -> TaskFuture:
         """Queue ``f(*args, **kwargs)`` (with ``runner``: ``runner(f, *args, **kwargs)``
         on the engine); its future (see :class:`TaskFuture`), named ``label`` in errors."""
-        check_options(timeout, retries)
-        if not callable(f):
-            raise TypeError(f"{caller} needs a function (a callable); got {f!r}")
-        self.activity.wake_if_released()  # engines released after idle_timeout start again
-        self.core.running()
+        self._admit(f, timeout, retries, caller)
         payload, na, nk = encode(f, args, kwargs, caller)
         task_id = next(self._ids)
         label = label or f"{caller}({function_name(f)}) #{task_id}"
@@ -104,11 +102,7 @@ class Lane:
     ) -> list[TaskFuture]:
         """``f(*args)`` for each ``args`` of ``calls``, queued at once; their futures.
         ``f`` is pickled now, each call's arguments as it is sent (:mod:`.payload`)."""
-        check_options(timeout, retries)
-        if not callable(f):
-            raise TypeError(f"{caller} needs a function (a callable); got {f!r}")
-        self.activity.wake_if_released()
-        self.core.running()
+        self._admit(f, timeout, retries, caller)
         head = [encode_function(f, caller)]  # each task's payload until its arguments join
         name = function_name(f)
         futures: list[TaskFuture] = []
@@ -123,6 +117,15 @@ class Lane:
             self.dispatcher().add(*tasks, hand_over=0.0 if futures else HAND_OVER)
             futures += [task.future for task in tasks]
         return futures
+
+    def _admit(self, f: Any, timeout: float | None, retries: int, caller: str) -> None:
+        """Bad options fail where they were given; a pool whose engines were released
+        after ``idle_timeout`` starts them again; a stopped pool refuses the work."""
+        check_options(timeout, retries)
+        if not callable(f):
+            raise TypeError(f"{caller} needs a function (a callable); got {f!r}")
+        self.activity.wake_if_released()
+        self.core.running()
 
     def apply(
         self,

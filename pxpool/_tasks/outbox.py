@@ -41,6 +41,7 @@ from . import wire
 SHORT = 0.0005  # seconds: a task that ran longer sends its reply at once
 HOLD = 0.001  # seconds a finished task's reply may wait for the next ones'
 MAX_HELD = 64  # replies held at most
+IDLE_CHECK = 1.0  # seconds between looks of an idle watch thread
 
 Queued = tuple[Any, list[Any], list[Any], list[str] | None]  # ident, entry, parts, printed
 
@@ -125,7 +126,7 @@ class Outbox:
         with self.lock:
             while not self._closed:
                 if not self._queue:
-                    self._wake.wait()
+                    self._wake.wait(IDLE_CHECK)  # a reply or close() notifies sooner
                 elif self._now or time.monotonic() - self._since >= self.max_wait:
                     self._send_all()
                 else:
