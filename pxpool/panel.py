@@ -314,16 +314,20 @@ class Panel(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships no type inf
         return f" &nbsp; core-hours <b>{self.pool.core_hours():.3f}</b>{released}"
 
     def _run(self) -> None:
+        """Refresh every ``interval`` until the pool stops. The state is read before the
+        refresh: a stop that begins during a refresh leaves rows showing the pool as it
+        was, so the thread ends only after a refresh that began with the pool stopping."""
         assert self.pool is not None
         while not self._closed.wait(self.interval):
             if not self.auto.value:
                 continue
+            stopping = self.pool.state not in ("running", "idle")
             try:
                 self.refresh()
             except Exception as exc:  # a refresh must not end the thread silently
                 self._report(f"refresh failed: {exc!r}")
-            if self.pool.state not in ("running", "idle"):
-                break  # the last refresh showed every engine stopped
+            if stopping:
+                break  # this refresh showed every engine stopped
 
     @property
     def refreshing(self) -> bool:
