@@ -8,6 +8,7 @@ is the part ipyparallel's Cluster stores and rebuilds from its cluster file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from traitlets import Bool, Float, Integer, List, Unicode
 from ..errors import EngineStartError
 from ._ssh_tunnel import forward_options, tunnel_info
 
-__all__ = ["SSHEngineLauncher", "run_bounded", "remote_command", "REMOTE_TERM_GRACE"]
+__all__ = ["SSHEngineLauncher", "run_bounded", "remote_command", "ssh_exited", "REMOTE_TERM_GRACE"]
 
 log = logging.getLogger("pxpool.engines.ssh")
 REMOTE_TERM_GRACE = 3  # seconds between SIGTERM and SIGKILL on the remote host
@@ -187,11 +188,7 @@ class SSHEngineLauncher(LocalProcessLauncher, EngineLauncher):  # type: ignore[m
             if match:
                 self.remote_pid = int(match.group(1))
                 return
-            if (
-                self.process is None
-                or not self.process.is_running()
-                or (self.process.status() == psutil.STATUS_ZOMBIE)
-            ):
+            if self.process is None or ssh_exited(self.process):
                 raise EngineStartError(
                     f"ssh to {self.host_label} exited before the engine started "
                     f"(`{shlex.join(self.ssh_argv)} ...`); its output is below.",
@@ -233,7 +230,8 @@ class SSHEngineLauncher(LocalProcessLauncher, EngineLauncher):  # type: ignore[m
 
     def signal(self, sig: int) -> None:
         if self.state == "running" and self.process is not None:
-            self.process.send_signal(sig)
+            with contextlib.suppress(psutil.NoSuchProcess):  # ended meanwhile: nothing to signal
+                self.process.send_signal(sig)
 
     def _reconstruct_process(self, d: dict[str, Any]) -> None:
         """From a cluster file: the local ssh client may be gone while the remote
@@ -244,3 +242,12 @@ class SSHEngineLauncher(LocalProcessLauncher, EngineLauncher):  # type: ignore[m
             if self.remote_pid <= 0 or self.remote_stopped:
                 raise
             self.process = None
+
+
+def ssh_exited(process: psutil.Process) -> bool:
+    """Whether the local ssh process has ended (a zombie counts). It may be reaped
+    between two looks at it: that is an end too, not an error of psutil's."""
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
