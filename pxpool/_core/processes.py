@@ -46,7 +46,7 @@ def _tree(root: psutil.Process) -> list[psutil.Process]:
 async def reap(processes: list[psutil.Process], timeout: float, terminate: bool = False) -> None:
     """Wait up to ``timeout`` for ``processes`` to exit (after SIGTERM if ``terminate``);
     SIGKILL what is left."""
-    alive = list({p.pid: p for p in processes if _running(p)}.values())
+    alive = list({p.pid: p for p in processes if running(p)}.values())
     if terminate:
         for process in alive:
             try:
@@ -55,7 +55,7 @@ async def reap(processes: list[psutil.Process], timeout: float, terminate: bool 
                 pass
     deadline = time.monotonic() + timeout
     while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if _running(p)]
+        alive = [p for p in alive if running(p)]
         if alive:
             await asyncio.sleep(0.05)
     for process in alive:
@@ -66,7 +66,8 @@ async def reap(processes: list[psutil.Process], timeout: float, terminate: bool 
             pass
 
 
-def _running(process: psutil.Process) -> bool:
+def running(process: psutil.Process) -> bool:
+    """Alive and not a zombie; a process reaped meanwhile (or unreadable) is not."""
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:

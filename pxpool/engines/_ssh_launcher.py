@@ -22,10 +22,11 @@ import psutil
 from ipyparallel.cluster.launcher import EngineLauncher, LocalProcessLauncher, NotRunning
 from traitlets import Bool, Float, Integer, List, Unicode
 
+from .._core.processes import running
 from ..errors import EngineStartError
 from ._ssh_tunnel import forward_options, tunnel_info
 
-__all__ = ["SSHEngineLauncher", "run_bounded", "remote_command", "ssh_exited", "REMOTE_TERM_GRACE"]
+__all__ = ["SSHEngineLauncher", "run_bounded", "remote_command", "REMOTE_TERM_GRACE"]
 
 log = logging.getLogger("pxpool.engines.ssh")
 REMOTE_TERM_GRACE = 3  # seconds between SIGTERM and SIGKILL on the remote host
@@ -188,7 +189,7 @@ class SSHEngineLauncher(LocalProcessLauncher, EngineLauncher):  # type: ignore[m
             if match:
                 self.remote_pid = int(match.group(1))
                 return
-            if self.process is None or ssh_exited(self.process):
+            if self.process is None or not running(self.process):  # a reaped ssh: ended too
                 raise EngineStartError(
                     f"ssh to {self.host_label} exited before the engine started "
                     f"(`{shlex.join(self.ssh_argv)} ...`); its output is below.",
@@ -242,12 +243,3 @@ class SSHEngineLauncher(LocalProcessLauncher, EngineLauncher):  # type: ignore[m
             if self.remote_pid <= 0 or self.remote_stopped:
                 raise
             self.process = None
-
-
-def ssh_exited(process: psutil.Process) -> bool:
-    """Whether the local ssh process has ended (a zombie counts). It may be reaped
-    between two looks at it: that is an end too, not an error of psutil's."""
-    try:
-        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True

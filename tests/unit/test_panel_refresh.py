@@ -7,7 +7,6 @@ browser are covered by ``tests/integration/test_panel_browser.py``.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from pxpool.health import EngineSnapshot, EngineState
@@ -68,9 +67,9 @@ def test_a_stop_that_begins_during_a_refresh_still_shows_the_rows_stopped() -> N
     try:
         assert ">busy<" in panel.rows[0].state.value  # the first refresh, in __init__
         assert pool.read_while_stopping.wait(10), "no refresh after the stop began"
-        deadline = time.monotonic() + 10
-        while panel.refreshing and time.monotonic() < deadline:
-            time.sleep(0.01)
+        for thread in threading.enumerate():
+            if thread.name == f"pxpool-panel-{pool.name}":
+                thread.join(10)
         assert not panel.refreshing, "the refresh thread did not end after the stop"
         assert ">stopped<" in panel.rows[0].state.value
         assert pool.reads == 3  # the thread ended after the refresh that showed the stop

@@ -1,5 +1,5 @@
-"""Whether the local ssh client of an SSH engine has ended, as its start waits for the
-engine's pid: a client reaped between two looks at it has ended, it is no error."""
+"""Whether a local process (an SSH engine's ssh client, as its start waits for the
+engine's pid) still runs: one reaped between two looks at it has ended, it is no error."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-from pxpool.engines._ssh_launcher import ssh_exited
+from pxpool._core.processes import running
 
 
 class SeenRunningOnce(psutil.Process):
@@ -26,13 +26,13 @@ def test_a_running_client_has_not_exited_and_a_reaped_one_has() -> None:
     process = psutil.Process(child.pid)
     late = SeenRunningOnce(child.pid)
     try:
-        assert not ssh_exited(process)  # the positive control: alive, not a zombie
+        assert running(process)  # the positive control: alive, not a zombie
     finally:
         assert child.stdin is not None
         child.stdin.close()
         child.wait(timeout=30)  # exited and reaped
-    assert ssh_exited(process)
-    assert ssh_exited(late)  # its status is gone with it: psutil's NoSuchProcess
+    assert not running(process)
+    assert not running(late)  # its status is gone with it: psutil's NoSuchProcess
 
 
 def test_a_zombie_client_has_exited() -> None:
@@ -44,6 +44,6 @@ def test_a_zombie_client_has_exited() -> None:
             assert time.monotonic() < deadline, "the child did not exit within 30 s"
             time.sleep(0.01)
         assert process.is_running()  # psutil still sees a zombie as running
-        assert ssh_exited(process)
+        assert not running(process)
     finally:
         child.wait(timeout=30)
