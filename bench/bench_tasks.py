@@ -21,7 +21,9 @@ Measures
 - 2,000 tasks of ``time.sleep(0.002)`` through ``pool.executor().map`` against the
   ideal 2,000 x 2 ms / 2 engines (loky and ProcessPoolExecutor for reference).
 - joblib: ``Parallel(n_jobs=2)`` of 5,000 tiny calls, backend ``"pxpool"`` against
-  ``"loky"``.
+  ``"loky"``; and 200 small scikit-learn fits (``GridSearchCV`` of a logistic regression,
+  40 values of ``C`` x 5 folds of 500 rows, ``n_jobs=2``) on each backend, when
+  scikit-learn is installed (the ``bench`` and ``test`` extras have it).
 """
 
 from __future__ import annotations
@@ -221,11 +223,54 @@ def measure_joblib(fw: Frameworks, rounds: int) -> dict[str, list[float]]:
     return times
 
 
+def sklearn_search() -> Callable[[str], Any] | None:
+    """200 small fits on a joblib backend, or None without scikit-learn."""
+    try:
+        from sklearn.datasets import make_classification
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import GridSearchCV
+    except ImportError:
+        return None
+    import joblib
+    import numpy as np
+
+    features, labels = make_classification(n_samples=500, n_features=20, random_state=0)
+    grid = {"C": np.logspace(-3, 3, 40)}
+
+    def search(backend: str) -> Any:
+        with joblib.parallel_config(backend=backend):
+            model = LogisticRegression(max_iter=500)
+            found = GridSearchCV(model, grid, cv=5, n_jobs=WORKERS).fit(features, labels)
+        return found.cv_results_["mean_test_score"]
+
+    return search
+
+
+def measure_sklearn(rounds: int) -> dict[str, list[float]]:
+    search = sklearn_search()
+    if search is None:
+        return {}
+    import numpy as np
+
+    expected = search("loky")
+    assert np.allclose(search("pxpool"), expected)  # and the engines have imported it
+    times: dict[str, list[float]] = {"pxpool": [], "loky": [], "ratio": []}
+    for _ in range(rounds):
+        for backend in ("pxpool", "loky"):
+            began = time.perf_counter()
+            scores = search(backend)
+            times[backend].append(time.perf_counter() - began)
+            assert np.allclose(scores, expected)
+        times["ratio"].append(times["loky"][-1] / times["pxpool"][-1])
+    return times
+
+
 def report(
     rt: dict[str, list[float]],
     rates: dict[str, Any],
     naps: dict[str, list[float]],
     jl: dict[str, list[float]],
+    fits: dict[str, list[float]],
 ) -> None:
     ms = 1000.0
     print("\nround trip of a no-op (all rounds' samples)")
@@ -268,6 +313,15 @@ def report(
     print(
         f"  pxpool speed / loky speed, median of rounds: {statistics.median(jl['ratio']):.2f}x  (target >= 1.0x)"
     )
+    print("\nscikit-learn GridSearchCV(n_jobs=2), 200 small fits")
+    if not fits:
+        print("  scikit-learn is not installed: pip install scikit-learn")
+        return
+    for backend in ("pxpool", "loky"):
+        print(f"  backend {backend!r:10s} {statistics.median(fits[backend]):7.3f} s")
+    print(
+        f"  pxpool speed / loky speed, median of rounds: {statistics.median(fits['ratio']):.2f}x  (target >= 0.9x)"
+    )
 
 
 def main() -> None:
@@ -281,9 +335,10 @@ def main() -> None:
         rates = measure_rates(fw, rounds, 20_000, 1_000 if cfg.quick else 2_000)
         naps = measure_sleep_map(fw, 2 if cfg.quick else 3)
         jl = measure_joblib(fw, rounds)
+        fits = measure_sklearn(rounds)
     finally:
         fw.close()
-    report(rt, rates, naps, jl)
+    report(rt, rates, naps, jl, fits)
 
 
 if __name__ == "__main__":

@@ -517,6 +517,46 @@ def test_joblib_backend_runs_main_functions_also_as_a_generator(pool: pxpool.Poo
         joblib_hook.register()  # back to the current pool
 
 
+def scored_where(estimator: Any, features: Any, labels: Any) -> float:
+    """A scikit-learn scorer whose score is the pid of the process that scored."""
+    import os
+
+    return float(os.getpid())
+
+
+def test_scikit_learn_n_jobs_fits_on_the_engines_with_the_results_of_a_serial_search(
+    pool: pxpool.Pool,
+) -> None:
+    import joblib
+    import numpy as np
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+
+    features, labels = make_classification(n_samples=200, n_features=8, random_state=0)
+    grid, folds = {"C": [0.01, 0.1, 1.0, 10.0]}, 3
+
+    def search(n_jobs: int, **options: Any) -> Any:
+        model = LogisticRegression(max_iter=300)
+        return GridSearchCV(model, grid, cv=folds, n_jobs=n_jobs, **options).fit(features, labels)
+
+    def scored_in(found: Any) -> set[int]:
+        scores = [found.cv_results_[f"split{k}_test_score"] for k in range(folds)]
+        return {int(score) for fold in scores for score in fold}
+
+    serial = search(1)
+    assert scored_in(search(1, scoring=scored_where, refit=False)) == {os.getpid()}  # control
+    with joblib.parallel_config(backend="pxpool"):
+        parallel = search(2)
+        where = scored_in(search(2, scoring=scored_where, refit=False))
+    assert np.allclose(
+        parallel.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"]
+    )
+    assert parallel.best_params_ == serial.best_params_
+    engines = {pool.client[i].apply_sync(engine_pid) for i in pool.ids}
+    assert where and where <= engines, (where, engines)
+
+
 # ---------------------------------------------------------------- the signed socket
 
 
