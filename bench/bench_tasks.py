@@ -208,19 +208,30 @@ def measure_sleep_map(fw: Frameworks, rounds: int) -> dict[str, list[float]]:
     return times
 
 
-def measure_joblib(fw: Frameworks, rounds: int) -> dict[str, list[float]]:
-    import joblib
+def on_each_backend(run: Callable[[str], Any], rounds: int) -> dict[str, list[float]]:
+    """``run(backend)`` timed on joblib's "pxpool" and "loky" backends in turn, every
+    result checked against loky's; with the per-round ratios loky time / pxpool time.
+    The first call on each backend is not timed (imports on the workers)."""
+    import numpy as np
 
+    expected = run("loky")
+    assert np.allclose(run("pxpool"), expected)
     times: dict[str, list[float]] = {"pxpool": [], "loky": [], "ratio": []}
     for _ in range(rounds):
         for backend in ("pxpool", "loky"):
             began = time.perf_counter()
-            with joblib.parallel_config(backend=backend):
-                out = joblib.Parallel(n_jobs=WORKERS)(joblib.delayed(tiny)(i) for i in range(5000))
+            out = run(backend)
             times[backend].append(time.perf_counter() - began)
-            assert out == [tiny(i) for i in range(5000)]
+            assert np.allclose(out, expected)
         times["ratio"].append(times["loky"][-1] / times["pxpool"][-1])
     return times
+
+
+def tiny_calls(backend: str) -> list[int]:
+    import joblib
+
+    with joblib.parallel_config(backend=backend):
+        return joblib.Parallel(n_jobs=WORKERS)(joblib.delayed(tiny)(i) for i in range(5000))  # type: ignore[no-any-return]
 
 
 def sklearn_search() -> Callable[[str], Any] | None:
@@ -244,25 +255,6 @@ def sklearn_search() -> Callable[[str], Any] | None:
         return found.cv_results_["mean_test_score"]
 
     return search
-
-
-def measure_sklearn(rounds: int) -> dict[str, list[float]]:
-    search = sklearn_search()
-    if search is None:
-        return {}
-    import numpy as np
-
-    expected = search("loky")
-    assert np.allclose(search("pxpool"), expected)  # and the engines have imported it
-    times: dict[str, list[float]] = {"pxpool": [], "loky": [], "ratio": []}
-    for _ in range(rounds):
-        for backend in ("pxpool", "loky"):
-            began = time.perf_counter()
-            scores = search(backend)
-            times[backend].append(time.perf_counter() - began)
-            assert np.allclose(scores, expected)
-        times["ratio"].append(times["loky"][-1] / times["pxpool"][-1])
-    return times
 
 
 def report(
@@ -334,8 +326,9 @@ def main() -> None:
         rt = measure_round_trips(fw, rounds, 100 if cfg.quick else 300)
         rates = measure_rates(fw, rounds, 20_000, 1_000 if cfg.quick else 2_000)
         naps = measure_sleep_map(fw, 2 if cfg.quick else 3)
-        jl = measure_joblib(fw, rounds)
-        fits = measure_sklearn(rounds)
+        jl = on_each_backend(tiny_calls, rounds)
+        search = sklearn_search()
+        fits = on_each_backend(search, rounds) if search is not None else {}
     finally:
         fw.close()
     report(rt, rates, naps, jl, fits)
