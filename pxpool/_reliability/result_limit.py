@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["limit_results", "human_size"]
+__all__ = ["check_size", "limit_results", "human_size"]
 
 _limit: tuple[int, str] | None = None  # on an engine: (bytes, how the profile says it)
 
@@ -42,22 +42,29 @@ def _engine_id() -> Any:
 def _checked(serialize: Any) -> Any:
     def serialize_object(obj: Any, *args: Any, **kwargs: Any) -> Any:
         buffers = serialize(obj, *args, **kwargs)
-        if _limit is not None:
-            size = sum(memoryview(b).nbytes for b in buffers)
-            limit, described = _limit
-            if size > limit:
-                raise ResultTooLargeOnEngine(
-                    f"The result of a task on engine {_engine_id()} is {human_size(size)} "
-                    f"({size} bytes) serialised, larger than the limit of {human_size(limit)} "
-                    f"({limit} bytes) set by {described}; it was not sent and the engine "
-                    "keeps running. Return less (reduce it on the engine, or write it to a "
-                    "shared file and return the path), or raise max_result_size in the "
-                    'profile ("0": no limit).'
-                )
+        check_size(buffers)
         return buffers
 
     serialize_object.__wrapped__ = serialize  # type: ignore[attr-defined]
     return serialize_object
+
+
+def check_size(buffers: list[Any]) -> None:
+    """On an engine: raise ``ResultTooLarge`` when a serialised result is over the limit
+    (also for results serialised without ``serialize_object``: the task lane's plain ones)."""
+    if _limit is None:
+        return
+    size = sum(memoryview(b).nbytes for b in buffers)
+    limit, described = _limit
+    if size > limit:
+        raise ResultTooLargeOnEngine(
+            f"The result of a task on engine {_engine_id()} is {human_size(size)} "
+            f"({size} bytes) serialised, larger than the limit of {human_size(limit)} "
+            f"({limit} bytes) set by {described}; it was not sent and the engine "
+            "keeps running. Return less (reduce it on the engine, or write it to a "
+            "shared file and return the path), or raise max_result_size in the "
+            'profile ("0": no limit).'
+        )
 
 
 class ResultTooLargeOnEngine(Exception):

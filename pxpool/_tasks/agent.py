@@ -14,7 +14,8 @@ Each task runs the way ipyparallel's ``do_apply`` runs one: SIGINT interrupts it
 kernel's handler hooks arrange), ``init_metadata``/``finish_metadata`` (health counts
 it), a failure through ``shell.showtraceback`` (``sys.last_traceback`` is set, so the
 debugger's post-mortem works), the result through ``serialize_object`` of ipyparallel's
-engine kernel module (so ``max_result_size`` applies). What a task prints goes
+engine kernel module (so ``max_result_size`` applies), or pickled at once when it is
+plain values (:mod:`pxpool._tasks.plain`; the same limit applies). What a task prints goes
 back with its reply and is shown in the client with its result
 (:mod:`pxpool._tasks.printed`); on the engine it is also published without a parent
 request, which the pool's client and controller skip (no record grows with it), and
@@ -45,6 +46,7 @@ from .._entry.net import local_address
 from . import wire
 from .names import load_function
 from .outbox import SHORT, Outbox
+from .plain import plain_frames
 from .printed import Catching
 
 log = logging.getLogger("pxpool.tasks")
@@ -53,6 +55,7 @@ TURN = 0.01  # seconds of back-to-back tasks before shell requests get the loop
 _LANE: Lane | None = None
 RUNNER_MODULES = {"pxpool._data.agent"}  # the modules a task may name a runner of
 LIMITS_MODULE = "pxpool._reliability.limits"  # names the memory limit a MemoryError hit
+RESULT_LIMIT_MODULE = "pxpool._reliability.result_limit"  # loaded where max_result_size is set
 
 
 @dataclass
@@ -200,7 +203,7 @@ class Lane:
         """Send a reply. While the next task waits, a short task's waits for the next
         task's, and that of a task that mostly waited (``cpu`` seconds of its ``took``)
         leaves from the outbox's thread while the next one runs (:mod:`.outbox`)."""
-        result = status in (wire.OK, wire.ERROR) and bool(self.pending)
+        result = status in (wire.OK, wire.PLAIN, wire.ERROR) and bool(self.pending)
         hold = result and took < SHORT
         hand_off = result and not hold and cpu < took / 2
         entry = [x, status, len(parts or ()), round(took, 6)]
@@ -274,6 +277,7 @@ class Lane:
         parent = {"header": {"msg_id": f"lane-{job.client[:8]}-{job.task}"}, "metadata": {}}
         metadata = kernel.init_metadata(parent)
         reply: dict[str, Any] = {"status": "ok"}
+        status = wire.OK
         began, cpu_began = time.perf_counter(), time.thread_time()
         saved = None
         with Catching() as caught:  # what it prints goes back with its reply
@@ -281,18 +285,20 @@ class Lane:
                 # as the kernel's pre_handler_hook: SIGINT interrupts the task (a timeout's
                 # stop); the raw call, as the hook's enum conversions cost a task's run time
                 saved = _signal.signal(_signal.SIGINT, _signal.default_int_handler)
-                frames = self._call(job)
+                status, frames = self._call(job)
             except BaseException as exc:  # as ipyparallel's do_apply: whatever it raised
                 reply, frames = self._failure(exc)
+                status = wire.ERROR
             finally:
                 if saved is not None:
                     _signal.signal(_signal.SIGINT, saved)  # the kernel's post_handler_hook
         took, cpu = time.perf_counter() - began, time.thread_time() - cpu_began
         kernel.finish_metadata(parent, metadata, reply)
         self.ran += 1
-        self._reply(job.ident, job.x, reply["status"], frames, took, caught.printed(), cpu)
+        self._reply(job.ident, job.x, status, frames, took, caught.printed(), cpu)
 
-    def _call(self, job: Job) -> list[Any]:
+    def _call(self, job: Job) -> tuple[str, list[Any]]:
+        """Run the task; its reply's status (``ok`` or ``plain``) and parts."""
         namespace = self.shell.user_ns
         parts = job.parts
         f = load_function(parts[0], namespace)
@@ -302,13 +308,18 @@ class Lane:
         kwargs = deserialize(parts[args_end:], namespace)[0] if job.nk else {}
         result = _runner(job.runner)(f, *args, **kwargs) if job.runner else f(*args, **kwargs)
         session = self.kernel.session
+        plain = plain_frames(result, session.item_threshold)
+        if plain is not None:
+            if (limit := sys.modules.get(RESULT_LIMIT_MODULE)) is not None:
+                limit.check_size(plain)  # max_result_size, as serialize_object checks it
+            return wire.PLAIN, plain
         serialize = _ipp("ipyparallel.engine.kernel").serialize_object  # with the size limit
         frames: list[Any] = serialize(
             result,
             buffer_threshold=session.buffer_threshold,
             item_threshold=session.item_threshold,
         )
-        return frames
+        return wire.OK, frames
 
     def _failure(self, exc: BaseException) -> tuple[dict[str, Any], list[Any]]:
         """The error reply, after the shell showed the traceback (it keeps it in

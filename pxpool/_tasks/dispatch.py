@@ -27,7 +27,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zmq
-from ipyparallel.serialize import deserialize_object
 
 from .._core.state import PoolState
 from .._core.waiting import EngineWait
@@ -35,7 +34,7 @@ from ..errors import NoEnginesError, PoolStateError
 from . import wire
 from .board import Agent, Board, Link, Task
 from .death_reports import DeathReports
-from .payload import complete
+from .payload import complete, decode_result
 from .support import Activity, Ended, record_settled, stopped_error, task_error
 
 if TYPE_CHECKING:
@@ -325,9 +324,9 @@ class Dispatcher:
         if task.stopping:
             task.ended.set()  # its stop settles it
             return
-        if status == wire.OK:
+        if status in (wire.OK, wire.PLAIN):
             try:
-                value = deserialize_object(payload)[0]
+                value = decode_result(status, payload)
             except Exception as exc:  # e.g. a class the client cannot import
                 self._settle(task, error=exc)
                 return

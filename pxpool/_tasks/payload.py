@@ -14,13 +14,15 @@ is sent travel as changed (as with ``ProcessPoolExecutor``).
 
 from __future__ import annotations
 
+import pickle
 from typing import TYPE_CHECKING, Any
 
-from ipyparallel.serialize import serialize_object
+from ipyparallel.serialize import deserialize_object, serialize_object
 
 from .._core.client import SEND_ERRORS, pickle_error
 from .._core.names import function_name
 from ..errors import UnpicklableArgumentError, UnpicklableFunctionError
+from . import wire
 from .pickling import dumps_function
 
 if TYPE_CHECKING:
@@ -76,3 +78,11 @@ def complete(task: Task) -> BaseException | None:
     task.payload = [*task.payload, *frames]  # a new list: the head is shared
     task.later = None
     return None
+
+
+def decode_result(status: str, parts: list[Any]) -> Any:
+    """A task's result as its engine sent it: plain values pickled (status ``plain``,
+    :mod:`pxpool._tasks.plain`) or ``serialize_object`` frames (``ok``)."""
+    if status == wire.PLAIN:
+        return pickle.loads(parts[0])
+    return deserialize_object(parts)[0]

@@ -24,7 +24,8 @@ Client to engine (a DEALER per engine to the engine's ROUTER):
 client: an engine refuses a number it has seen, so a recorded message cannot be replayed.
 
 Engine to client: ``{"e": engine, "r": [[x, status, parts, seconds], ...]}`` where status
-is ``ok`` (parts: the result's ``serialize_object`` frames), ``error`` (one JSON part:
+is ``ok`` (parts: the result's ``serialize_object`` frames), ``plain`` (one part: the
+result pickled, plain values that need no canning: :mod:`pxpool._tasks.plain`), ``error`` (one JSON part:
 ``ename``, ``evalue``, ``traceback``), ``started`` or ``cancelled`` (no parts); seconds is
 how long the task ran; the parts of each entry follow those of the one before (tiny
 tasks' replies travel together: :mod:`pxpool._tasks.outbox`). A task that printed adds
@@ -47,7 +48,8 @@ from typing import Any
 from .._entry.signing import FrameSigner
 
 RUN, CANCEL = "run", "cancel"
-OK, ERROR, STARTED, CANCELLED = "ok", "error", "started", "cancelled"
+OK, PLAIN, ERROR = "ok", "plain", "error"
+STARTED, CANCELLED = "started", "cancelled"
 SIG = 64  # bytes of a hex SHA-256 signature
 LARGE = 64 * 1024  # bytes: a part this large travels in a frame of its own
 MAX_HEADER = 1 << 20  # bytes; a longer header is refused before it is parsed

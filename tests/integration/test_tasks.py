@@ -112,6 +112,23 @@ def test_ten_thousand_submits_come_back_in_order_and_correct(pool: pxpool.Pool) 
     assert all(isinstance(f, pxpool.TaskFuture) for f in futures)
 
 
+def identity(value: Any) -> Any:
+    return value
+
+
+def test_results_come_back_as_returned_plain_or_canned(pool: pxpool.Pool) -> None:
+    import numpy as np
+
+    plain = [None, 3, 2.5, "é", (1, "a"), [1, 2.0, None, True], list(range(63))]
+    canned = [[1, [2]], {"k": (1, 2)}, b"bytes", (1, np.int64(2)), list(range(64))]
+    for value in plain + canned:
+        back = pool.submit(identity, value).result(RESULT_WAIT)
+        assert back == value and type(back) is type(value), value
+    array = pool.submit(identity, np.arange(5)).result(RESULT_WAIT)
+    assert isinstance(array, np.ndarray) and array.tolist() == [0, 1, 2, 3, 4]
+    assert pool.submit(lambda: lambda x: x + 1).result(RESULT_WAIT)(1) == 2  # a function
+
+
 def test_futures_work_with_as_completed_wait_callbacks_and_await(pool: pxpool.Pool) -> None:
     futures = [pool.submit(square, i) for i in range(20)]
     seen: list[int] = []
@@ -185,10 +202,20 @@ def test_bad_arguments_fail_where_they_are_given(pool: pxpool.Pool) -> None:
         pool.submit(square, threading.Lock())
 
 
+def repeat(text: str, times: int, items: int) -> Any:
+    """A string ``text * times``, or a list of ``items`` distinct strings that long."""
+    return text * times if items == 0 else [f"{i}{text * times}" for i in range(items)]
+
+
 def test_a_result_over_the_limit_is_refused_on_the_engine(pool: pxpool.Pool) -> None:
     with pytest.raises(pxpool.ResultTooLarge, match="larger than the limit"):
         pool.submit(bytes, 2_000_000).result(RESULT_WAIT)
     assert pool.submit(bytes, 10).result(RESULT_WAIT) == bytes(10)
+    # plain values skip ipyparallel's canning (pxpool._tasks.plain): the limit holds there
+    for times, items in ((2_000_000, 0), (600_000, 3)):  # 2 MB, 1.8 MB: over the 1M limit
+        with pytest.raises(pxpool.ResultTooLarge, match="larger than the limit"):
+            pool.submit(repeat, "x", times, items).result(RESULT_WAIT)
+        assert pool.submit(repeat, "x", 10, items).result(RESULT_WAIT) == repeat("x", 10, items)
 
 
 # ---------------------------------------------------------------- names
@@ -597,18 +624,18 @@ def test_unsigned_and_wrongly_signed_messages_run_nothing(
         # barrier: a correctly signed task sent after them has run and answered
         barrier = tmp_path / "barrier"
         sock.send_multipart(_run_message(right, "tester", 1, touch, str(barrier)))
-        assert _reply(sock, right)["r"][0][1] == wire.OK
+        assert _reply(sock, right)["r"][0][1] == wire.PLAIN  # ran: touch returns a str
         assert barrier.exists() and not forged.exists()
         # positive control: the same message, signed with the pool's key, runs
         signed = _run_message(right, "tester", 2, touch, str(forged))
         sock.send_multipart(signed)
-        assert _reply(sock, right)["r"][0][1] == wire.OK
+        assert _reply(sock, right)["r"][0][1] == wire.PLAIN  # ran: touch returns a str
         assert forged.exists()
         # and replaying it (a recorded message) runs nothing
         forged.unlink()
         sock.send_multipart(signed)
         sock.send_multipart(_run_message(right, "tester", 3, touch, str(barrier)))
-        assert _reply(sock, right)["r"][0][1] == wire.OK
+        assert _reply(sock, right)["r"][0][1] == wire.PLAIN  # ran: touch returns a str
         assert not forged.exists()
     finally:
         sock.close(linger=0)
@@ -683,7 +710,7 @@ def test_a_finished_reply_is_not_held_behind_a_long_task(pool: pxpool.Pool, tmp_
     sock = _lane_socket(pool, 0)
     try:
         sock.send_multipart(_run_message(signer, "holder", 1, square, 3))  # warm: cached
-        assert _reply(sock, signer)["r"][0][1] == wire.OK
+        assert _reply(sock, signer)["r"][0][1] == wire.PLAIN
         for attempt in range(2, 7):  # a busy machine may make the tiny task not tiny
             held = pool.client[0].apply_sync(lane_agent.counts)["held"]
             barrier = tmp_path / f"open-{attempt}"
@@ -697,7 +724,7 @@ def test_a_finished_reply_is_not_held_behind_a_long_task(pool: pxpool.Pool, tmp_
             assert not barrier.exists()
             barrier.touch()
             second = _reply(sock, signer)
-            assert [entry[:2] for entry in second["r"]] == [[2, wire.OK]]
+            assert [entry[:2] for entry in second["r"]] == [[2, wire.PLAIN]]
             if pool.client[0].apply_sync(lane_agent.counts)["held"] > held:
                 return  # the short reply was held, and came while the long task ran
         pytest.fail("the tiny task's reply was never held: the case was not exercised")
@@ -750,7 +777,7 @@ def test_an_encrypted_pool_encrypts_the_lane(tmp_path: Path) -> None:
             assert _handshake(curved, monitors[1]) == zmq.EVENT_HANDSHAKE_SUCCEEDED
             assert not forged.exists()
             curved.send_multipart(_run_message(right, "tester", 1, touch, str(forged)))
-            assert _reply(curved, right)["r"][0][1] == wire.OK
+            assert _reply(curved, right)["r"][0][1] == wire.PLAIN
             assert forged.exists()
         finally:
             for sock in (plain, curved):
