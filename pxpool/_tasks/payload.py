@@ -24,6 +24,7 @@ from .._core.names import function_name
 from ..errors import UnpicklableArgumentError, UnpicklableFunctionError
 from . import wire
 from .pickling import dumps_function
+from .plain import ITEMS, plain_frames
 
 if TYPE_CHECKING:
     from .board import Task
@@ -42,9 +43,11 @@ def encode_arguments(
     name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[list[Any], int, int]:
     """The frames of the arguments and keyword arguments of a call of ``name``, and
-    how many of each; an argument that cannot be pickled is named in the error."""
+    how many of each; an argument that cannot be pickled is named in the error.
+    Plain arguments are pickled without canning (:mod:`.plain`): the engine's
+    ``deserialize_object`` reads them as it reads canned ones."""
     try:
-        arg_frames = serialize_object(args) if args else []
+        arg_frames = (plain_frames(args, ITEMS) or serialize_object(args)) if args else []
         kw_frames = serialize_object(kwargs) if kwargs else []
     except SEND_ERRORS as exc:
         for what, value in [(f"argument {i}", a) for i, a in enumerate(args, 1)] + [

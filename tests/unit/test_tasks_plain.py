@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 from ipyparallel.serialize import deserialize_object, serialize_object
 
-from pxpool._tasks.plain import plain_frames
-
-ITEMS = 64  # jupyter_client's default item_threshold, which engines use
+from pxpool._tasks.plain import ITEMS, plain_frames
 
 Pair = collections.namedtuple("Pair", "a b")
 
@@ -48,7 +46,7 @@ NOT_PLAIN: list[Any] = [
 
 @pytest.mark.parametrize("value", PLAIN, ids=repr)
 def test_a_plain_value_pickles_as_serialize_object_does_and_reads_back_equal(value: Any) -> None:
-    frames = plain_frames(value, ITEMS)
+    frames = plain_frames(value, ITEMS)  # ITEMS: serialize_object's default, as engines use
     assert frames is not None
     assert frames == serialize_object(value, item_threshold=ITEMS)
     back = deserialize_object(frames)[0]
