@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from .._entry.heap import keep_arenas_of
+
 __all__ = [
     "GROUP_ROWS",
     "Layout",
@@ -202,6 +204,7 @@ def _decode_text(arrays: tuple[Any, ...], meta: Any, mapped: Mapped, first: int,
     # fromiter fills the object array ~2-3x faster than slicing the list and assigning it
     strings = itertools.islice(text.split(separator), skip, skip + stop - first)
     values = np.fromiter(strings, dtype=object, count=stop - first)
+    keep_arenas_of(values)  # the next chunk's strings fill the same arenas (see heap)
     if dtype is None:
         return values
     import pandas as pd
