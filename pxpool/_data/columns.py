@@ -175,16 +175,21 @@ Mapped = Callable[[Any], np.ndarray]  # a descriptor -> the segment's read-only 
 
 def prepare(layout: Layout, mapped: Mapped, first: int, stop: int) -> Layout:
     """A layout ready for :func:`rows` of the chunk ``first:stop``: text and pickled
-    columns decoded once for the chunk (``decoded``), categories unpickled once."""
+    columns decoded once for the chunk (``decoded``), categories unpickled once.
+    A decoded column's objects are the many small ones whose allocator arenas the engine
+    keeps for the next chunk (:func:`pxpool._entry.heap.keep_arenas_of`)."""
     kind, arrays, meta = layout
     if kind == "cat":
         dtype = pickle.loads(mapped(arrays[1]).tobytes())
         return ("cat", arrays[:1], dtype)
     if kind == "text":
-        return ("decoded", (_decode_text(arrays, meta, mapped, first, stop),), first)
-    if kind == "pickled":
-        return ("decoded", (_unpickle(arrays, mapped, first, stop),), first)
-    return layout
+        decoded = _decode_text(arrays, meta, mapped, first, stop)
+    elif kind == "pickled":
+        decoded = _unpickle(arrays, mapped, first, stop)
+    else:
+        return layout
+    keep_arenas_of(decoded)
+    return ("decoded", (decoded,), first)
 
 
 def _groups(offsets: np.ndarray, first: int, stop: int) -> tuple[int, int, int, int]:
@@ -204,7 +209,6 @@ def _decode_text(arrays: tuple[Any, ...], meta: Any, mapped: Mapped, first: int,
     # fromiter fills the object array ~2-3x faster than slicing the list and assigning it
     strings = itertools.islice(text.split(separator), skip, skip + stop - first)
     values = np.fromiter(strings, dtype=object, count=stop - first)
-    keep_arenas_of(values)  # the next chunk's strings fill the same arenas (see heap)
     if dtype is None:
         return values
     import pandas as pd
