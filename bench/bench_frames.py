@@ -16,6 +16,8 @@ and the table shows medians):
   Target: pxpool within 5x of one process.
 - cheap, results over the network: the same with pxpool's result slots turned off, to
   see what results through shared memory bring.
+- cheap, inputs copied to shared memory: the same with the engines' direct reads of the
+  client's columns turned off (``pxpool._data.direct``), to see what they bring.
 
 multiprocessing and loky get the frame cut into 2 partitions per worker.
 """
@@ -73,7 +75,7 @@ def main() -> None:
     from loky import get_reusable_executor
 
     import pxpool
-    from pxpool._data import shared_parts
+    from pxpool._data import mapper, shared_parts
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -95,7 +97,7 @@ def main() -> None:
             pool.map(per_row, strings), pool.map(cheap, numbers)
             mp.map(cheap, n_parts), list(loky.map(cheap, n_parts))
         taken = dict(shared_parts.TAKEN)
-        no_slots = shared_parts.SharedInputs.reply_slot
+        no_slots, readers = shared_parts.SharedInputs.reply_slot, mapper.readers
         for number in range(cfg.rounds):
             print(f"  round {number + 1}/{cfg.rounds}", file=sys.stderr, flush=True)
             run("strings: one process", lambda: per_row(strings))
@@ -111,6 +113,11 @@ def main() -> None:
                 run("cheap: pxpool, results by network", lambda: pool.map(cheap, numbers), 5)
             finally:
                 shared_parts.SharedInputs.reply_slot = no_slots  # type: ignore[method-assign]
+            mapper.readers = lambda pool, ids: set()
+            try:
+                run("cheap: pxpool, inputs copied to shm", lambda: pool.map(cheap, numbers), 5)
+            finally:
+                mapper.readers = readers
         loky.shutdown(wait=True)
     report(times, taken, cfg)
 
@@ -119,7 +126,7 @@ def report(times: dict[str, list[float]], taken: dict[str, int], cfg: argparse.N
     median = {label: statistics.median(values) for label, values in times.items()}
     print(f"\n{cfg.rounds} alternating rounds, {cfg.workers} workers, medians:")
     for label, value in median.items():
-        print(f"  {label:40s} {value * 1e3:9.1f} ms")
+        print(f"  {label:42s} {value * 1e3:9.1f} ms")
     print("\nratios (per round, then the median):")
 
     def ratio(label: str, num: str, den: str, target: str) -> None:
@@ -142,6 +149,12 @@ def report(times: dict[str, list[float]], taken: dict[str, int], cfg: argparse.N
     ratio(
         "cheap: pxpool results by network / through shared memory",
         "cheap: pxpool, results by network",
+        "cheap: pxpool",
+        "-",
+    )
+    ratio(
+        "cheap: pxpool inputs copied to shm / read from the client",
+        "cheap: pxpool, inputs copied to shm",
         "cheap: pxpool",
         "-",
     )

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from . import columns, replies, shm
+from . import columns, direct, replies, shm
 from .blocks import apply_row_blocks, rows_of
 from .budget import spent
 from .shm import HEADER_BYTES, HEADER_SLOTS, Descriptor
@@ -41,6 +41,7 @@ __all__ = [
     "engine_attach",
     "engine_export",
     "engine_host",
+    "engine_reads",
     "engine_shm",
     "failed_index",
     "run_items",
@@ -211,8 +212,8 @@ def run_shared_part(
     mapped = _segments(layouts)
     try:
 
-        def view(descriptor: Descriptor) -> np.ndarray:
-            return mapped[descriptor[1][0]]
+        def view(descriptor: Descriptor) -> Any:
+            return mapped[_key(descriptor)]
 
         ready = [
             columns.each_column(lay, lambda c: columns.prepare(c, view, first, stop))
@@ -228,18 +229,27 @@ def run_shared_part(
         drop_gone()  # a failed map's retired slots, once its last chunk is over
 
 
-def _segments(layouts: Sequence[tuple[Any, ...]]) -> dict[str, np.ndarray]:
-    """Every segment the layouts name, mapped once (read-only) for the whole chunk."""
+def _segments(layouts: Sequence[tuple[Any, ...]]) -> dict[Any, Any]:
+    """Every segment the layouts name, mapped once (read-only) for the whole chunk, and
+    every array the engine reads from the client (:class:`pxpool._data.direct.Remote`)."""
     descriptors: list[Descriptor] = []
     for layout in layouts:
         columns.each_column(layout, lambda c: descriptors.extend(columns.descriptors(c)))
-    return {d[1][0]: _attach(d) for d in descriptors}
+    return {_key(d): _attach(d) for d in descriptors}
 
 
-def _attach(descriptor: Descriptor) -> np.ndarray:
+def _key(descriptor: Descriptor) -> Any:
+    """A segment by its name; an array of the client by all of it (address, shape, dtype)."""
+    kind, details = descriptor
+    return details if kind == "direct" else details[0]
+
+
+def _attach(descriptor: Descriptor) -> Any:
     kind, details = descriptor
     if kind == "arena":
         return engine_view(details)  # stays mapped on the engine for the next map
+    if kind == "direct":
+        return direct.Remote(details)
     return shm.attach(details, writable=False)
 
 
@@ -249,6 +259,11 @@ def _attach(descriptor: Descriptor) -> np.ndarray:
 def engine_host() -> str:
     """The host this engine runs on (its name, for people)."""
     return _HOST
+
+
+def engine_reads(pid: int, address: int, token: bytes) -> bool:
+    """Whether this engine reads the client's memory (:func:`pxpool._data.direct.reads`)."""
+    return direct.reads(pid, address, token)
 
 
 def engine_shm() -> str:

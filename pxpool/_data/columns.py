@@ -170,7 +170,7 @@ def descriptors(layout: Layout) -> Iterator[Any]:
     yield from layout[1]
 
 
-Mapped = Callable[[Any], np.ndarray]  # a descriptor -> the segment's read-only array
+Mapped = Callable[[Any], Any]  # a descriptor -> its read-only array, or a direct.Remote
 
 
 def prepare(layout: Layout, mapped: Mapped, first: int, stop: int) -> Layout:
@@ -243,7 +243,11 @@ def rows(layout: Layout, mapped: Mapped, start: int, stop: int) -> Any:
         return arrays[0][start - meta : stop - meta]
 
     def copy(descriptor: Any) -> np.ndarray:
-        return np.array(mapped(descriptor)[start:stop], copy=True)
+        source = mapped(descriptor)
+        if isinstance(source, np.ndarray):  # a segment: copy the rows out
+            return np.array(source[start:stop], copy=True)
+        part: np.ndarray = source[start:stop]  # read from the client (pxpool._data.direct)
+        return part
 
     if kind == "plain":
         return copy(arrays[0])

@@ -42,7 +42,7 @@ from .failures import (
     unpicklable_item,
 )
 from .options import MapOptions
-from .placement import local_engines
+from .placement import local_engines, readers
 from .progress import Progress
 from .shared_parts import SharedInputs
 from .source import Chunk, Source
@@ -136,9 +136,10 @@ def plan_source(
     if source.partitions and chunksize == "auto":
         source.block = block_rows((values, *more))
     if source.partitions and shared_parts.eligible(source.kind, (values, *more)):
-        if local_engines(pool, list(client.ids)) == set(client.ids):
-            prefix = shm.pool_prefix(pool.name)
-            source.shared = SharedInputs((values, *more), prefix, list(client.ids))
+        ids = list(client.ids)
+        if local_engines(pool, ids) == set(ids):
+            prefix, direct = shm.pool_prefix(pool.name), readers(pool, ids) == set(ids)
+            source.shared = SharedInputs((values, *more), prefix, ids, direct)
     return source
 
 

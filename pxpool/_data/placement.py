@@ -6,21 +6,25 @@ client's own. A host name would not do: hosts with a ``/dev/shm`` of their own (
 container, a network namespace with its own mounts) can carry the client's host name, and
 different machines can share a name. The answer is cached by the engine's uuid, so a
 restarted engine, which registers under a new uuid, is asked again.
+
+Those engines may also read the client's arrays directly (:mod:`pxpool._data.direct`),
+which each of them is asked once as well (:func:`readers`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import agent, shm
+from . import agent, direct, shm
 
 if TYPE_CHECKING:
     from .._core.core import PoolCore
 
-__all__ = ["local_engines"]
+__all__ = ["local_engines", "readers"]
 
 SHM_TIMEOUT = 30.0  # seconds for engines to report their shared memory
 _seen: dict[str, str] = {}  # engine uuid -> the shared memory it sees
+_reads: dict[str, bool] = {}  # engine uuid -> whether it reads this process's memory
 
 
 def local_engines(pool: PoolCore, ids: list[int]) -> set[int]:
@@ -36,3 +40,19 @@ def local_engines(pool: PoolCore, ids: list[int]) -> set[int]:
         for engine_id, seen in zip(missing, replies.get(timeout=SHM_TIMEOUT), strict=True):
             _seen[uuids[engine_id]] = seen
     return {i for i in ids if _seen[uuids[i]] == here}
+
+
+def readers(pool: PoolCore, ids: list[int]) -> set[int]:
+    """The engines among ``ids`` (which share memory with the client) that read the
+    client's memory too (:func:`pxpool._data.direct.reads`)."""
+    if not direct.available():
+        return set()
+    known = pool.engine_uuids()
+    uuids = {i: str(known.get(i)) for i in ids}
+    missing = [i for i in ids if uuids[i] not in _reads]
+    if missing:
+        view = pool.live_client().direct_view(missing)
+        replies = view.apply_async(agent.engine_reads, *direct.marker())
+        for engine_id, ok in zip(missing, replies.get(timeout=SHM_TIMEOUT), strict=True):
+            _reads[uuids[engine_id]] = bool(ok)
+    return {i for i in ids if _reads[uuids[i]]}

@@ -10,7 +10,9 @@ its rows out block by block, so that ``f`` gets ordinary writable data.
 Columns of any dtype qualify, laid out as plain arrays by :mod:`pxpool._data.columns`
 (strings as UTF-8 text, categoricals as codes, nullable dtypes as values and mask,
 anything else pickled in groups of rows); a MultiIndex, and arrays of objects with
-more than one dimension, take the network path. Lifetime: the segments are slots of the pool's arena (:mod:`pxpool._data.arena`),
+more than one dimension, take the network path. Where the engines can read this
+process's memory (:mod:`pxpool._data.direct`), plain columns are not copied at all:
+the engines read their rows from the client's own arrays, held until the map is over. Lifetime: the segments are slots of the pool's arena (:mod:`pxpool._data.arena`),
 free for the next map or push when the map returns, unlinked when it fails or the
 pool stops; fresh segments (when the arena is full) are unlinked when the map ends.
 
@@ -20,7 +22,7 @@ in :func:`pxpool._data.agent.run_shared_part`, which reads the layouts made here
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +30,7 @@ import numpy as np
 
 from . import arena as _arena
 from . import columns, shm
+from . import direct as _direct
 from .blocks import values_nbytes
 
 __all__ = ["TAKEN", "SharedInputs", "eligible"]
@@ -35,6 +38,10 @@ __all__ = ["TAKEN", "SharedInputs", "eligible"]
 # what went through shared memory in this process, counted: the layout kind of each
 # column (pxpool._data.columns) and "replies" read from slots; tests and benches read it
 TAKEN: Counter[str] = Counter()
+
+# arrays of failed maps that engines may still be reading (pxpool._data.direct): a
+# chunk that outlives its map reads what it read before, not freed memory
+_ABANDONED: deque[list[np.ndarray]] = deque(maxlen=8)
 
 Descriptor = shm.Descriptor
 # how an engine finds one input's rows (see SharedInputs._export and agent._rebuild):
@@ -80,8 +87,13 @@ class SharedInputs:
     per MB of page faults. Else into fresh segments.
     """
 
-    def __init__(self, values: Sequence[Any], prefix: str, engine_ids: list[int]) -> None:
+    def __init__(
+        self, values: Sequence[Any], prefix: str, engine_ids: list[int], direct: bool = False
+    ) -> None:
         self.names: list[str] = []
+        # with ``direct``, the engines read plain columns from this process's own arrays
+        # (pxpool._data.direct), held here until the map is over
+        self.held: list[np.ndarray] | None = [] if direct else None
         self.slots: list[_arena.Slot] = []
         self.layouts: list[Layout] = []
         self.kinds: list[str] = []  # each column's layout kind (what tests and benches read)
@@ -107,10 +119,23 @@ class SharedInputs:
         return shared
 
     def _column(self, values: Any) -> columns.Layout:
-        """One column's layout with its arrays copied into segments (descriptors)."""
+        """One column's layout with its arrays copied into segments, or left where they
+        are for the engines to read (descriptors)."""
         kind, arrays, meta = columns.encode(values)
         self.kinds.append(kind)
-        return (kind, tuple(self._array(a) for a in arrays), meta)
+        return (kind, tuple(self._place(kind, i, a) for i, a in enumerate(arrays)), meta)
+
+    def _place(self, kind: str, position: int, array: np.ndarray) -> Descriptor:
+        """Arrays that an engine only copies rows of (:func:`columns.rows`) are read from
+        here when the engines can; the rest (text, pickled groups, categories) are
+        decoded from a segment."""
+        rows_only = kind in ("plain", "tz", "masked") or (kind == "cat" and position == 0)
+        if self.held is None or not rows_only or not array.flags.c_contiguous:
+            return self._array(array)
+        self._bytes += array.nbytes
+        self.held.append(array)
+        TAKEN["direct"] += 1
+        return ("direct", _direct.describe(array))
 
     def _export(self, value: Any) -> Layout:
         if isinstance(value, np.ndarray):
@@ -158,6 +183,10 @@ class SharedInputs:
         for name in self.names:
             shm.unlink(name)
         self.names.clear()
+        if self.held is not None:
+            if not reuse:  # engines may still read them: kept for a few more maps
+                _ABANDONED.append(self.held)
+            self.held = []
         for slot in self.slots:
             if reuse:
                 self._arena.done(slot)

@@ -57,7 +57,8 @@ SegmentDescriptor = tuple[str, tuple[int, ...], np.dtype[Any], Order]
 HEADER_SLOTS = 4096
 HEADER_BYTES = HEADER_SLOTS * 4  # a multiple of the page size
 # what an engine maps: ("arena", (slot, capacity, shape, dtype, order)) or
-# ("shm", (name, shape, dtype, order)), a fresh segment
+# ("shm", (name, shape, dtype, order)), a fresh segment; or what it reads from the
+# client's own memory: ("direct", (pid, address, shape, dtype)) (pxpool._data.direct)
 Descriptor = tuple[str, tuple[Any, ...]]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import pxpool
 from pxpool._data import arena as _arena
-from pxpool._data import shared_parts, shm
+from pxpool._data import direct, placement, shared_parts, shm
 
 pytestmark = pytest.mark.integration
 
@@ -149,3 +149,38 @@ def test_results_read_in_place_are_not_changed_by_the_next_map(pool: pxpool.Pool
     np.testing.assert_array_equal(np.concatenate([d["v"] for d in dicts]), numbers.a * 2)
     arena = _arena.arena_for(shm.pool_prefix(pool.name))
     assert not any(slot.busy for slot in arena.slots)  # held slots went back with the map
+
+
+def test_plain_columns_are_read_by_the_engines_from_the_clients_own_memory(
+    pool: pxpool.Pool,
+) -> None:
+    """Numbers, datetimes, nullable values and masks, and categorical codes are read by
+    the engines from this process (pxpool._data.direct); text still goes through a segment."""
+    df = mixed_frame()[["when", "ints", "cat", "x", "obj"]]
+    before = taken()
+    pd.testing.assert_frame_equal(pool.map(lambda part: part, df), df)
+    assert grew(before, "direct") == 5  # when, x, the codes, and the Int64's values and mask
+    assert grew(before, "text") == 2  # obj and the index
+    grid = np.arange(6 * N, dtype=np.float32).reshape(2 * N, 3)
+    assert (pool.map(lambda rows: rows * 2, grid) == grid * 2).all()
+
+
+def test_engines_that_cannot_read_the_client_get_the_rows_through_shared_memory(
+    pool: pxpool.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token the engines do not find in this process (what an engine in another pid
+    namespace sees) sends the map through segments, with the same result."""
+    marker = direct.marker
+    pid, address, token = marker()
+    monkeypatch.setattr(placement, "_reads", {})  # ask the engines again
+    monkeypatch.setattr(direct, "marker", lambda: (pid, address, bytes(len(token))))
+    df = mixed_frame()[["when", "x"]]
+    before = taken()
+    pd.testing.assert_series_equal(pool.map(lambda p: p.x * 2, df), df.x * 2)
+    assert grew(before, "direct") == 0 and grew(before, "plain") == 2
+    # the control: asked again with the true token, the engines read the same map directly
+    monkeypatch.setattr(placement, "_reads", {})
+    monkeypatch.setattr(direct, "marker", marker)
+    before = taken()
+    pd.testing.assert_series_equal(pool.map(lambda p: p.x * 2, df), df.x * 2)
+    assert grew(before, "direct") == 2
