@@ -286,6 +286,7 @@ class MapRun:
             caller="pool.map",
             runner=f"{runner.__module__}:{runner.__name__}",
             label=self.names.task(chunk),
+            chunk=True,
         )
 
     def _wait(self) -> set[Future[Any]]:

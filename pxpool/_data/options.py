@@ -10,7 +10,8 @@ from typing import Any
 from .._reliability.timeouts import DEFAULT_RETRIES
 
 # the pool's task lane, as pool.map sends a chunk on it:
-# lane(f, args, kwargs, timeout, retries, runner=..., label=...) -> a future of the reply
+# lane(f, args, kwargs, timeout, retries, runner=..., label=..., chunk=True) -> a future of
+# the reply
 ChunkLane = Callable[..., "Future[Any]"]
 
 

@@ -15,6 +15,8 @@ and holds the lane's lock around every call here). The rules:
   the engine drops a task it has not started) and queued first, when another engine
   could run them now. So a short task never waits for a long one while an engine is
   free. If the engine ran one anyway (the cancel came late), the first result wins.
+  A map's chunks are cut alike, so one is taken back only for an idle engine: moved to
+  an engine busy with its siblings, it would wait as long and leave its own engine idle.
 - A task's timeout counts from its ``started`` notice, sent by the engine as it starts.
   A task that stops its engine at once (SIGSTOP, a hang in C) may freeze the notice
   with it: a task first in line on its engine with no notice for ``timeout`` seconds
@@ -62,6 +64,9 @@ class Task:
     ran: float | None = None  # seconds its engine reported it ran (once its reply came)
     name: str = ""  # of its function, in errors and task streams
     later: tuple[Any, ...] | None = None  # arguments still to encode into payload as sent
+    # one of a map's chunks, cut alike: behind a long task it is taken back only for an
+    # idle engine (on a busy one it would wait as long for chunks like itself)
+    chunk: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,13 +201,14 @@ class Board:
             for link in self.links.values()
             if len(link.in_flight) > 1 and now - link.head_since > self.stall
         ]
-        if not stalled or self.free_link(now, batched=False) is None:
+        free = self.free_link(now, batched=False) if stalled else None
+        if free is None:
             return []
         taken: list[tuple[Link, Task]] = []
         for link in stalled:
             waiting = list(link.in_flight.items())[1:]
             for seq, task in waiting:
-                if task.stopping:
+                if task.stopping or (task.chunk and free.in_flight):
                     continue
                 del link.in_flight[seq]
                 self.recalled[seq] = (link.engine_id, task)

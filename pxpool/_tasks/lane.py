@@ -79,15 +79,17 @@ class Lane:
         caller: str = "pool.submit",
         runner: str = "",
         label: str = "",
+        chunk: bool = False,
     ) -> TaskFuture:
         """Queue ``f(*args, **kwargs)`` (with ``runner``: ``runner(f, *args, **kwargs)``
-        on the engine); its future (see :class:`TaskFuture`), named ``label`` in errors."""
+        on the engine); its future (see :class:`TaskFuture`), named ``label`` in errors.
+        ``chunk``: one of a map's chunks, cut alike (see :attr:`Task.chunk`)."""
         self._admit(f, timeout, retries, caller)
         payload, na, nk = encode(f, args, kwargs, caller)
         task_id = next(self._ids)
         label = label or f"{caller}({function_name(f)}) #{task_id}"
         task = Task(task_id, label, payload, na, nk, TaskFuture(label), timeout, retries)
-        task.runner = runner
+        task.runner, task.chunk = runner, chunk
         task.name = function_name(f)
         self.dispatcher().add(task)
         return task.future

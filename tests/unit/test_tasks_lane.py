@@ -129,6 +129,28 @@ def test_tasks_behind_a_long_one_are_taken_back_for_a_free_engine() -> None:
     assert task is waiting and current is False
 
 
+def test_a_maps_chunk_behind_a_long_one_waits_for_an_idle_engine_not_a_busy_one() -> None:
+    """Chunks are cut alike: one moved from behind its stalled sibling to an engine busy
+    with the others would wait as long there and leave its own engine idle."""
+    board = Board(stall=0.05)
+    board.slots = 6  # room on both engines, as after short tasks
+    first, second = two_links(board)
+    chunks = [make_task(i) for i in range(4)]
+    for chunk in chunks:
+        chunk.chunk = True
+    board.queue.extend(chunks)
+    board.assign(now=0.0)  # 0, 2 -> first; 1, 3 -> second
+    second.head_since = 0.04  # its chunk began later: not stalled yet
+    assert board.recall_stalled(now=0.06) == []
+    plain = make_task(9)  # the control: a task that is not a chunk is taken back
+    board.place(first, plain, now=0.06)
+    assert board.recall_stalled(now=0.07) == [(first, plain)]
+    board.queue.clear()
+    for seq in list(second.in_flight):
+        board.finished(second, seq, now=0.08)
+    assert board.recall_stalled(now=0.08) == [(first, chunks[2])]  # now an engine is idle
+
+
 def test_timeouts_count_from_the_started_notice_or_from_first_in_line() -> None:
     board = Board(stall=10.0)
     first, second = two_links(board)
