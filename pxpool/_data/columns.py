@@ -16,6 +16,10 @@ and small metadata, never the data:
 - ``pickled``: anything else (``object`` columns of other values, periods,
   intervals, ...), pickled in groups of :data:`GROUP_ROWS` rows.
 
+- ``part``: a text or pickled layout of one chunk's rows only, with the row it starts at:
+  a map encodes those columns chunk by chunk, so the first chunk leaves before the
+  whole column is encoded (:class:`pxpool._data.shared_parts.SharedInputs`).
+
 Text and pickled columns are decoded once per chunk on the engine (:func:`prepare`);
 the blocks ``f`` sees are slices of that. Everything ``f`` gets is the engine's own
 writable memory, never a view of a segment.
@@ -41,6 +45,7 @@ __all__ = [
     "descriptors",
     "each_column",
     "encode",
+    "encode_cheap",
     "prepare",
     "rebuild",
     "rows",
@@ -72,8 +77,15 @@ def supported(values: Any) -> bool:
 
 def encode(values: Any) -> Layout:
     """The layout of a numpy array or a pandas column or index, holding numpy arrays."""
+    return encode_cheap(values) or _encode_costly(values)
+
+
+def encode_cheap(values: Any) -> Layout | None:
+    """The layout of a column whose values are laid out as they are (plain, tz, cat,
+    masked): a copy at most. None for text and pickled columns, whose encoding costs
+    time per row (:func:`encode` makes those; a map encodes them chunk by chunk)."""
     if isinstance(values, np.ndarray):
-        return ("plain", (values,), None) if _plain(values.dtype) else _objects(values)
+        return ("plain", (values,), None) if _plain(values.dtype) else None
     import pandas as pd
 
     dtype = values.dtype
@@ -86,8 +98,6 @@ def encode(values: Any) -> Layout:
         codes = np.asarray(values.array.codes)
         categories = np.frombuffer(pickle.dumps(dtype, protocol=5), np.uint8)
         return ("cat", (codes, categories), None)
-    if isinstance(dtype, pd.StringDtype) and dtype.storage == "python":
-        return _strings(values, dtype)
     if isinstance(
         values.array, pd.arrays.IntegerArray | pd.arrays.FloatingArray | pd.arrays.BooleanArray
     ):
@@ -95,6 +105,18 @@ def encode(values: Any) -> Layout:
         fill = False if dtype.numpy_dtype.kind == "b" else 0
         data = values.to_numpy(dtype=dtype.numpy_dtype, na_value=fill)
         return ("masked", (data, mask), dtype)
+    return None
+
+
+def _encode_costly(values: Any) -> Layout:
+    """Text or pickled groups: a column :func:`encode_cheap` does not lay out."""
+    if isinstance(values, np.ndarray):
+        return _objects(values)
+    import pandas as pd
+
+    dtype = values.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "python":
+        return _strings(values, dtype)
     if isinstance(dtype, np.dtype) and dtype.kind == "O":
         return _objects(np.asarray(values))
     return _pickled(values.array)
@@ -182,6 +204,10 @@ def prepare(layout: Layout, mapped: Mapped, first: int, stop: int) -> Layout:
     if kind == "cat":
         dtype = pickle.loads(mapped(arrays[1]).tobytes())
         return ("cat", arrays[:1], dtype)
+    if kind == "part":  # rows base:... encoded for this chunk (pxpool._data.shared_parts)
+        base, inner_kind, inner_meta = meta
+        inner = prepare((inner_kind, arrays, inner_meta), mapped, first - base, stop - base)
+        return ("decoded", inner[1], first)
     if kind == "text":
         decoded = _decode_text(arrays, meta, mapped, first, stop)
     elif kind == "pickled":
@@ -190,6 +216,19 @@ def prepare(layout: Layout, mapped: Mapped, first: int, stop: int) -> Layout:
         return layout
     keep_arenas_of(decoded)
     return ("decoded", (decoded,), first)
+
+
+def _whole(source: Any) -> np.ndarray:
+    """A segment's array as it is; an array of the client (:mod:`pxpool._data.direct`)
+    read whole."""
+    return source if isinstance(source, np.ndarray) else source[0 : len(source)]
+
+
+def _span(source: Any, begin: int, end: int) -> memoryview:
+    """Bytes ``begin:end`` of a byte array: a view of a segment, or read from the client."""
+    if isinstance(source, np.ndarray):
+        return source.data[begin:end]
+    return memoryview(source[begin:end])
 
 
 def _groups(offsets: np.ndarray, first: int, stop: int) -> tuple[int, int, int, int]:
@@ -202,9 +241,9 @@ def _groups(offsets: np.ndarray, first: int, stop: int) -> tuple[int, int, int, 
 
 def _decode_text(arrays: tuple[Any, ...], meta: Any, mapped: Mapped, first: int, stop: int) -> Any:
     separator, dtype = meta
-    offsets = mapped(arrays[1])
+    offsets = _whole(mapped(arrays[1]))
     low, _, begin, end = _groups(offsets, first, stop)
-    text = str(mapped(arrays[0]).data[begin:end], "utf-8", "surrogatepass")
+    text = str(_span(mapped(arrays[0]), begin, end), "utf-8", "surrogatepass")
     skip = first - low * GROUP_ROWS
     # fromiter fills the object array ~2-3x faster than slicing the list and assigning it
     strings = itertools.islice(text.split(separator), skip, skip + stop - first)
@@ -219,10 +258,13 @@ def _decode_text(arrays: tuple[Any, ...], meta: Any, mapped: Mapped, first: int,
 
 
 def _unpickle(arrays: tuple[Any, ...], mapped: Mapped, first: int, stop: int) -> Any:
-    data, offsets = mapped(arrays[0]), mapped(arrays[1])
-    low, high, _, _ = _groups(offsets, first, stop)
-    view = data.data
-    parts = [pickle.loads(view[int(offsets[g]) : int(offsets[g + 1])]) for g in range(low, high)]
+    offsets = _whole(mapped(arrays[1]))
+    low, high, begin, end = _groups(offsets, first, stop)
+    view = _span(mapped(arrays[0]), begin, end)
+    parts = [
+        pickle.loads(view[int(offsets[g]) - begin : int(offsets[g + 1]) - begin])
+        for g in range(low, high)
+    ]
     skip = first - low * GROUP_ROWS
     if not parts:
         return np.empty(0, dtype=object)

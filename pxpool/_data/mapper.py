@@ -236,10 +236,14 @@ class MapRun:
         self.exhausted, self.number = True, 1
 
     def _submit(self, f: Any) -> None:
-        """One first chunk per engine until a cost is measured, then two per engine."""
+        """One first chunk per engine until a cost is measured, then two per engine; two
+        from the start when the chunks' text is encoded as they are sent (half shares:
+        the client encodes the second while the engines run the first)."""
         source, sizer = self.source, self.sizer
+        later = source.shared is not None and bool(source.shared.later)
         while (
-            not self.exhausted and len(self.inflight) < (2 if sizer.measured else 1) * self.engines
+            not self.exhausted
+            and len(self.inflight) < (2 if sizer.measured or later else 1) * self.engines
         ):
             budget = 0.0
             if self.budgeted and not sizer.measured:

@@ -111,6 +111,10 @@ class Source:
         (a range, or rows in shared memory)."""
         assert self.total is not None
         share = max(math.ceil(self.total / max(engines, 1)), 1)
+        if self.shared is not None and self.shared.later:
+            # columns encoded chunk by chunk: half a share, so that the client encodes
+            # the second half while the engines run the first
+            return max(math.ceil(share / 2), 1)
         if self.shared is not None or (self.kind == "range" and not self.more):
             return share
         if self.partitions:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -10,7 +13,7 @@ import pytest
 
 import pxpool
 from pxpool._data import arena as _arena
-from pxpool._data import direct, placement, shared_parts, shm
+from pxpool._data import columns, direct, placement, shared_parts, shm
 
 pytestmark = pytest.mark.integration
 
@@ -184,3 +187,36 @@ def test_engines_that_cannot_read_the_client_get_the_rows_through_shared_memory(
     before = taken()
     pd.testing.assert_series_equal(pool.map(lambda p: p.x * 2, df), df.x * 2)
     assert grew(before, "direct") == 2
+
+
+def test_the_first_chunk_runs_while_the_client_still_encodes_the_next_ones(
+    pool: pxpool.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Text columns are encoded chunk by chunk as the chunks are sent: the encoding of
+    the second chunk's rows waits here until an engine has started the first chunk,
+    which it could not if the whole column were encoded before anything was sent."""
+    started = tmp_path / "started"
+    rows = 400_000
+    df = pd.DataFrame({"s": pd.Series([f"row-{i}" for i in range(rows)], dtype=object)})
+    encode, seen = columns.encode, []
+
+    def encode_after_the_first_chunk_started(values: Any) -> Any:
+        if len(values) < rows and values.index[0] > 0:  # a later chunk's rows
+            deadline = time.monotonic() + 60
+            while not started.exists() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            seen.append(started.exists())
+        return encode(values)
+
+    monkeypatch.setattr(columns, "encode", encode_after_the_first_chunk_started)
+
+    def lengths(part: pd.DataFrame, flag: str = str(started)) -> pd.Series:
+        import pathlib
+
+        pathlib.Path(flag).touch()
+        return part["s"].str.len()
+
+    before = taken()
+    pd.testing.assert_series_equal(pool.map(lengths, df), df["s"].str.len())
+    assert seen and all(seen)  # every later chunk was encoded after the first had started
+    assert grew(before, "text") == 1

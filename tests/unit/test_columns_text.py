@@ -57,3 +57,49 @@ def test_values_that_are_not_strings_are_pickled_and_missing_strings_masked() ->
 def test_an_empty_column_is_text_with_no_rows() -> None:
     layout = columns.encode(np.array([], object))
     assert layout[0] == "text" and decoded(layout, 0, 0) == []
+
+
+@pytest.mark.parametrize("read_from_client", [False, True], ids=["segment", "direct"])
+@pytest.mark.parametrize("kind", ["text", "pickled"])
+def test_a_chunks_own_part_decodes_its_rows_by_their_row_numbers(
+    kind: str, read_from_client: bool
+) -> None:
+    """A map encodes text and pickled columns chunk by chunk ("part" layouts, rows
+    base:...); the engine asks for rows by their numbers in the whole column, and may
+    read the part's arrays from the client's memory (pxpool._data.direct)."""
+    from pxpool._data import direct
+
+    whole = [f"{WORDS[i % len(WORDS)]}-{i}" for i in range(3 * GROUP_ROWS)]
+    values = np.array(whole if kind == "text" else [(w,) for w in whole], object)
+    base, end = GROUP_ROWS + 5, 3 * GROUP_ROWS - 7
+    inner_kind, arrays, meta = columns.encode(values[base:end])
+    assert inner_kind == kind
+    part = ("part", arrays, (base, inner_kind, meta))
+
+    def mapped(array: np.ndarray) -> Any:
+        return direct.Remote(direct.describe(array)) if read_from_client else array
+
+    first, stop = base + 3, base + GROUP_ROWS + 9  # rows of one block, across a group
+    ready = columns.prepare(part, mapped, base, end)
+    assert list(columns.rows(ready, mapped, first, stop)) == list(values[first:stop])
+    assert list(columns.rows(ready, mapped, base, end)) == list(values[base:end])
+
+
+def test_cheap_layouts_are_made_at_once_and_costly_ones_left_to_each_chunk() -> None:
+    frame = pd.DataFrame(
+        {
+            "x": np.arange(10.0),
+            "cat": pd.Categorical(list("abcabcabca")),
+            "n": pd.array(range(10), dtype="Int64"),
+            "s": pd.Series([str(i) for i in range(10)], dtype=object),
+            "p": pd.period_range("2020-01", periods=10, freq="M"),
+        }
+    )
+    cheap = {name: columns.encode_cheap(frame[name]) for name in frame.columns}
+    assert {name: lay[0] for name, lay in cheap.items() if lay} == {
+        "x": "plain",
+        "cat": "cat",
+        "n": "masked",
+    }
+    assert cheap["s"] is None and cheap["p"] is None
+    assert columns.encode(frame["s"])[0] == "text" and columns.encode(frame["p"])[0] == "pickled"
