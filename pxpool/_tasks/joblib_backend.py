@@ -14,7 +14,9 @@ without importing it.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol
 
 from joblib.parallel import AutoBatchingMixin, ParallelBackendBase
@@ -35,7 +37,9 @@ class Pool(Protocol):
 class PxpoolBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[misc]  # untyped joblib
     """joblib's view of a pxpool pool (see the module docstring)."""
 
-    supports_retrieve_callback = True
+    supports_retrieve_callback = True  # per call: see configure
+    supports_timeout = True  # both ways: retrieve_result, or joblib's own check
+    supports_return_generator = True  # both ways (joblib asks before configure)
     supports_inner_max_num_threads = False
     default_n_jobs = -1
 
@@ -73,6 +77,12 @@ class PxpoolBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
 
     def configure(self, n_jobs: int | None = 1, parallel: Any = None, **kwargs: Any) -> int:
         self.parallel = parallel
+        # Results in order (return_as "list" or "generator"): joblib's main thread waits
+        # on the next batch's future (retrieve_result) and takes it as soon as it is
+        # done. With the retrieval callback it would poll every 10 ms instead, so a short
+        # call ended on a 10 ms step. Results in completion order ("generator_unordered")
+        # need the callback: joblib queues batches for retrieval from it.
+        self.supports_retrieve_callback = not getattr(parallel, "return_ordered", True)
         return self.effective_n_jobs(n_jobs)
 
     def submit(self, func: Callable[[], Any], callback: Any = None) -> TaskFuture:
@@ -85,6 +95,16 @@ class PxpoolBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
 
     def retrieve_result_callback(self, out: TaskFuture) -> Any:
         return out.result()
+
+    def retrieve_result(self, out: TaskFuture, timeout: float | None = None) -> Any:
+        """Results in order: the next batch's, waited for here (``Parallel(timeout=)``:
+        at most that long, then the ``multiprocessing.TimeoutError`` joblib raises)."""
+        try:
+            return out.result(timeout)
+        except FutureTimeout as exc:
+            raise multiprocessing.TimeoutError(
+                f"a batch of joblib calls took longer than timeout={timeout} s"
+            ) from exc
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
         """A call failed: the batches still queued never run."""

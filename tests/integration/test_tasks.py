@@ -4,6 +4,7 @@ timeouts and deaths, interleaving with %%px cells, and the signed lane socket.""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import signal
 import sys
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import cloudpickle
 import pytest
@@ -532,8 +534,17 @@ def test_joblib_backend_runs_main_functions_also_as_a_generator(pool: pxpool.Poo
             joblib.delayed(tiny)(i) for i in range(300)
         )
         assert list(lazy) == expected
+        unordered = joblib.Parallel(n_jobs=2, return_as="generator_unordered")(
+            joblib.delayed(tiny)(i) for i in range(300)
+        )
+        assert sorted(unordered) == sorted(expected)
         with pytest.raises(pxpool.TaskError, match="ZeroDivisionError"):
             joblib.Parallel(n_jobs=-1)(joblib.delayed(divmod)(1, i) for i in [1, 0, 2])
+        with pytest.raises(pxpool.TaskError, match="ZeroDivisionError"):
+            failing = joblib.Parallel(n_jobs=2, return_as="generator_unordered")(
+                joblib.delayed(divmod)(1, i) for i in [1, 0, 2]
+            )
+            list(failing)
     pool.register_joblib()  # bound to this pool, whichever is current
     try:
         with joblib.parallel_config(backend="pxpool", n_jobs=-1):
@@ -542,6 +553,43 @@ def test_joblib_backend_runs_main_functions_also_as_a_generator(pool: pxpool.Poo
             ]
     finally:
         joblib_hook.register()  # back to the current pool
+
+
+def test_joblib_takes_ordered_results_as_they_come_and_keeps_its_timeout(
+    pool: pxpool.Pool,
+) -> None:
+    """Results in order are waited for on their futures (no 10 ms polling), results in
+    completion order through joblib's callback; ``Parallel(timeout=)`` holds both ways."""
+    import joblib
+
+    from pxpool._tasks.joblib_backend import PxpoolBackend
+
+    modes: dict[str, bool] = {}
+    configure = PxpoolBackend.configure
+
+    def noted(backend: PxpoolBackend, *args: Any, **kwargs: Any) -> int:
+        n_jobs = configure(backend, *args, **kwargs)
+        modes[kwargs["parallel"].return_as] = backend.supports_retrieve_callback
+        return n_jobs
+
+    with (
+        joblib.parallel_config(backend="pxpool"),
+        mock.patch.object(PxpoolBackend, "configure", noted),
+    ):
+        for return_as in ("list", "generator", "generator_unordered"):
+            out = joblib.Parallel(n_jobs=2, return_as=return_as)(
+                joblib.delayed(square)(i) for i in range(50)
+            )
+            assert sorted(out) == [i * i for i in range(50)]
+        for return_as in ("list", "generator_unordered"):
+            with pytest.raises(multiprocessing.TimeoutError):  # as joblib raises it
+                list(
+                    joblib.Parallel(n_jobs=2, timeout=0.2, return_as=return_as)(
+                        joblib.delayed(time.sleep)(s) for s in (1.5, 0.0)
+                    )
+                )
+    assert modes == {"list": False, "generator": False, "generator_unordered": True}
+    assert pool.submit(square, 4).result(RESULT_WAIT) == 16  # the lane goes on
 
 
 def scored_where(estimator: Any, features: Any, labels: Any) -> float:
