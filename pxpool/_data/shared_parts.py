@@ -14,9 +14,11 @@ more than one dimension, take the network path. Where the engines can read this
 process's memory (:mod:`pxpool._data.direct`), plain columns are not copied at all:
 the engines read their rows from the client's own arrays, held until the map is over.
 Text and pickled columns cost time per row to encode (~20 ms per million strings), so
-they are encoded chunk by chunk as the chunks are sent (:meth:`SharedInputs.spec`): the
-first chunk leaves after its own rows, and the client encodes the next ones while the
-engines run (a string map on 2 engines: ~152 ms -> ~145 ms).
+where the engines read the client they are encoded chunk by chunk as the chunks are
+sent (:meth:`SharedInputs.spec`): the first chunk leaves after its own rows, and the
+client encodes the next ones while the engines run (a string map on 2 engines: ~152 ms
+-> ~145 ms). Through segments they are encoded whole, before the first chunk: a part
+per chunk would take a slot (whole MiB) per chunk and array.
 
 Lifetime: the segments are slots of the pool's arena (:mod:`pxpool._data.arena`),
 free for the next map or push when the map returns, unlinked when it fails or the
@@ -131,11 +133,12 @@ class SharedInputs:
         """One column's layout with its arrays copied into segments, or left where they
         are for the engines to read (descriptors)."""
         layout = columns.encode_cheap(values)
-        if layout is None:  # text or pickled: encoded chunk by chunk (spec), ~8 bytes a row
+        if layout is None and self.held is not None:  # text or pickled, read by the
+            # engines from here: encoded chunk by chunk (spec); ~8 bytes a row for slots
             self.later.append(values)
             self._bytes += 8 * len(values)
             return ("later", (), len(self.later) - 1)
-        kind, arrays, meta = layout
+        kind, arrays, meta = layout or columns.encode(values)
         self.kinds.append(kind)
         return (kind, tuple(self._place(kind, i, a) for i, a in enumerate(arrays)), meta)
 
@@ -165,9 +168,7 @@ class SharedInputs:
             self._later_kinds[number] = kind
             self.kinds.append(kind)
             TAKEN[kind] += 1
-        direct = self.held is not None
-        placed = tuple(self._hold(a) if direct else self._array(a) for a in arrays)
-        return ("part", placed, (start, kind, meta))
+        return ("part", tuple(self._hold(a) for a in arrays), (start, kind, meta))
 
     def _export(self, value: Any) -> Layout:
         if isinstance(value, np.ndarray):

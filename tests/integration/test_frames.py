@@ -177,16 +177,17 @@ def test_engines_that_cannot_read_the_client_get_the_rows_through_shared_memory(
     pid, address, token = marker()
     monkeypatch.setattr(placement, "_reads", {})  # ask the engines again
     monkeypatch.setattr(direct, "marker", lambda: (pid, address, bytes(len(token))))
-    df = mixed_frame()[["when", "x"]]
+    df = mixed_frame()[["when", "x", "obj"]]
     before = taken()
     pd.testing.assert_series_equal(pool.map(lambda p: p.x * 2, df), df.x * 2)
     assert grew(before, "direct") == 0 and grew(before, "plain") == 2
+    assert grew(before, "text") == 2  # obj and the index, each encoded whole
     # the control: asked again with the true token, the engines read the same map directly
     monkeypatch.setattr(placement, "_reads", {})
     monkeypatch.setattr(direct, "marker", marker)
     before = taken()
     pd.testing.assert_series_equal(pool.map(lambda p: p.x * 2, df), df.x * 2)
-    assert grew(before, "direct") == 2
+    assert grew(before, "direct") == 2 and grew(before, "text") == 2
 
 
 def test_the_first_chunk_runs_while_the_client_still_encodes_the_next_ones(
