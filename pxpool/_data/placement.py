@@ -13,7 +13,7 @@ which each of them is asked once as well (:func:`readers`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import agent, direct, shm
 
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["local_engines", "readers"]
 
 SHM_TIMEOUT = 30.0  # seconds for engines to report their shared memory
-_seen: dict[str, str] = {}  # engine uuid -> the shared memory it sees
-_reads: dict[str, bool] = {}  # engine uuid -> whether it reads this process's memory
+_seen: dict[str, Any] = {}  # engine uuid -> the shared memory it sees
+_reads: dict[str, Any] = {}  # engine uuid -> whether it reads this process's memory
 
 
 def local_engines(pool: PoolCore, ids: list[int]) -> set[int]:
@@ -32,14 +32,8 @@ def local_engines(pool: PoolCore, ids: list[int]) -> set[int]:
     here = shm.identity()
     if not here:
         return set()
-    known = pool.engine_uuids()
-    uuids = {i: str(known.get(i)) for i in ids}
-    missing = [i for i in ids if uuids[i] not in _seen]
-    if missing:
-        replies = pool.live_client().direct_view(missing).apply_async(agent.engine_shm)
-        for engine_id, seen in zip(missing, replies.get(timeout=SHM_TIMEOUT), strict=True):
-            _seen[uuids[engine_id]] = seen
-    return {i for i in ids if _seen[uuids[i]] == here}
+    seen = _asked_once(pool, ids, _seen, agent.engine_shm)
+    return {i for i in ids if seen[i] == here}
 
 
 def readers(pool: PoolCore, ids: list[int]) -> set[int]:
@@ -47,12 +41,20 @@ def readers(pool: PoolCore, ids: list[int]) -> set[int]:
     client's memory too (:func:`pxpool._data.direct.reads`)."""
     if not direct.available():
         return set()
+    reads = _asked_once(pool, ids, _reads, agent.engine_reads, *direct.marker())
+    return {i for i in ids if reads[i] is True}
+
+
+def _asked_once(
+    pool: PoolCore, ids: list[int], answers: dict[str, Any], question: Any, *args: Any
+) -> dict[int, Any]:
+    """Each engine's answer to ``question(*args)``, asked only of engines whose uuid has
+    no answer in ``answers`` yet (a replaced engine has a new uuid)."""
     known = pool.engine_uuids()
     uuids = {i: str(known.get(i)) for i in ids}
-    missing = [i for i in ids if uuids[i] not in _reads]
+    missing = [i for i in ids if uuids[i] not in answers]
     if missing:
-        view = pool.live_client().direct_view(missing)
-        replies = view.apply_async(agent.engine_reads, *direct.marker())
-        for engine_id, ok in zip(missing, replies.get(timeout=SHM_TIMEOUT), strict=True):
-            _reads[uuids[engine_id]] = bool(ok)
-    return {i for i in ids if _reads[uuids[i]]}
+        replies = pool.live_client().direct_view(missing).apply_async(question, *args)
+        for engine_id, answer in zip(missing, replies.get(timeout=SHM_TIMEOUT), strict=True):
+            answers[uuids[engine_id]] = answer
+    return {i: answers[uuids[i]] for i in ids}
