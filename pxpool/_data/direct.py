@@ -81,7 +81,8 @@ def read_into(pid: int, address: int, out: np.ndarray) -> None:
             raise OSError(
                 code,
                 f"reading {total - done} bytes of the map's input from the client process "
-                f"(pid {pid}) failed: {os.strerror(code)}; the client may have stopped",
+                f"(pid {pid}) failed: {os.strerror(code)}; the client may have stopped or "
+                "freed the input: run the map again from a running client",
             )
         done += got
 

@@ -13,6 +13,7 @@ which each of them is asked once as well (:func:`readers`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import agent, direct, shm
@@ -46,7 +47,11 @@ def readers(pool: PoolCore, ids: list[int]) -> set[int]:
 
 
 def _asked_once(
-    pool: PoolCore, ids: list[int], answers: dict[str, Any], question: Any, *args: Any
+    pool: PoolCore,
+    ids: list[int],
+    answers: dict[str, Any],
+    question: Callable[..., Any],
+    *args: Any,
 ) -> dict[int, Any]:
     """Each engine's answer to ``question(*args)``, asked only of engines whose uuid has
     no answer in ``answers`` yet (a replaced engine has a new uuid)."""
