@@ -20,9 +20,11 @@ and small metadata, never the data:
   a map encodes those columns chunk by chunk, so the first chunk leaves before the
   whole column is encoded (:class:`pxpool._data.shared_parts.SharedInputs`).
 
-Text and pickled columns are decoded once per chunk on the engine (:func:`prepare`);
-the blocks ``f`` sees are slices of that. Everything ``f`` gets is the engine's own
-writable memory, never a view of a segment.
+Pickled columns are decoded once per chunk on the engine (:func:`prepare`), and the
+blocks ``f`` sees are slices of that; text is decoded block by block (:func:`rows`), so
+``f`` starts after one block's strings rather than the chunk's, and each block's
+strings reuse the memory the last block's freed while it is still in cache. Everything
+``f`` gets is the engine's own writable memory, never a view of a segment.
 
 Standard library and numpy at import; pandas inside the functions that need it, so
 the engine loads it only for pandas input (:mod:`pxpool._data.agent`).
@@ -30,7 +32,6 @@ the engine loads it only for pandas input (:mod:`pxpool._data.agent`).
 
 from __future__ import annotations
 
-import itertools
 import pickle
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -196,24 +197,23 @@ Mapped = Callable[[Any], Any]  # a descriptor -> its read-only array, or a direc
 
 
 def prepare(layout: Layout, mapped: Mapped, first: int, stop: int) -> Layout:
-    """A layout ready for :func:`rows` of the chunk ``first:stop``: text and pickled
-    columns decoded once for the chunk (``decoded``), categories unpickled once.
-    A decoded column's objects are the many small ones whose allocator arenas the engine
-    keeps for the next chunk (:func:`pxpool._entry.heap.keep_arenas_of`)."""
+    """A layout ready for :func:`rows` of the chunk ``first:stop``: pickled columns
+    decoded once for the chunk (``decoded``), categories unpickled once; text stays
+    text (``text_at``: its rows are numbered from a base), for :func:`rows` to decode
+    block by block. A decoded column's objects are the many small ones whose allocator
+    arenas the engine keeps for the next chunk (:func:`pxpool._entry.heap.keep_arenas_of`)."""
     kind, arrays, meta = layout
     if kind == "cat":
         dtype = pickle.loads(mapped(arrays[1]).tobytes())
         return ("cat", arrays[:1], dtype)
+    base = 0
     if kind == "part":  # rows base:... encoded for this chunk (pxpool._data.shared_parts)
-        base, inner_kind, inner_meta = meta
-        inner = prepare((inner_kind, arrays, inner_meta), mapped, first - base, stop - base)
-        return ("decoded", inner[1], first)
+        base, kind, meta = meta
     if kind == "text":
-        decoded = _decode_text(arrays, meta, mapped, first, stop)
-    elif kind == "pickled":
-        decoded = _unpickle(arrays, mapped, first, stop)
-    else:
+        return ("text_at", arrays, (meta, base))
+    if kind != "pickled":
         return layout
+    decoded = _unpickle(arrays, mapped, first - base, stop - base)
     keep_arenas_of(decoded)
     return ("decoded", (decoded,), first)
 
@@ -240,14 +240,14 @@ def _groups(offsets: np.ndarray, first: int, stop: int) -> tuple[int, int, int, 
 
 
 def _decode_text(arrays: tuple[Any, ...], meta: Any, mapped: Mapped, first: int, stop: int) -> Any:
+    """Rows ``first:stop`` of a text column: the bytes of exactly those rows, split."""
     separator, dtype = meta
-    offsets = _whole(mapped(arrays[1]))
-    low, _, begin, end = _groups(offsets, first, stop)
-    text = str(_span(mapped(arrays[0]), begin, end), "utf-8", "surrogatepass")
-    skip = first - low * GROUP_ROWS
-    # fromiter fills the object array ~2-3x faster than slicing the list and assigning it
-    strings = itertools.islice(text.split(separator), skip, skip + stop - first)
-    values = np.fromiter(strings, dtype=object, count=stop - first)
+    offsets, data = _whole(mapped(arrays[1])), mapped(arrays[0])
+    begin = _row_byte(data, offsets, first, separator)
+    end = _row_byte(data, offsets, stop, separator)
+    strings = str(_span(data, begin, end), "utf-8", "surrogatepass").split(separator)
+    strings.pop()  # each row ends with the separator: the empty string after the last
+    values = np.fromiter(strings, dtype=object, count=len(strings))  # numpy's quickest
     if dtype is None:
         return values
     import pandas as pd
@@ -255,6 +255,17 @@ def _decode_text(arrays: tuple[Any, ...], meta: Any, mapped: Mapped, first: int,
     if len(arrays) > 2:
         values[np.asarray(mapped(arrays[2])[first:stop])] = dtype.na_value
     return pd.array(values, dtype=dtype)
+
+
+def _row_byte(data: Any, offsets: np.ndarray, row: int, separator: str) -> int:
+    """Where row ``row`` of a text column starts: its group's offset, then past as many
+    separators as rows before it in the group."""
+    group = min(row // GROUP_ROWS, len(offsets) - 1)
+    begin, within = int(offsets[group]), row - group * GROUP_ROWS
+    if within == 0:
+        return begin
+    text = np.frombuffer(_span(data, begin, int(offsets[group + 1])), np.uint8)
+    return begin + int(np.flatnonzero(text == ord(separator))[within - 1]) + 1
 
 
 def _unpickle(arrays: tuple[Any, ...], mapped: Mapped, first: int, stop: int) -> Any:
@@ -283,6 +294,11 @@ def rows(layout: Layout, mapped: Mapped, start: int, stop: int) -> Any:
     kind, arrays, meta = layout
     if kind == "decoded":
         return arrays[0][start - meta : stop - meta]
+    if kind == "text_at":
+        text_meta, base = meta
+        decoded = _decode_text(arrays, text_meta, mapped, start - base, stop - base)
+        keep_arenas_of(decoded)
+        return decoded
 
     def copy(descriptor: Any) -> np.ndarray:
         source = mapped(descriptor)

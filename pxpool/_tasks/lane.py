@@ -83,7 +83,9 @@ class Lane:
     ) -> TaskFuture:
         """Queue ``f(*args, **kwargs)`` (with ``runner``: ``runner(f, *args, **kwargs)``
         on the engine); its future (see :class:`TaskFuture`), named ``label`` in errors.
-        ``chunk``: one of a map's chunks, cut alike (see :attr:`Task.chunk`)."""
+        ``chunk``: one of a map's chunks, cut alike (see :attr:`Task.chunk`); it is handed
+        to the lane's thread before this returns, since the map goes on to encode the next
+        chunk holding the GIL (measured: an engine's first chunk of text left 11 ms late)."""
         self._admit(f, timeout, retries, caller)
         payload, na, nk = encode(f, args, kwargs, caller)
         task_id = next(self._ids)
@@ -91,7 +93,7 @@ class Lane:
         task = Task(task_id, label, payload, na, nk, TaskFuture(label), timeout, retries)
         task.runner, task.chunk = runner, chunk
         task.name = function_name(f)
-        self.dispatcher().add(task)
+        self.dispatcher().add(task, hand_over=HAND_OVER if chunk else 0.0)
         return task.future
 
     def submit_many(

@@ -85,6 +85,29 @@ def test_a_chunks_own_part_decodes_its_rows_by_their_row_numbers(
     assert list(columns.rows(ready, mapped, base, end)) == list(values[base:end])
 
 
+def test_text_is_decoded_block_by_block_as_the_engine_asks_for_rows() -> None:
+    """An engine runs a chunk in blocks; text is decoded for each block only when that
+    block is built, so ``f`` starts after one block's strings. Blocks start and end
+    anywhere within a group, missing strings included."""
+    count = 3 * GROUP_ROWS + 17
+    strings = pd.Series(
+        [None if i % 11 == 0 else f"{WORDS[i % len(WORDS)]}-{i}" for i in range(count)],
+        dtype=pd.StringDtype("python"),
+    )
+
+    def mapped(array: np.ndarray) -> np.ndarray:
+        return array
+
+    layout = columns.encode(strings)
+    first, stop = 7, count - 5
+    ready = columns.prepare(layout, mapped, first, stop)
+    assert ready[0] == "text_at"  # nothing decoded yet
+    edges = [first, first + 1, GROUP_ROWS - 1, GROUP_ROWS, 2 * GROUP_ROWS + 3, stop]
+    blocks = [columns.rows(ready, mapped, a, b) for a, b in zip(edges, edges[1:], strict=False)]
+    got = pd.array(np.concatenate([np.asarray(b, object) for b in blocks]), dtype=strings.dtype)
+    assert got.equals(strings.array[first:stop])
+
+
 def test_cheap_layouts_are_made_at_once_and_costly_ones_left_to_each_chunk() -> None:
     frame = pd.DataFrame(
         {
