@@ -12,6 +12,9 @@ and the table shows medians):
 - strings: a 1,000,000-row frame with an ``object`` column of distinct strings and an
   int column; ``f`` loops over the rows in Python (``len(s) + x``). Baseline: ``f(df)``
   in this process. Target: pxpool >= 1.6x one process.
+- strings, ``str`` dtype: the same frame with the string column as pandas' own string
+  dtype (what pandas 3 gives a column of strings unless told ``object``); pxpool and
+  one process only.
 - cheap: ``part.a * 2 + part.b`` over a 1,000,000-row frame of two float columns.
   Target: pxpool within 5x of one process.
 - cheap, results over the network: the same with pxpool's result slots turned off, to
@@ -82,6 +85,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     cfg = parser.parse_args()
     strings, numbers = string_frame(), numeric_frame()
+    typed = strings.astype({"s": pd.StringDtype("python", na_value=np.nan)})  # pandas 3's "str"
     s_parts, n_parts = split(strings, 2 * cfg.workers), split(numbers, 2 * cfg.workers)
     times: dict[str, list[float]] = {}
 
@@ -94,7 +98,7 @@ def main() -> None:
     ):
         loky = get_reusable_executor(max_workers=cfg.workers, timeout=600)
         for _ in range(2):  # warm up: imports, arena slots, worker start
-            pool.map(per_row, strings), pool.map(cheap, numbers)
+            pool.map(per_row, strings), pool.map(per_row, typed), pool.map(cheap, numbers)
             mp.map(cheap, n_parts), list(loky.map(cheap, n_parts))
         taken = dict(shared_parts.TAKEN)
         no_slots, readers = shared_parts.SharedInputs.reply_slot, mapper.readers
@@ -104,6 +108,8 @@ def main() -> None:
             run("strings: pxpool", lambda: pool.map(per_row, strings))
             run("strings: multiprocessing", lambda: pd.concat(mp.map(per_row, s_parts)))
             run("strings: loky", lambda: pd.concat(list(loky.map(per_row, s_parts))))
+            run("strings, str dtype: one process", lambda: per_row(typed))
+            run("strings, str dtype: pxpool", lambda: pool.map(per_row, typed))
             run("cheap: one process", lambda: cheap(numbers), 5)
             run("cheap: pxpool", lambda: pool.map(cheap, numbers), 5)
             run("cheap: multiprocessing", lambda: pd.concat(mp.map(cheap, n_parts)), 5)
@@ -141,6 +147,12 @@ def report(times: dict[str, list[float]], taken: dict[str, int], cfg: argparse.N
         "-",
     )
     ratio("strings: one process / loky", "strings: one process", "strings: loky", "-")
+    ratio(
+        "strings, str dtype: one process / pxpool",
+        "strings, str dtype: one process",
+        "strings, str dtype: pxpool",
+        ">= 1.6",
+    )
     ratio("cheap: pxpool / one process", "cheap: pxpool", "cheap: one process", "<= 5")
     ratio(
         "cheap: multiprocessing / one process", "cheap: multiprocessing", "cheap: one process", "-"
