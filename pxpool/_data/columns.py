@@ -59,6 +59,8 @@ SEPARATORS = ("\x00", "\x1f", "\x1e")  # tried in turn: one no string of the col
 # (kind, arrays, metadata): ``arrays`` are what the client put into shared memory (on the
 # client: numpy arrays; in a chunk's spec: their descriptors); see the module docstring
 Layout = tuple[str, tuple[Any, ...], Any]
+# bytes -> a writable uint8 buffer at least that long, for encoded bytes to be joined into
+Buffer = Callable[[int], np.ndarray]
 
 
 def _plain(dtype: Any) -> bool:
@@ -76,9 +78,11 @@ def supported(values: Any) -> bool:
 # ---------------------------------------------------------------- client: encode
 
 
-def encode(values: Any) -> Layout:
-    """The layout of a numpy array or a pandas column or index, holding numpy arrays."""
-    return encode_cheap(values) or _encode_costly(values)
+def encode(values: Any, into: Buffer | None = None) -> Layout:
+    """The layout of a numpy array or a pandas column or index, holding numpy arrays.
+    A text or pickled column's bytes are joined into a buffer from ``into`` when given
+    (:mod:`pxpool._data.spares`), else into fresh memory."""
+    return encode_cheap(values) or _encode_costly(values, into)
 
 
 def encode_cheap(values: Any) -> Layout | None:
@@ -109,47 +113,49 @@ def encode_cheap(values: Any) -> Layout | None:
     return None
 
 
-def _encode_costly(values: Any) -> Layout:
+def _encode_costly(values: Any, into: Buffer | None) -> Layout:
     """Text or pickled groups: a column :func:`encode_cheap` does not lay out."""
     if isinstance(values, np.ndarray):
-        return _objects(values)
+        return _objects(values, into)
     import pandas as pd
 
     dtype = values.dtype
     if isinstance(dtype, pd.StringDtype) and dtype.storage == "python":
-        return _strings(values, dtype)
+        return _strings(values, dtype, into)
     if isinstance(dtype, np.dtype) and dtype.kind == "O":
-        return _objects(np.asarray(values))
-    return _pickled(values.array)
+        return _objects(np.asarray(values), into)
+    return _pickled(values.array, into)
 
 
-def _strings(values: Any, dtype: Any) -> Layout:
+def _strings(values: Any, dtype: Any, into: Buffer | None) -> Layout:
     """Pandas' python-backed strings: as text, their missing values as a mask (looked
     for only when a plain join fails: finding them costs more than the join)."""
     strings = values.to_numpy(dtype=object)
     for separator in SEPARATORS:
-        if (encoded := _text(strings, separator)) is not None:
+        if (encoded := _text(strings, separator, into)) is not None:
             return ("text", encoded, (separator, dtype))
     mask = np.asarray(values.isna())
     if mask.any():
         filled = strings.copy()
         filled[mask] = ""
         for separator in SEPARATORS:
-            if (encoded := _text(filled, separator)) is not None:
+            if (encoded := _text(filled, separator, into)) is not None:
                 return ("text", (*encoded, mask), (separator, dtype))
-    return _pickled(values.array)
+    return _pickled(values.array, into)
 
 
-def _objects(strings: np.ndarray) -> Layout:
+def _objects(strings: np.ndarray, into: Buffer | None) -> Layout:
     """An ``object`` array: text when every value is a ``str`` and a separator is free,
     else pickled groups."""
     for separator in SEPARATORS:
-        if (encoded := _text(strings, separator)) is not None:
+        if (encoded := _text(strings, separator, into)) is not None:
             return ("text", encoded, (separator, None))
-    return _pickled(strings)
+    return _pickled(strings, into)
 
 
-def _text(strings: np.ndarray, separator: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _text(
+    strings: np.ndarray, separator: str, into: Buffer | None
+) -> tuple[np.ndarray, np.ndarray] | None:
     parts, offsets = [], [0]
     for first in range(0, len(strings), GROUP_ROWS):
         group = strings[first : first + GROUP_ROWS].tolist()
@@ -161,7 +167,7 @@ def _text(strings: np.ndarray, separator: str) -> tuple[np.ndarray, np.ndarray] 
             return None
         parts.append(joined.encode("utf-8", "surrogatepass"))
         offsets.append(offsets[-1] + len(parts[-1]))
-    data = np.frombuffer(b"".join(parts), np.uint8)
+    data = _joined(parts, offsets[-1], into)
     if _count_byte(data, ord(separator)) != len(strings):  # a string holds the separator
         return None
     return data, np.asarray(offsets, np.int64)
@@ -176,12 +182,24 @@ def _count_byte(data: np.ndarray, byte: int) -> int:
     return int(np.count_nonzero(data == byte))
 
 
-def _pickled(values: Any) -> Layout:
+def _joined(parts: list[bytes], nbytes: int, into: Buffer | None) -> np.ndarray:
+    """``parts`` one after another, in a buffer from ``into`` or in fresh memory."""
+    if into is None:
+        return np.frombuffer(b"".join(parts), np.uint8)
+    data = into(nbytes)[:nbytes]
+    view, position = data.data, 0
+    for part in parts:
+        view[position : position + len(part)] = part
+        position += len(part)
+    return data
+
+
+def _pickled(values: Any, into: Buffer | None) -> Layout:
     parts, offsets = [], [0]
     for first in range(0, len(values), GROUP_ROWS):
         parts.append(pickle.dumps(values[first : first + GROUP_ROWS], protocol=5))
         offsets.append(offsets[-1] + len(parts[-1]))
-    data = np.frombuffer(b"".join(parts), np.uint8)
+    data = _joined(parts, offsets[-1], into)
     return ("pickled", (data, np.asarray(offsets, np.int64)), None)
 
 

@@ -17,8 +17,9 @@ Text and pickled columns cost time per row to encode (~20 ms per million strings
 where the engines read the client they are encoded chunk by chunk as the chunks are
 sent (:meth:`SharedInputs.spec`): the first chunk leaves after its own rows, and the
 client encodes the next ones while the engines run (a string map on 2 engines: ~152 ms
--> ~145 ms). Through segments they are encoded whole, before the first chunk: a part
-per chunk would take a slot (whole MiB) per chunk and array.
+-> ~145 ms), into buffers reused from map to map (:mod:`pxpool._data.spares`). Through
+segments they are encoded whole, before the first chunk: a part per chunk would take a
+slot (whole MiB) per chunk and array.
 
 Lifetime: the segments are slots of the pool's arena (:mod:`pxpool._data.arena`),
 free for the next map or push when the map returns, unlinked when it fails or the
@@ -40,6 +41,7 @@ from . import arena as _arena
 from . import columns, shm
 from . import direct as _direct
 from .blocks import values_nbytes
+from .spares import SPARES
 
 __all__ = ["TAKEN", "SharedInputs", "eligible"]
 
@@ -107,6 +109,7 @@ class SharedInputs:
         self.kinds: list[str] = []  # each column's layout kind (what tests and benches read)
         # text and pickled columns, encoded for each chunk as it is sent (see spec)
         self.later: list[Any] = []
+        self.buffers: list[np.ndarray] = []  # what those were encoded into (spares)
         self._later_kinds: dict[int, str] = {}
         self._arena = _arena.arena_for(prefix)
         self._engine_ids = engine_ids
@@ -163,12 +166,17 @@ class SharedInputs:
         encodes the next ones while the engines run."""
         values = self.later[number]
         rows = values.iloc[start:stop] if hasattr(values, "iloc") else values[start:stop]
-        kind, arrays, meta = columns.encode(rows)
+        kind, arrays, meta = columns.encode(rows, self._buffer)
         if number not in self._later_kinds:
             self._later_kinds[number] = kind
             self.kinds.append(kind)
             TAKEN[kind] += 1
         return ("part", tuple(self._hold(a) for a in arrays), (start, kind, meta))
+
+    def _buffer(self, nbytes: int) -> np.ndarray:
+        """A spare buffer for a chunk's encoded column, given back at :meth:`close`."""
+        self.buffers.append(SPARES.take(nbytes))
+        return self.buffers[-1]
 
     def _export(self, value: Any) -> Layout:
         if isinstance(value, np.ndarray):
@@ -226,7 +234,9 @@ class SharedInputs:
         if self.held is not None:
             if not reuse:  # engines may still read them: kept for a few more maps
                 _ABANDONED.append(self.held)
-            self.held = []
+            else:
+                SPARES.give_back(self.buffers)
+            self.held, self.buffers = [], []
         for slot in self.slots:
             if reuse:
                 self._arena.done(slot)
