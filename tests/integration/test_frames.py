@@ -202,11 +202,11 @@ def test_the_first_chunk_runs_while_the_client_still_encodes_the_next_ones(
     df = pd.DataFrame({"s": pd.Series([f"row-{i}" for i in range(rows)], dtype=object)})
     encode, seen = columns.encode, []
 
-    def encode_after_the_first_chunk_started(values: Any) -> Any:
+    def encode_after_the_first_chunk_started(values: Any, into: Any = None) -> Any:
         if len(values) < rows and values.index[0] > 0:  # a later chunk's rows
             wait_until(started.exists, 60, "an engine starting the first chunk", 0.005)
             seen.append(True)
-        return encode(values)
+        return encode(values, into)
 
     monkeypatch.setattr(columns, "encode", encode_after_the_first_chunk_started)
 
