@@ -26,6 +26,7 @@ from ._data import shm as _shm
 from ._data.options import MapOptions
 from ._data.placement import local_engines
 from ._data.ready import done_result
+from ._data.spares import SPARES
 from .errors import EngineNameError, MapError, UnpicklableFunctionError
 
 if TYPE_CHECKING:
@@ -246,7 +247,9 @@ def pool_map(
 
 
 def release_pool_memory(pool_name: str) -> None:
-    """At a pool's teardown: its arena's slots and segments a crashed transfer left."""
+    """At a pool's teardown: its arena's slots, segments a crashed transfer left, and
+    the client's spare buffers for encoding maps (another pool makes new ones)."""
     prefix = _shm.pool_prefix(pool_name)
     _arena.close(prefix)  # the slots pushes reuse
     _shm.cleanup(prefix)  # segments a crashed transfer left
+    SPARES.clear()

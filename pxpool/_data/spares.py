@@ -11,7 +11,7 @@ engines' two cores share with it.
 So a map takes its buffers from :data:`SPARES` and gives them back when it is over
 (:meth:`pxpool._data.shared_parts.SharedInputs.close`). A failed map does not give them
 back: engines may still read them (its arrays are kept a while, then freed). At most
-:data:`SPARE_BYTES` are kept.
+:data:`SPARE_BYTES` are kept, and none once a pool stops.
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ class Spares:
             self._free.extend(buffers)
             while sum(b.nbytes for b in self._free) > self._limit:
                 self._free.pop(0)
+
+    def clear(self) -> None:
+        """Keep none (a pool stopped: its memory goes back to the system)."""
+        with self._lock:
+            self._free.clear()
 
     def spare_bytes(self) -> int:
         """Bytes kept for the next maps."""

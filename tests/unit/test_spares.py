@@ -111,3 +111,15 @@ def test_a_failed_maps_buffers_are_not_given_back(prefix: str, spares: Spares) -
     assert spares.spare_bytes() == 0 and kept
     gc.collect()
     assert all(ref() is not None for ref in kept)  # held a while (for a chunk that still runs)
+
+
+def test_a_pool_that_stops_lets_the_spare_buffers_go(
+    spares: Spares, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pxpool import data
+
+    monkeypatch.setattr(data, "SPARES", spares)
+    spares.give_back([spares.take(ROUND)])
+    assert spares.spare_bytes() == ROUND
+    data.release_pool_memory(f"pxpool-unit-spares-stop-{os.getpid()}")
+    assert spares.spare_bytes() == 0
