@@ -2,8 +2,8 @@
 
 Run by hand (pytest does not collect it):
 
-    python bench/bench_frames.py            # ~2 minutes on 2 cores
-    python bench/bench_frames.py --rounds 9  # ~3 minutes
+    python bench/bench_frames.py            # ~25 s on 2 cores
+    python bench/bench_frames.py --rounds 9  # ~40 s
 
 Workloads, each framework with the same number of workers, all measured in alternating
 rounds (this machine has slow phases of seconds; each round times every framework once,
