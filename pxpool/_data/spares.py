@@ -23,7 +23,7 @@ import numpy as np
 
 __all__ = ["SPARES", "SPARE_BYTES", "Spares"]
 
-SPARE_BYTES = 32 << 20  # spare buffers kept between maps, at most (a 1M-row string map: 16)
+SPARE_BYTES = 32 << 20  # spare buffers kept between maps, at most (a 1M-row string map uses 16 MiB)
 ROUND = 1 << 20  # buffers are made in whole MiB, so that a slightly larger chunk fits
 
 
