@@ -159,9 +159,9 @@ def report(times: dict[str, list[float]], taken: dict[str, int], cfg: argparse.N
 
     for name, target in (("parsing", ">= 1.6"), ("strings", "- (lighter than the issue's)")):
         for other in ("pxpool", "multiprocessing", "loky"):
-            target = target if other == "pxpool" else "-"
+            shown = target if other == "pxpool" else "-"  # the targets are pxpool's
             ratio(
-                f"{name}: one process / {other}", f"{name}: one process", f"{name}: {other}", target
+                f"{name}: one process / {other}", f"{name}: one process", f"{name}: {other}", shown
             )
     ratio(
         "strings, str dtype: one process / pxpool",
